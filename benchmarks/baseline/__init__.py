@@ -1,0 +1,1 @@
+"""The C baseline server and its build helper (see build.py)."""

@@ -1,0 +1,16 @@
+"""fastloop: an HTTP/1.1 server for Python with a compiled, edge-triggered core."""
+
+try:
+    from . import _core
+except ImportError as exc:  # never fall back to a pure-Python stand-in
+    raise ImportError(
+        "fastloop's compiled core (fastloop._core) is missing or broken; "
+        "install with `pip install .` so the extension is built"
+    ) from exc
+
+from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, POLLER, Request, Response
+from .app import App
+from .server import Server
+
+__all__ = ["App", "Server", "Request", "Response", "DEFAULT_LIMITS", "DEFAULT_TIMEOUTS", "POLLER"]
+__version__ = "0.1.0"

@@ -1,0 +1,14 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: freethreading_compatible=True
+"""fastloop's compiled core: edge-triggered event loops over epoll or kqueue, HTTP/1.1."""
+
+import logging
+
+log = logging.getLogger("fastloop")
+
+include "core/errors.pyx"
+include "core/http.pyx"
+include "core/response.pyx"
+include "core/worker.pyx"
+
+POLLER = FL_POLLER_NAME.decode()

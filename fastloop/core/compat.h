@@ -1,0 +1,112 @@
+/* compat.h - the few socket and clock calls that differ between Linux, BSD and macOS.
+ * Every .pyx stays free of platform checks; they all live here and in poller.h. */
+#ifndef FL_COMPAT_H
+#define FL_COMPAT_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MSG_NOSIGNAL
+/* macOS has no MSG_NOSIGNAL; fl_accept sets SO_NOSIGPIPE on each socket instead. */
+#define MSG_NOSIGNAL 0
+#endif
+
+#ifndef CLOCK_MONOTONIC_COARSE
+#define CLOCK_MONOTONIC_COARSE CLOCK_MONOTONIC
+#endif
+#ifndef CLOCK_REALTIME_COARSE
+#define CLOCK_REALTIME_COARSE CLOCK_REALTIME
+#endif
+
+/* accept() a connection as a non-blocking, close-on-exec descriptor. Returns fd or -errno. */
+static inline int fl_accept(int lfd)
+{
+    int fd;
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
+    defined(__DragonFly__)
+    do {
+        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -errno;
+#else
+    do {
+        fd = accept(lfd, NULL, NULL);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -errno;
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+#endif
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    return fd;
+}
+
+/* Small responses are written whole, once per batch: Nagle would only delay them. Fails
+ * harmlessly (ignored) on Unix sockets. */
+static inline void fl_set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Milliseconds on a clock that never jumps; the coarse clock is a vDSO read, cheap per loop turn. */
+static inline int64_t fl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline int64_t fl_wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* Writes "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes, RFC 9110 IMF-fixdate) without strftime,
+ * whose names follow the C locale of the process. */
+static inline void fl_format_date(int64_t secs, char out[29])
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char *p = out;
+#define FL_PUT2(v) (*p++ = (char)('0' + (v) / 10), *p++ = (char)('0' + (v) % 10))
+    p[0] = days[tm.tm_wday][0], p[1] = days[tm.tm_wday][1], p[2] = days[tm.tm_wday][2];
+    p[3] = ',', p[4] = ' ';
+    p += 5;
+    FL_PUT2(tm.tm_mday);
+    *p++ = ' ';
+    p[0] = months[tm.tm_mon][0], p[1] = months[tm.tm_mon][1], p[2] = months[tm.tm_mon][2], p[3] = ' ';
+    p += 4;
+    int y = tm.tm_year + 1900;
+    FL_PUT2(y / 100);
+    FL_PUT2(y % 100);
+    *p++ = ' ';
+    FL_PUT2(tm.tm_hour);
+    *p++ = ':';
+    FL_PUT2(tm.tm_min);
+    *p++ = ':';
+    FL_PUT2(tm.tm_sec);
+    p[0] = ' ', p[1] = 'G', p[2] = 'M', p[3] = 'T';
+#undef FL_PUT2
+}
+
+#endif

@@ -1,0 +1,59 @@
+# The per-connection C struct. Only its owning worker thread ever touches it.
+
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+# What the connection is doing (fl_conn.state).
+cdef enum:
+    CONN_READ_HEAD = 0    # waiting for (the rest of) a request head; also an idle keep-alive
+    CONN_READ_BODY = 1    # head complete, waiting for the rest of a Content-Length body
+    CONN_IN_HANDLER = 2   # a complete request waits for the Python phase of this loop turn
+    CONN_CLOSING = 3      # last response sent, write side shut: input is discarded until EOF
+
+# Bits of fl_conn.flags
+cdef enum:
+    CONN_F_CLOSE_AFTER = 1    # parse nothing more; close (or linger) once the output is flushed
+    CONN_F_PEER_EOF = 2       # the client shut its write side
+    CONN_F_PAUSED = 4         # unsent output above the high-water mark: stop reading requests
+    CONN_F_CONTINUE_SENT = 8  # "100 Continue" already sent for the current request
+    CONN_F_QUEUED_PY = 16     # in this turn's Python batch
+    CONN_F_NEW_REQUEST = 32   # a request completed: the header timer restarts for the next one
+    CONN_F_LINGER = 64        # input may be left unread: shut down writing and drain before close
+
+# Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
+cdef enum:
+    FL_TIMER_NONE = 0
+    FL_TIMER_HEADER = 1       # a request (head or body) is being received
+    FL_TIMER_IDLE = 2         # keep-alive, between requests
+    FL_TIMER_WRITE = 3        # the client does not read its responses
+    FL_TIMER_LINGER = 4       # lingering close
+    FL_NTIMERS = 5
+
+ctypedef struct fl_conn:
+    int fd                    # -1 while the slot is free
+    uint32_t slot
+    uint32_t gen              # bumped on close: events carrying an older one are stale
+    int state
+    int flags
+    char *rbuf                # request bytes; NULL while idle (buffers come from the pool)
+    uint32_t rcap
+    uint32_t rpos             # start of the current request
+    uint32_t rlen             # end of the bytes read
+    uint32_t scanned          # bytes after rpos already searched for the end of the head
+    uint32_t head_len         # head of the current request, once parsed
+    uint32_t req_len          # head + body of the current request, once its head is parsed
+    int route                 # index of its static route, or -1: it needs Python
+    int req_flags             # FL_REQ_* of the current request
+    char *wbuf                # responses not yet sent
+    size_t wcap
+    size_t wsent
+    size_t wlen
+    int timer                 # FL_TIMER_*, the list the connection is on
+    int64_t deadline          # monotonic ms
+    fl_conn *tprev
+    fl_conn *tnext
+
+ctypedef struct fl_timer_list:
+    fl_conn *head
+    fl_conn *tail
+    int64_t duration_ms

@@ -1,0 +1,46 @@
+# The layout of a parsed request head. Every span points into the caller's buffer (zero-copy):
+# it is valid only while that buffer is neither moved nor reused.
+
+from libc.stdint cimport int64_t, uint32_t
+
+
+cdef enum:
+    FL_MAX_HEADERS = 100          # a request with more is answered 431 (gunicorn's default)
+
+# Bits of fl_request.flags
+cdef enum:
+    FL_REQ_KEEP_ALIVE = 1         # the connection may carry another request after this one
+    FL_REQ_HEAD = 2               # method HEAD: the response has no body
+    FL_REQ_CHUNKED = 4            # Transfer-Encoding: chunked
+    FL_REQ_EXPECT_CONTINUE = 8    # Expect: 100-continue
+    FL_REQ_CONN_KEEP_ALIVE = 16   # the client sent "Connection: keep-alive" (echoed to HTTP/1.0)
+    FL_REQ_GET = 32               # method GET
+    FL_REQ_CONN_CLOSE = 64        # the client sent "Connection: close"
+    FL_REQ_HTTP10 = 128           # HTTP/1.0: keep-alive must be echoed to be kept
+
+ctypedef struct fl_span:
+    uint32_t off                  # from the start of the request head
+    uint32_t len
+
+ctypedef struct fl_header:
+    fl_span name
+    fl_span value
+
+ctypedef struct fl_request:
+    fl_span method
+    fl_span target
+    fl_span path                  # target up to '?'
+    fl_span query                 # after '?', without it
+    int minor                     # HTTP/1.<minor>
+    int flags
+    int num_headers
+    uint32_t head_len             # request line + headers + the blank line
+    int64_t content_length        # -1 when absent
+    fl_header headers[FL_MAX_HEADERS]
+
+ctypedef struct fl_limits:
+    uint32_t request_line         # bytes, 414 beyond (gunicorn: 4094)
+    uint32_t header_bytes         # whole head, 431 beyond
+    uint32_t field_size           # one header line, 431 beyond (gunicorn: 8190)
+    uint32_t fields               # header count, 431 beyond (at most FL_MAX_HEADERS)
+    int64_t body_bytes            # 413 beyond

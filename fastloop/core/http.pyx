@@ -1,0 +1,263 @@
+# Request-head parsing in the connection's buffer, without the GIL.
+#
+# Theory of operation. The connection code first finds the end of a head (fl_find_head_end),
+# scanning only bytes it has not scanned before, so a client that trickles a head byte by
+# byte costs O(n) in total, not O(n^2) (picohttpparser's last_len). Only a complete head is
+# parsed (fl_parse_head), in one pass that can never run past it: every loop stops at the CR
+# of the final CRLF CRLF. The parser is strict where RFC 9112 asks for it (token method and
+# field names, no whitespace before a colon, CRLF only, no obs-fold, no control characters)
+# and answers with the status the caller should send: 400, 414, 431, 501 or 505.
+
+from libc.string cimport memchr, memcmp
+
+
+cdef unsigned char fl_tchar[256]
+
+
+cdef void fl_init_tchar() noexcept:
+    # RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+    #                         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+    cdef const char *extra = b"!#$%&'*+-.^_`|~"
+    cdef int c
+    for c in range(256):
+        fl_tchar[c] = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
+    while extra[0]:
+        fl_tchar[<unsigned char>extra[0]] = 1
+        extra += 1
+
+
+fl_init_tchar()
+
+
+cdef inline bint fl_is_ows(char c) noexcept nogil:
+    return c == c' ' or c == c'\t'
+
+
+cdef bint fl_span_eq_lower(const char *buf, fl_span s, const char *lit, uint32_t n) noexcept nogil:
+    # Case-insensitive compare against a lowercase literal. OR-ing 0x20 lowercases letters and
+    # leaves '-' and digits alone, which is all a field name or token here contains.
+    if s.len != n:
+        return False
+    cdef uint32_t i
+    for i in range(n):
+        if (<unsigned char>buf[s.off + i] | 0x20) != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef Py_ssize_t fl_find_head_end(const char *buf, size_t n, size_t start) noexcept nogil:
+    """Length of the head through CRLF CRLF when buf holds one, 0 when not yet, -400 when a
+    line ends in a bare LF followed by another LF (no CRLF CRLF would ever come).
+    start: bytes already scanned by an earlier call; the scan resumes 3 bytes before it."""
+    cdef size_t i = start - 3 if start > 3 else 0
+    cdef const char *nl
+    while i < n:
+        nl = <const char *>memchr(buf + i, c'\n', n - i)
+        if nl == NULL:
+            return 0
+        i = nl - buf
+        if i >= 3 and buf[i - 1] == c'\r' and buf[i - 2] == c'\n' and buf[i - 3] == c'\r':
+            return <Py_ssize_t>(i + 1)
+        if i >= 1 and buf[i - 1] == c'\n':
+            return -400
+        i += 1
+    return 0
+
+
+cdef int fl_parse_content_length(const char *buf, fl_span v, int64_t *out) noexcept nogil:
+    # 1*DIGIT only: no sign, no spaces, no list; 18 digits cannot overflow int64.
+    if v.len == 0 or v.len > 18:
+        return 400
+    cdef int64_t n = 0
+    cdef uint32_t i
+    cdef char c
+    for i in range(v.len):
+        c = buf[v.off + i]
+        if c < c'0' or c > c'9':
+            return 400
+        n = n * 10 + (c - c'0')
+    if out[0] >= 0 and out[0] != n:
+        return 400  # repeated with a different value: the framing is ambiguous (smuggling)
+    out[0] = n
+    return 0
+
+
+cdef void fl_parse_connection(const char *buf, fl_span v, fl_request *req) noexcept nogil:
+    # Connection is a comma-separated token list; only "close" and "keep-alive" matter here.
+    cdef uint32_t i = v.off, end = v.off + v.len, s
+    cdef fl_span tok
+    while i < end:
+        while i < end and (fl_is_ows(buf[i]) or buf[i] == c','):
+            i += 1
+        s = i
+        while i < end and buf[i] != c',' and not fl_is_ows(buf[i]):
+            i += 1
+        tok.off = s
+        tok.len = i - s
+        if fl_span_eq_lower(buf, tok, b"close", 5):
+            req.flags &= ~FL_REQ_KEEP_ALIVE
+            req.flags |= FL_REQ_CONN_CLOSE
+        elif fl_span_eq_lower(buf, tok, b"keep-alive", 10):
+            req.flags |= FL_REQ_CONN_KEEP_ALIVE
+
+
+cdef int fl_parse_target(const char *buf, fl_request *req) noexcept nogil:
+    # Sets path and query. RFC 9112 3.2: origin-form, absolute-form, authority-form (CONNECT
+    # only) and asterisk-form (OPTIONS only).
+    cdef fl_span t = req.target
+    cdef uint32_t i = t.off, end = t.off + t.len, s
+    cdef fl_span m = req.method
+    if buf[i] == c'*':
+        if t.len != 1 or not (m.len == 7 and memcmp(buf + m.off, b"OPTIONS", 7) == 0):
+            return 400
+        req.path = t
+        return 0
+    if m.len == 7 and memcmp(buf + m.off, b"CONNECT", 7) == 0:
+        if buf[i] == c'/':
+            return 400
+        req.path = t
+        return 0
+    if buf[i] != c'/':
+        # absolute-form: scheme "://" authority [path]
+        s = i
+        while i < end and ((c'a' <= (buf[i] | 0x20) <= c'z') or (i > s and (c'0' <= buf[i] <= c'9' or buf[i] == c'+' or buf[i] == c'-' or buf[i] == c'.'))):
+            i += 1
+        if i == s or end - i < 4 or memcmp(buf + i, b"://", 3) != 0:
+            return 400
+        i += 3
+        while i < end and buf[i] != c'/' and buf[i] != c'?':
+            i += 1
+    s = i
+    while i < end and buf[i] != c'?':
+        i += 1
+    req.path.off = s
+    req.path.len = i - s
+    if i < end:
+        req.query.off = i + 1
+        req.query.len = end - i - 1
+    return 0
+
+
+cdef int fl_parse_head(const char *buf, uint32_t n, fl_request *req, const fl_limits *lim) noexcept nogil:
+    """Parses the complete head buf[0:n) (n from fl_find_head_end) into req.
+    Returns 0, or the HTTP status to answer with: 400, 414, 431, 501 or 505."""
+    cdef uint32_t i = 0, s, ve
+    cdef int rc, hosts = 0, codings = 0
+    cdef unsigned char c
+    cdef fl_header *h
+    req.flags = 0
+    req.num_headers = 0
+    req.content_length = -1
+    req.head_len = n
+    req.query.off = 0
+    req.query.len = 0
+
+    # request-line = method SP request-target SP HTTP-version CRLF
+    while fl_tchar[<unsigned char>buf[i]]:
+        i += 1
+    if i == 0 or buf[i] != c' ':
+        return 400
+    req.method.off = 0
+    req.method.len = i
+    if i == 3 and memcmp(buf, b"GET", 3) == 0:
+        req.flags |= FL_REQ_GET
+    elif i == 4 and memcmp(buf, b"HEAD", 4) == 0:
+        req.flags |= FL_REQ_HEAD
+    i += 1
+    s = i
+    while True:
+        c = <unsigned char>buf[i]
+        if c <= 0x20 or c == 0x7f:
+            break
+        i += 1
+    if i == s or buf[i] != c' ':
+        return 400
+    req.target.off = s
+    req.target.len = i - s
+    i += 1
+    if n - i < 10 or memcmp(buf + i, b"HTTP/", 5) != 0 or buf[i + 8] != c'\r' or buf[i + 9] != c'\n':
+        return 414 if i > lim.request_line else 400
+    if not (c'0' <= buf[i + 5] <= c'9' and buf[i + 6] == c'.' and c'0' <= buf[i + 7] <= c'9'):
+        return 400
+    if buf[i + 5] != c'1':
+        return 505
+    req.minor = buf[i + 7] - c'0'
+    i += 10
+    if i - 2 > lim.request_line:
+        return 414
+    rc = fl_parse_target(buf, req)
+    if rc:
+        return rc
+    if req.minor >= 1:
+        req.flags |= FL_REQ_KEEP_ALIVE
+    else:
+        req.flags |= FL_REQ_HTTP10
+
+    # *( field-line CRLF ) CRLF
+    while True:
+        if buf[i] == c'\r':
+            if buf[i + 1] == c'\n' and i + 2 == n:
+                break
+            return 400
+        s = i
+        while fl_tchar[<unsigned char>buf[i]]:
+            i += 1
+        if i == s or buf[i] != c':':
+            return 400  # also obs-fold (a line starting with SP/HTAB) and space before ':'
+        if <uint32_t>req.num_headers >= lim.fields or req.num_headers >= FL_MAX_HEADERS:
+            return 431
+        h = &req.headers[req.num_headers]
+        h.name.off = s
+        h.name.len = i - s
+        i += 1
+        while fl_is_ows(buf[i]):
+            i += 1
+        h.value.off = i
+        while True:
+            c = <unsigned char>buf[i]
+            if c == c'\r':
+                break
+            if c < 0x20 and c != c'\t' or c == 0x7f:
+                return 400  # NUL, bare LF and other controls
+            i += 1
+        if buf[i + 1] != c'\n':
+            return 400  # bare CR
+        ve = i
+        while ve > h.value.off and fl_is_ows(buf[ve - 1]):
+            ve -= 1
+        h.value.len = ve - h.value.off
+        i += 2
+        if i - s > lim.field_size:
+            return 431
+        req.num_headers += 1
+
+        if fl_span_eq_lower(buf, h.name, b"content-length", 14):
+            rc = fl_parse_content_length(buf, h.value, &req.content_length)
+            if rc:
+                return rc
+        elif fl_span_eq_lower(buf, h.name, b"transfer-encoding", 17):
+            codings += 1
+            if fl_span_eq_lower(buf, h.value, b"chunked", 7):
+                req.flags |= FL_REQ_CHUNKED
+            else:
+                return 501
+        elif fl_span_eq_lower(buf, h.name, b"connection", 10):
+            fl_parse_connection(buf, h.value, req)
+        elif fl_span_eq_lower(buf, h.name, b"host", 4):
+            hosts += 1
+        elif fl_span_eq_lower(buf, h.name, b"expect", 6):
+            if fl_span_eq_lower(buf, h.value, b"100-continue", 12):
+                req.flags |= FL_REQ_EXPECT_CONTINUE
+
+    if codings:
+        # RFC 9112 6.1: Transfer-Encoding with Content-Length is a smuggling attempt, and a
+        # 1.0 message with it is faulty; both are rejected and the connection closed.
+        if codings > 1:
+            return 501
+        if req.content_length >= 0 or req.minor == 0:
+            return 400
+    if hosts > 1 or (req.minor >= 1 and hosts == 0):
+        return 400  # RFC 9112 3.2: exactly one Host in HTTP/1.1
+    if req.minor == 0 and (req.flags & FL_REQ_CONN_KEEP_ALIVE) and not (req.flags & FL_REQ_CONN_CLOSE):
+        req.flags |= FL_REQ_KEEP_ALIVE
+    return 0

@@ -1,0 +1,128 @@
+# Layouts of the event loops: a Worker owns connections, an Acceptor only hands them out.
+
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+cdef enum:
+    FL_NERRNO = 256             # errno values counted by name; larger ones share the last slot
+    FL_NSTATUS = 8              # rejection statuses counted one by one (see fl_status_index)
+
+ctypedef struct fl_counters:
+    uint64_t accepted           # connections this loop took ownership of (accept() or hand-over)
+    uint64_t closed             # ... and closed; accepted == closed + open
+    uint64_t open
+    uint64_t handed_off         # acceptor: passed on to a worker
+    uint64_t shed               # accepted with the reserve descriptor while out of them, closed
+    uint64_t requests
+    uint64_t bytes_in
+    uint64_t bytes_out
+    uint64_t parse_errors
+    uint64_t rejected[FL_NSTATUS]
+    uint64_t timeouts[FL_NTIMERS]
+    uint64_t accept_errors[FL_NERRNO]
+    uint64_t io_errors[FL_NERRNO]
+
+ctypedef struct fl_listener:
+    int fd                      # -1 when this loop has none (acceptor dispatch)
+    int reserve_fd              # kept open to free when accept() meets EMFILE
+
+ctypedef struct fl_inbox:
+    # Descriptors an acceptor hands to one worker: pushed under the lock, then the worker's
+    # poller is woken (only when the inbox was empty: one wake-up per batch, not per fd).
+    pthread_mutex_t lock
+    int *fds
+    int n
+    int cap
+    fl_poller *poller
+
+ctypedef struct fl_static:
+    const char *path
+    uint32_t path_len
+    const char *head            # status line and fixed headers, without Date and Connection
+    uint32_t head_len
+    const char *body
+    uint32_t body_len
+
+
+cdef class Loop:
+    cdef fl_poller poller
+    cdef fl_listener listener
+    cdef fl_counters counters
+    cdef bint poller_open
+    cdef int stopping           # set by Server.stop() from another thread, then woken
+    cdef int64_t stop_deadline
+    cdef readonly int index
+    cdef object __weakref__
+
+    cdef int accept_one(self) noexcept nogil
+    cdef void close_listener(self) noexcept nogil
+    cdef void count_errno(self, uint64_t *table, int err) noexcept nogil
+
+
+cdef class Worker(Loop):
+    # connection table: slots[i] lives until the worker ends; free_slots is a stack of indices
+    cdef fl_conn **slots
+    cdef uint32_t nslots, cap_slots
+    cdef uint32_t *free_slots
+    cdef uint32_t nfree
+    cdef fl_timer_list timers[FL_NTIMERS]
+    cdef char **pool            # spare FL_BUF_SIZE buffers
+    cdef int npool
+    cdef uint64_t *pyq          # tokens of connections waiting for the Python phase
+    cdef int npyq, cap_pyq
+    cdef uint64_t *resume       # tokens of connections to read again next turn
+    cdef int nresume, cap_resume
+    cdef fl_request req         # scratch for the one request being parsed
+    cdef fl_limits limits
+    cdef int64_t now_ms
+    cdef int64_t date_sec
+    cdef char date_line[40]     # "Date: <IMF-fixdate>\r\n", refreshed once a second
+    cdef bint is_tcp
+    cdef fl_static *statics
+    cdef int nstatics
+    cdef object static_keep     # the bytes the fl_static pointers point into
+    cdef object routes          # path -> (handler, methods); touched only with the GIL
+    cdef object app
+    cdef fl_inbox *inbox
+
+    cdef int loop(self) noexcept nogil
+    cdef void adopt(self, int fd) noexcept nogil
+    cdef void take_inbox(self) noexcept nogil
+    cdef fl_conn *conn_for(self, uint64_t token) noexcept nogil
+    cdef void conn_event(self, fl_conn *c, int mask) noexcept nogil
+    cdef void conn_read(self, fl_conn *c, int mask) noexcept nogil
+    cdef int conn_process(self, fl_conn *c) noexcept nogil
+    cdef int conn_flush(self, fl_conn *c) noexcept nogil
+    cdef void conn_settle(self, fl_conn *c) noexcept nogil
+    cdef void conn_close(self, fl_conn *c) noexcept nogil
+    cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil
+    cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil
+    cdef void consume(self, fl_conn *c) noexcept nogil
+    cdef void accept_all(self) noexcept nogil
+    cdef void drop_fd(self, int fd) noexcept nogil
+    cdef void put_raw(self, fl_conn *c, const char *p, size_t n) noexcept nogil
+    cdef int conn_reserve(self, fl_conn *c, size_t need) noexcept nogil
+    cdef int conn_put(self, fl_conn *c, const char *p, size_t n) noexcept nogil
+    cdef int conn_put_static(self, fl_conn *c, fl_static *s, int flags) noexcept nogil
+    cdef const char *conn_header(self, int flags) noexcept nogil
+    cdef int rbuf_ensure(self, fl_conn *c, size_t need) noexcept nogil
+    cdef void release_buffers(self, fl_conn *c) noexcept nogil
+    cdef char *pool_get(self) noexcept nogil
+    cdef void pool_put(self, char *buf, size_t cap) noexcept nogil
+    cdef void timer_set(self, fl_conn *c, int kind) noexcept nogil
+    cdef void timer_unlink(self, fl_conn *c) noexcept nogil
+    cdef int timers_expire(self) noexcept nogil
+    cdef void refresh_date(self) noexcept nogil
+    cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
+    cdef void run_python(self) noexcept
+    cdef void run_handlers(self, fl_conn *c) except *
+    cdef void begin_stop(self) noexcept nogil
+
+
+cdef class Acceptor(Loop):
+    cdef list workers           # keeps the Workers, and so their inboxes, alive
+    cdef fl_inbox **inboxes
+    cdef int ninboxes
+    cdef int next_worker
+    cdef int loop(self) noexcept nogil
+    cdef void hand_off(self, int fd) noexcept nogil

@@ -1,0 +1,996 @@
+# One event loop per thread.
+#
+# Theory of operation. A Worker owns a poller, a table of connections and, in reuseport
+# dispatch, its own listening socket; it runs on one thread with the GIL released, and no other
+# thread touches its connections. An Acceptor (acceptor dispatch) owns only a listener and hands
+# each accepted descriptor to a worker's inbox, then wakes that worker's poller.
+#
+# Every registration is edge-triggered, so every edge is drained: the listener until accept()
+# says EAGAIN (the failure fastloop exists to prevent was a listener that took one connection
+# per edge, leaving the rest to rot in the backlog), a socket until it is drained or the read
+# budget is spent (then it is re-queued for the next turn, so one client cannot starve the
+# others), and writes until EAGAIN, after which the next writable edge resumes them.
+#
+# A loop turn: wait; read every ready connection and answer what C can answer (static routes,
+# errors); then take the GIL once for every request of the turn that needs Python; flush;
+# expire timers. Connections are named by tokens (slot index | generation << 32): closing a
+# connection bumps its slot's generation, so a later event in the same batch for that slot,
+# even one already reused by a new connection, is recognised as stale and dropped.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOMEM, errno
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
+from posix.fcntl cimport O_CLOEXEC, O_RDONLY
+from posix.fcntl cimport open as c_open
+from posix.unistd cimport close
+
+
+cdef enum:
+    FL_BUF_SIZE = 16384           # pooled buffer size; larger requests get a malloc'd one
+    FL_POOL_MAX = 256             # spare buffers a worker keeps
+    FL_READ_BUDGET = 262144       # bytes read from one connection per turn before yielding
+    FL_HIGH_WATER = 1048576       # unsent bytes that pause reading a connection's requests
+    FL_LOW_WATER = 262144         # ... and resume it
+    FL_WAIT_EVENTS = 512
+    FL_DATE_LINE_LEN = 37         # "Date: " + 29 + CRLF
+
+# conn_process results
+cdef enum:
+    FL_PROC_MORE = 0              # every complete request was answered: read more
+    FL_PROC_PY = 1                # a request waits for the Python phase
+    FL_PROC_STOP = 2              # parse nothing more for now (closing, paused or closed)
+
+
+cdef const char *CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef const char *CONN_CLOSE = b"Connection: close\r\n"
+cdef const char *CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+
+
+cdef inline uint64_t fl_token(fl_conn *c) noexcept nogil:
+    return (<uint64_t>c.gen << 32) | c.slot
+
+
+cdef class Loop:
+    """What every event loop has: a poller, an optional listener and counters."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.listener.fd = -1
+        self.listener.reserve_fd = -1
+        memset(&self.counters, 0, sizeof(fl_counters))
+        cdef int rc = fl_poller_open(&self.poller)
+        if rc < 0:
+            raise_errno(-rc, "poller open")
+        self.poller_open = True
+
+    def __dealloc__(self):
+        self.close_listener()
+        if self.poller_open:
+            fl_poller_close(&self.poller)
+
+    def set_listener(self, int fd):
+        """Takes ownership of fd, a non-blocking listening socket, and accepts from it."""
+        cdef int rc = fl_poller_add_listener(&self.poller, fd, FL_LISTENER_TOKEN)
+        if rc < 0:
+            raise_errno(-rc, "poller add listener")
+        self.listener.fd = fd
+        self.listener.reserve_fd = c_open(b"/dev/null", O_RDONLY | O_CLOEXEC)
+        if self.listener.reserve_fd < 0:
+            raise_errno(errno, "open reserve descriptor")
+
+    def stop(self, double timeout):
+        """Thread-safe: asks the loop to stop accepting and to finish within timeout seconds."""
+        self.stop_deadline = fl_now_ms() + <int64_t>(timeout * 1000)
+        self.stopping = 1
+        fl_poller_wake(&self.poller)
+
+    def poller_fds(self):
+        """Descriptors owned by the poller (for tests that count open descriptors)."""
+        cdef int fds[4]
+        cdef int n = fl_poller_fds(&self.poller, fds)
+        return [fds[i] for i in range(n)]
+
+    def stats(self):
+        """A snapshot of the counters. Read without a lock while the loop runs: each number is
+        exact, but numbers may be from slightly different instants."""
+        cdef fl_counters c = self.counters
+        return {
+            "accepted": c.accepted, "closed": c.closed, "open": c.open,
+            "handed_off": c.handed_off, "shed": c.shed, "requests": c.requests,
+            "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "parse_errors": c.parse_errors,
+            "rejected": {str(FL_STATUSES[i]): c.rejected[i] for i in range(FL_NSTATUS) if c.rejected[i]},
+            "timeouts": {TIMER_NAMES[i]: c.timeouts[i] for i in range(1, FL_NTIMERS) if c.timeouts[i]},
+            "accept_errors": errno_table(c.accept_errors),
+            "io_errors": errno_table(c.io_errors),
+        }
+
+    cdef void count_errno(self, uint64_t *table, int err) noexcept nogil:
+        table[err if 0 <= err < FL_NERRNO else FL_NERRNO - 1] += 1
+
+    cdef void close_listener(self) noexcept nogil:
+        if self.listener.fd >= 0:
+            close(self.listener.fd)  # closing also removes it from the poller
+            self.listener.fd = -1
+        if self.listener.reserve_fd >= 0:
+            close(self.listener.reserve_fd)
+            self.listener.reserve_fd = -1
+
+    cdef int accept_one(self) noexcept nogil:
+        """Accepts one connection and returns its descriptor, or -errno when this drain must end
+        (-EAGAIN: the backlog is empty). Every error is counted by errno; none is fatal."""
+        cdef int fd, err
+        if self.listener.reserve_fd < 0:
+            self.listener.reserve_fd = c_open(b"/dev/null", O_RDONLY | O_CLOEXEC)
+        while True:
+            fd = fl_accept(self.listener.fd)
+            if fd >= 0:
+                return fd
+            err = -fd
+            if err == EAGAIN or err == EWOULDBLOCK:
+                return -EAGAIN
+            self.count_errno(self.counters.accept_errors, err)
+            if err == ECONNABORTED:
+                continue  # the client gave up while queued; the next one may be fine
+            if (err == EMFILE or err == ENFILE) and self.listener.reserve_fd >= 0:
+                # Out of descriptors. Leaving the connection queued would stall the backlog and,
+                # edge-triggered, no new edge would come for it: free the reserve descriptor,
+                # accept the oldest connection and close it at once, then take the reserve back.
+                close(self.listener.reserve_fd)
+                fd = fl_accept(self.listener.fd)
+                if fd >= 0:
+                    close(fd)
+                    self.counters.accepted += 1
+                    self.counters.closed += 1
+                    self.counters.shed += 1
+                self.listener.reserve_fd = c_open(b"/dev/null", O_RDONLY | O_CLOEXEC)
+                if fd >= 0 and self.listener.reserve_fd >= 0:
+                    continue
+                if fd == -EAGAIN:
+                    return -EAGAIN
+            return -err
+
+
+cdef class Worker(Loop):
+    """An event loop that owns connections. Built by Server; run() blocks its thread."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.inbox = <fl_inbox *>malloc(sizeof(fl_inbox))
+        if self.inbox == NULL:
+            raise MemoryError()
+        memset(self.inbox, 0, sizeof(fl_inbox))
+        pthread_mutex_init(&self.inbox.lock, NULL)
+        self.inbox.poller = &self.poller
+        self.now_ms = fl_now_ms()
+        self.date_sec = -1
+        self.refresh_date()
+
+    def __init__(self, int index, app, *, bint is_tcp=True, dict limits=None, dict timeouts=None):
+        lim = dict(DEFAULT_LIMITS, **(limits or {}))
+        tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
+        self.index = index
+        self.is_tcp = is_tcp
+        self.limits.request_line = lim["request_line"]
+        self.limits.header_bytes = lim["header_bytes"]
+        self.limits.field_size = lim["field_size"]
+        self.limits.fields = min(<int>lim["fields"], <int>FL_MAX_HEADERS)
+        self.limits.body_bytes = lim["body_bytes"]
+        for i, name in enumerate(TIMER_NAMES):
+            if i:
+                self.timers[i].duration_ms = <int64_t>(tmo[name] * 1000)
+        self.app = app
+        self.routes = app._routes
+        statics = app._static_responses()
+        self.static_keep = statics
+        self.statics = <fl_static *>malloc(max(1, len(statics)) * sizeof(fl_static))
+        if self.statics == NULL:
+            raise MemoryError()
+        for i, (path, head, body) in enumerate(statics):
+            # SAFETY: the bytes live in self.static_keep for the worker's whole life.
+            self.statics[i].path = PyBytes_AS_STRING(path)
+            self.statics[i].path_len = PyBytes_GET_SIZE(path)
+            self.statics[i].head = PyBytes_AS_STRING(head)
+            self.statics[i].head_len = PyBytes_GET_SIZE(head)
+            self.statics[i].body = PyBytes_AS_STRING(body)
+            self.statics[i].body_len = PyBytes_GET_SIZE(body)
+        self.nstatics = len(statics)
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        cdef fl_conn *c
+        for i in range(self.nslots):
+            c = self.slots[i]
+            if c.fd >= 0:
+                close(c.fd)
+            if c.rbuf != NULL:
+                free(c.rbuf)
+            if c.wbuf != NULL:
+                free(c.wbuf)
+            free(c)
+        free(self.slots)
+        free(self.free_slots)
+        for i in range(<uint32_t>self.npool):
+            free(self.pool[i])
+        free(self.pool)
+        free(self.pyq)
+        free(self.resume)
+        free(self.statics)
+        if self.inbox != NULL:
+            for i in range(<uint32_t>self.inbox.n):
+                close(self.inbox.fds[i])
+            free(self.inbox.fds)
+            pthread_mutex_destroy(&self.inbox.lock)
+            free(self.inbox)
+
+    def run(self):
+        """Runs the loop on the calling thread until stop() and every connection is closed."""
+        cdef int rc
+        with nogil:
+            rc = self.loop()
+        if rc < 0:
+            raise_errno(-rc, "poller wait")
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    cdef int loop(self) noexcept nogil:
+        cdef fl_event events[FL_WAIT_EVENTS]
+        cdef int n, i, j, nres, timeout
+        cdef bint stop_begun = False
+        cdef uint64_t tok
+        cdef uint64_t *res
+        cdef fl_conn *c
+        while True:
+            if self.stopping:
+                if not stop_begun:
+                    self.begin_stop()
+                    stop_begun = True
+                if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
+                    break
+            timeout = self.timers_expire()
+            if self.nresume:
+                timeout = 0
+            elif self.stopping and (timeout < 0 or timeout > 50):
+                timeout = 50
+            n = fl_poller_wait(&self.poller, events, FL_WAIT_EVENTS, timeout)
+            if n < 0:
+                return n
+            self.now_ms = fl_now_ms()
+            self.refresh_date()
+            if self.nresume:
+                # Swap the list out first: reading may queue a connection for the next turn.
+                res = self.resume
+                nres = self.nresume
+                self.resume = NULL
+                self.nresume = self.cap_resume = 0
+                for j in range(nres):
+                    c = self.conn_for(res[j])
+                    if c != NULL:
+                        self.conn_read(c, 0)
+                        if not (c.flags & CONN_F_QUEUED_PY):
+                            self.conn_settle(c)
+                free(res)
+            for i in range(n):
+                tok = events[i].token
+                if tok == FL_LISTENER_TOKEN:
+                    self.accept_all()
+                elif tok == FL_WAKER_TOKEN:
+                    fl_poller_wake_drain(&self.poller)
+                    self.take_inbox()
+                else:
+                    c = self.conn_for(tok)
+                    if c != NULL:  # NULL: closed earlier in this batch, maybe its slot reused
+                        self.conn_event(c, events[i].mask)
+            if self.npyq:
+                # The one GIL acquisition of this turn, for every request that needs Python.
+                with gil:
+                    self.run_python()
+                for j in range(self.npyq):
+                    c = self.conn_for(self.pyq[j])
+                    if c != NULL:
+                        c.flags &= ~CONN_F_QUEUED_PY
+                        self.conn_settle(c)
+                        # Reading stopped when the request went to Python, so the socket may
+                        # hold more without a new edge coming: read it again next turn.
+                        if c.fd >= 0 and c.state != CONN_CLOSING and not (c.flags & CONN_F_CLOSE_AFTER):
+                            self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+                self.npyq = 0
+        for i in range(<int>self.nslots):
+            if self.slots[i].fd >= 0:
+                self.conn_close(self.slots[i])
+        self.take_inbox()
+        self.close_listener()
+        return 0
+
+    cdef void accept_all(self) noexcept nogil:
+        cdef int fd
+        while True:
+            fd = self.accept_one()
+            if fd < 0:
+                return
+            self.counters.accepted += 1
+            self.counters.open += 1
+            self.adopt(fd)
+
+    cdef void take_inbox(self) noexcept nogil:
+        cdef int *fds
+        cdef int n, i
+        pthread_mutex_lock(&self.inbox.lock)
+        fds = self.inbox.fds
+        n = self.inbox.n
+        self.inbox.fds = NULL
+        self.inbox.n = self.inbox.cap = 0
+        pthread_mutex_unlock(&self.inbox.lock)
+        for i in range(n):
+            self.counters.accepted += 1
+            self.counters.open += 1
+            self.adopt(fds[i])
+        free(fds)
+
+    cdef void adopt(self, int fd) noexcept nogil:
+        """Registers an accepted descriptor, already counted as accepted and open."""
+        cdef fl_conn *c
+        cdef uint32_t slot, newcap
+        cdef void *p
+        if self.nfree:
+            self.nfree -= 1
+            slot = self.free_slots[self.nfree]
+            c = self.slots[slot]
+        else:
+            if self.nslots == self.cap_slots:
+                newcap = self.cap_slots * 2 if self.cap_slots else 64
+                p = realloc(self.slots, newcap * sizeof(fl_conn *))
+                if p == NULL:
+                    self.drop_fd(fd)
+                    return
+                self.slots = <fl_conn **>p
+                p = realloc(self.free_slots, newcap * sizeof(uint32_t))
+                if p == NULL:
+                    self.drop_fd(fd)
+                    return
+                self.free_slots = <uint32_t *>p
+                self.cap_slots = newcap
+            c = <fl_conn *>malloc(sizeof(fl_conn))
+            if c == NULL:
+                self.drop_fd(fd)
+                return
+            memset(c, 0, sizeof(fl_conn))
+            c.slot = self.nslots
+            c.gen = 1
+            self.slots[self.nslots] = c
+            self.nslots += 1
+        c.fd = fd
+        c.state = CONN_READ_HEAD
+        c.flags = 0
+        c.rpos = c.rlen = c.scanned = 0
+        c.wsent = c.wlen = 0
+        c.timer = FL_TIMER_NONE
+        if self.stopping:
+            self.conn_close(c)
+            return
+        if self.is_tcp:
+            fl_set_nodelay(fd)
+        cdef int rc = fl_poller_add(&self.poller, fd, fl_token(c))
+        if rc < 0:
+            self.count_errno(self.counters.io_errors, -rc)
+            self.conn_close(c)
+            return
+        self.timer_set(c, FL_TIMER_HEADER)  # the first request must arrive in time too
+
+    cdef void drop_fd(self, int fd) noexcept nogil:
+        close(fd)
+        self.counters.closed += 1
+        self.counters.open -= 1
+        self.count_errno(self.counters.io_errors, ENOMEM)
+
+    cdef fl_conn *conn_for(self, uint64_t token) noexcept nogil:
+        cdef uint32_t slot = <uint32_t>(token & 0xffffffffu)
+        cdef fl_conn *c
+        if slot >= self.nslots:
+            return NULL
+        c = self.slots[slot]
+        if c.gen != <uint32_t>(token >> 32) or c.fd < 0:
+            return NULL
+        return c
+
+    cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil:
+        cdef void *p
+        if n[0] == cap[0]:
+            p = realloc(arr[0], (cap[0] * 2 + 16) * sizeof(uint64_t))
+            if p == NULL:
+                self.count_errno(self.counters.io_errors, ENOMEM)
+                self.conn_close(c)
+                return
+            arr[0] = <uint64_t *>p
+            cap[0] = cap[0] * 2 + 16
+        arr[0][n[0]] = fl_token(c)
+        n[0] += 1
+
+    # ---- one connection -------------------------------------------------------------------
+
+    cdef void conn_event(self, fl_conn *c, int mask) noexcept nogil:
+        cdef bint was_paused = (c.flags & CONN_F_PAUSED) != 0
+        if (mask & FL_WRITABLE) and c.wsent < c.wlen:
+            if self.conn_flush(c) < 0:
+                return
+        if (mask & FL_READABLE) or (was_paused and not (c.flags & CONN_F_PAUSED)):
+            if was_paused and not (c.flags & CONN_F_PAUSED):
+                # Requests already buffered while paused are answered before reading more.
+                if self.conn_process(c) == FL_PROC_PY:
+                    c.flags |= CONN_F_QUEUED_PY
+                    self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
+                    return
+            self.conn_read(c, mask)
+        if c.fd >= 0 and not (c.flags & CONN_F_QUEUED_PY):
+            self.conn_settle(c)
+
+    cdef void conn_read(self, fl_conn *c, int mask) noexcept nogil:
+        cdef char discard[4096]
+        cdef ssize_t n
+        cdef size_t space
+        cdef int rc, err
+        cdef int64_t budget = FL_READ_BUDGET
+        if c.state == CONN_CLOSING:
+            # Lingering close: the answer is sent and the write side shut; swallow what the
+            # client still sends so that closing does not reset the answer away (RFC 9112 9.6).
+            while True:
+                n = recv(c.fd, discard, sizeof(discard), 0)
+                if n > 0:
+                    self.counters.bytes_in += n
+                    continue
+                if n < 0 and errno == EINTR:
+                    continue
+                if n == 0 or errno != EAGAIN:
+                    self.conn_close(c)
+                return
+        if c.state == CONN_IN_HANDLER or (c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_QUEUED_PY | CONN_F_PEER_EOF)):
+            return
+        while True:
+            if self.rbuf_ensure(c, 1) < 0:
+                self.count_errno(self.counters.io_errors, ENOMEM)
+                self.conn_close(c)
+                return
+            space = c.rcap - c.rlen
+            n = recv(c.fd, c.rbuf + c.rlen, space, 0)
+            if n > 0:
+                c.rlen += <uint32_t>n
+                self.counters.bytes_in += n
+                rc = self.conn_process(c)
+                if rc == FL_PROC_PY:
+                    c.flags |= CONN_F_QUEUED_PY
+                    self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
+                    return
+                if rc == FL_PROC_STOP or c.fd < 0:
+                    return
+                # A short read took everything the socket held: any byte arriving later makes
+                # a new edge, so no read is needed to see EAGAIN. Unless the peer shut down: its
+                # FIN may already be queued behind the data, and only reading finds it.
+                if <size_t>n < space and not (mask & FL_HUP):
+                    return
+                budget -= n
+                if budget <= 0:
+                    self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+                    return
+            elif n == 0:
+                # The client sent all it will. Pending answers still go out (half-close), then
+                # the connection closes; a partial request can never complete.
+                c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
+                return
+            else:
+                err = errno
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    return
+                if err == EINTR:
+                    continue
+                self.count_errno(self.counters.io_errors, err)
+                self.conn_close(c)
+                return
+
+    cdef int conn_process(self, fl_conn *c) noexcept nogil:
+        """Answers every complete request in c's buffer that C can answer."""
+        cdef char *p
+        cdef uint32_t avail
+        cdef Py_ssize_t end
+        cdef int rc, i
+        cdef int64_t cl
+        cdef fl_static *s
+        while True:
+            if c.flags & CONN_F_CLOSE_AFTER:
+                return FL_PROC_STOP
+            if c.wlen - c.wsent > FL_HIGH_WATER:
+                # Backpressure: the client is not reading its answers, so stop reading its
+                # requests; TCP flow control then slows it down. Memory stays bounded.
+                c.flags |= CONN_F_PAUSED
+                return FL_PROC_STOP
+            p = c.rbuf + c.rpos
+            avail = c.rlen - c.rpos
+            if c.state == CONN_READ_HEAD:
+                # RFC 9112 2.2: ignore empty lines received before a request-line.
+                while avail >= 2 and p[0] == c'\r' and p[1] == c'\n':
+                    c.rpos += 2
+                    p += 2
+                    avail -= 2
+                if avail == 0:
+                    c.rpos = c.rlen = c.scanned = 0
+                    return FL_PROC_MORE
+                end = fl_find_head_end(p, avail, c.scanned)
+                if end == 0:
+                    c.scanned = avail
+                    if avail > self.limits.request_line + 2 and memchr(p, c'\n', self.limits.request_line + 2) == NULL:
+                        self.conn_reject(c, 414)
+                        return FL_PROC_STOP
+                    if avail > self.limits.header_bytes:
+                        self.conn_reject(c, 431)
+                        return FL_PROC_STOP
+                    return FL_PROC_MORE
+                if end < 0:
+                    self.conn_reject(c, 400)
+                    return FL_PROC_STOP
+                if end > self.limits.header_bytes:
+                    self.conn_reject(c, 431)
+                    return FL_PROC_STOP
+                rc = fl_parse_head(p, <uint32_t>end, &self.req, &self.limits)
+                if rc == 0 and (self.req.flags & FL_REQ_CHUNKED):
+                    rc = 501  # chunked request bodies: not decoded yet
+                if rc:
+                    self.conn_reject(c, rc)
+                    return FL_PROC_STOP
+                cl = self.req.content_length if self.req.content_length > 0 else 0
+                if cl > self.limits.body_bytes:
+                    self.conn_reject(c, 413)
+                    return FL_PROC_STOP
+                c.head_len = <uint32_t>end
+                c.req_len = <uint32_t>(end + cl)
+                c.req_flags = self.req.flags
+                c.route = -1
+                if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
+                    for i in range(self.nstatics):
+                        s = &self.statics[i]
+                        if s.path_len == self.req.path.len and memcmp(s.path, p + self.req.path.off, s.path_len) == 0:
+                            c.route = i
+                            break
+                c.state = CONN_READ_BODY
+            # CONN_READ_BODY: wait until the whole body is buffered
+            if avail < c.req_len:
+                if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) and not (c.flags & CONN_F_CONTINUE_SENT):
+                    c.flags |= CONN_F_CONTINUE_SENT
+                    if self.conn_put(c, CONTINUE_100, 25) < 0:
+                        return FL_PROC_STOP
+                if self.rbuf_ensure(c, c.req_len - avail) < 0:
+                    self.count_errno(self.counters.io_errors, ENOMEM)
+                    self.conn_close(c)
+                    return FL_PROC_STOP
+                return FL_PROC_MORE
+            if c.route < 0:
+                c.state = CONN_IN_HANDLER
+                return FL_PROC_PY
+            if self.conn_put_static(c, &self.statics[c.route], c.req_flags) < 0:
+                return FL_PROC_STOP
+            self.consume(c)
+
+    cdef void consume(self, fl_conn *c) noexcept nogil:
+        """The current request is answered: move on to the next one."""
+        self.counters.requests += 1
+        c.rpos += c.req_len
+        if c.rpos == c.rlen:
+            c.rpos = c.rlen = 0
+        c.scanned = 0
+        c.state = CONN_READ_HEAD
+        c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST
+        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+            c.flags |= CONN_F_CLOSE_AFTER
+
+    cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil:
+        """Answers a request that cannot be served with status, counted, then closes. Nothing
+        after it on this connection is ever parsed as a request (no smuggling past an error)."""
+        self.counters.parse_errors += 1
+        self.counters.rejected[fl_status_index(status)] += 1
+        self.conn_put_error(c, status)
+
+    cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil:
+        cdef fl_static *s = &fl_error_responses[fl_status_index(status)]
+        c.rpos = c.rlen = c.scanned = 0
+        c.state = CONN_READ_HEAD
+        c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+        if self.conn_reserve(c, s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len) < 0:
+            return
+        self.put_raw(c, s.head, s.head_len)
+        self.put_raw(c, self.date_line, FL_DATE_LINE_LEN)
+        self.put_raw(c, b"\r\n", 2)
+        self.put_raw(c, s.body, s.body_len)
+
+    cdef int conn_flush(self, fl_conn *c) noexcept nogil:
+        """Sends buffered output until done or EAGAIN. Returns -1 if the connection closed."""
+        cdef ssize_t n
+        cdef int err
+        while c.wsent < c.wlen:
+            n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
+            if n >= 0:
+                c.wsent += n
+                self.counters.bytes_out += n
+                continue
+            err = errno
+            if err == EAGAIN or err == EWOULDBLOCK:
+                break  # the next writable edge resumes
+            if err == EINTR:
+                continue
+            self.count_errno(self.counters.io_errors, err)
+            self.conn_close(c)
+            return -1
+        if c.wsent == c.wlen:
+            c.wsent = c.wlen = 0
+            if c.wbuf != NULL:
+                self.pool_put(c.wbuf, c.wcap)
+                c.wbuf = NULL
+                c.wcap = 0
+        if (c.flags & CONN_F_PAUSED) and c.wlen - c.wsent < FL_LOW_WATER:
+            c.flags &= ~CONN_F_PAUSED
+        return 0
+
+    cdef void conn_settle(self, fl_conn *c) noexcept nogil:
+        """After c was served: flush, then close it or put it on the timer its state needs."""
+        if c.wsent < c.wlen and self.conn_flush(c) < 0:
+            return
+        if c.wsent < c.wlen:
+            self.timer_set(c, FL_TIMER_WRITE)  # progress (or new output) restarts the clock
+            return
+        if c.state == CONN_CLOSING:
+            return
+        if c.flags & CONN_F_CLOSE_AFTER:
+            if (c.flags & (CONN_F_LINGER | CONN_F_PEER_EOF)) == CONN_F_LINGER or \
+                    (c.rpos < c.rlen and not (c.flags & CONN_F_PEER_EOF)):
+                shutdown(c.fd, SHUT_WR)
+                c.state = CONN_CLOSING
+                self.release_buffers(c)
+                self.timer_set(c, FL_TIMER_LINGER)
+                self.conn_read(c, 0)  # the client may have closed already
+            else:
+                self.conn_close(c)
+            return
+        if c.state == CONN_IN_HANDLER:
+            return
+        if c.rpos < c.rlen or c.state == CONN_READ_BODY:
+            if c.timer != FL_TIMER_HEADER or (c.flags & CONN_F_NEW_REQUEST):
+                self.timer_set(c, FL_TIMER_HEADER)  # not restarted by each byte (slowloris)
+        else:
+            if self.stopping:
+                self.conn_close(c)
+                return
+            self.release_buffers(c)
+            self.timer_set(c, FL_TIMER_IDLE)
+        c.flags &= ~CONN_F_NEW_REQUEST
+
+    cdef void conn_close(self, fl_conn *c) noexcept nogil:
+        """Closes c exactly once and frees its slot; later events for it become stale."""
+        if c.fd < 0:
+            return
+        self.timer_unlink(c)
+        close(c.fd)  # also removes it from the poller
+        c.fd = -1
+        c.gen += 1
+        c.state = CONN_READ_HEAD
+        c.flags = 0
+        c.rpos = c.rlen = c.scanned = 0
+        c.wsent = c.wlen = 0
+        self.release_buffers(c)
+        if c.wbuf != NULL:
+            self.pool_put(c.wbuf, c.wcap)
+            c.wbuf = NULL
+            c.wcap = 0
+        self.counters.closed += 1
+        self.counters.open -= 1
+        self.free_slots[self.nfree] = c.slot
+        self.nfree += 1
+
+    cdef void begin_stop(self) noexcept nogil:
+        """Graceful stop: accept nothing more, close idle connections now; busy ones close once
+        their answers (marked Connection: close) are sent, or at the deadline."""
+        cdef uint32_t i
+        cdef fl_conn *c
+        self.close_listener()
+        for i in range(self.nslots):
+            c = self.slots[i]
+            if c.fd >= 0 and c.state == CONN_READ_HEAD and c.rpos == c.rlen and c.wsent == c.wlen \
+                    and not (c.flags & CONN_F_QUEUED_PY):
+                self.conn_close(c)
+
+    # ---- buffers --------------------------------------------------------------------------
+
+    cdef char *pool_get(self) noexcept nogil:
+        if self.npool:
+            self.npool -= 1
+            return self.pool[self.npool]
+        return <char *>malloc(FL_BUF_SIZE)
+
+    cdef void pool_put(self, char *buf, size_t cap) noexcept nogil:
+        if cap == FL_BUF_SIZE and self.npool < FL_POOL_MAX:
+            if self.pool == NULL:
+                self.pool = <char **>malloc(FL_POOL_MAX * sizeof(char *))
+                if self.pool == NULL:
+                    free(buf)
+                    return
+            self.pool[self.npool] = buf
+            self.npool += 1
+        else:
+            free(buf)
+
+    cdef void release_buffers(self, fl_conn *c) noexcept nogil:
+        # An idle connection holds no read buffer: thousands of idle clients cost little.
+        if c.rbuf != NULL and c.rpos == c.rlen:
+            self.pool_put(c.rbuf, c.rcap)
+            c.rbuf = NULL
+            c.rcap = 0
+            c.rpos = c.rlen = 0
+
+    cdef int rbuf_ensure(self, fl_conn *c, size_t need) noexcept nogil:
+        """Makes room for need more bytes after c.rlen. Returns 0, or -1 when out of memory."""
+        cdef size_t cap, live
+        cdef char *nb
+        if c.rbuf == NULL:
+            c.rbuf = self.pool_get()
+            if c.rbuf == NULL:
+                return -1
+            c.rcap = FL_BUF_SIZE
+            c.rpos = c.rlen = 0
+        if c.rcap - c.rlen >= need:
+            return 0
+        if c.rpos:
+            # SAFETY: the parsed spans of earlier requests are no longer referenced.
+            live = c.rlen - c.rpos
+            memmove(c.rbuf, c.rbuf + c.rpos, live)
+            c.rpos = 0
+            c.rlen = <uint32_t>live
+            if c.rcap - c.rlen >= need:
+                return 0
+        cap = c.rcap
+        while cap - c.rlen < need:
+            cap *= 2
+        if cap > 0xffffffffu:
+            return -1
+        nb = <char *>malloc(cap)
+        if nb == NULL:
+            return -1
+        memcpy(nb, c.rbuf, c.rlen)
+        self.pool_put(c.rbuf, c.rcap)
+        c.rbuf = nb
+        c.rcap = <uint32_t>cap
+        return 0
+
+    cdef int conn_reserve(self, fl_conn *c, size_t need) noexcept nogil:
+        """Makes room for need more output bytes. Returns 0, or -1 (and closes c) without memory."""
+        cdef size_t cap, live
+        cdef char *nb
+        if c.wbuf == NULL:
+            cap = FL_BUF_SIZE
+            while cap < need:
+                cap *= 2
+            c.wbuf = self.pool_get() if cap == FL_BUF_SIZE else <char *>malloc(cap)
+            if c.wbuf == NULL:
+                self.count_errno(self.counters.io_errors, ENOMEM)
+                self.conn_close(c)
+                return -1
+            c.wcap = cap
+            c.wsent = c.wlen = 0
+            return 0
+        if c.wcap - c.wlen >= need:
+            return 0
+        if c.wsent:
+            live = c.wlen - c.wsent
+            memmove(c.wbuf, c.wbuf + c.wsent, live)
+            c.wsent = 0
+            c.wlen = live
+            if c.wcap - c.wlen >= need:
+                return 0
+        cap = c.wcap
+        while cap - c.wlen < need:
+            cap *= 2
+        nb = <char *>malloc(cap)
+        if nb == NULL:
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            self.conn_close(c)
+            return -1
+        memcpy(nb, c.wbuf, c.wlen)
+        self.pool_put(c.wbuf, c.wcap)
+        c.wbuf = nb
+        c.wcap = cap
+        return 0
+
+    cdef inline void put_raw(self, fl_conn *c, const char *p, size_t n) noexcept nogil:
+        # Only after conn_reserve made room.
+        memcpy(c.wbuf + c.wlen, p, n)
+        c.wlen += n
+
+    cdef int conn_put(self, fl_conn *c, const char *p, size_t n) noexcept nogil:
+        if self.conn_reserve(c, n) < 0:
+            return -1
+        self.put_raw(c, p, n)
+        return 0
+
+    cdef const char *conn_header(self, int flags) noexcept nogil:
+        """The Connection header this answer needs: close, keep-alive (HTTP/1.0), or none."""
+        if not (flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+            return CONN_CLOSE
+        if flags & FL_REQ_HTTP10:
+            return CONN_KEEP_ALIVE
+        return b""
+
+    cdef int conn_put_static(self, fl_conn *c, fl_static *s, int flags) noexcept nogil:
+        cdef const char *ch = self.conn_header(flags)
+        cdef size_t chlen = strlen(ch)
+        cdef size_t body = 0 if flags & FL_REQ_HEAD else s.body_len
+        if self.conn_reserve(c, s.head_len + FL_DATE_LINE_LEN + chlen + 2 + body) < 0:
+            return -1
+        self.put_raw(c, s.head, s.head_len)
+        self.put_raw(c, self.date_line, FL_DATE_LINE_LEN)
+        self.put_raw(c, ch, chlen)
+        self.put_raw(c, b"\r\n", 2)
+        self.put_raw(c, s.body, body)
+        return 0
+
+    cdef void refresh_date(self) noexcept nogil:
+        cdef int64_t sec = fl_wall_seconds()
+        if sec != self.date_sec:
+            self.date_sec = sec
+            memcpy(self.date_line, b"Date: ", 6)
+            fl_format_date(sec, self.date_line + 6)
+            memcpy(self.date_line + 35, b"\r\n", 2)
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    cdef void timer_unlink(self, fl_conn *c) noexcept nogil:
+        cdef fl_timer_list *lst
+        if c.timer == FL_TIMER_NONE:
+            return
+        lst = &self.timers[c.timer]
+        if c.tprev != NULL:
+            c.tprev.tnext = c.tnext
+        else:
+            lst.head = c.tnext
+        if c.tnext != NULL:
+            c.tnext.tprev = c.tprev
+        else:
+            lst.tail = c.tprev
+        c.tprev = c.tnext = NULL
+        c.timer = FL_TIMER_NONE
+
+    cdef void timer_set(self, fl_conn *c, int kind) noexcept nogil:
+        """(Re)starts c's timer of this kind: O(1), appended to a FIFO that stays sorted."""
+        cdef fl_timer_list *lst = &self.timers[kind]
+        self.timer_unlink(c)
+        c.timer = kind
+        c.deadline = self.now_ms + lst.duration_ms
+        c.tprev = lst.tail
+        c.tnext = NULL
+        if lst.tail != NULL:
+            lst.tail.tnext = c
+        else:
+            lst.head = c
+        lst.tail = c
+
+    cdef int timers_expire(self) noexcept nogil:
+        """Closes connections whose deadline passed; returns ms until the next one, or -1."""
+        cdef int kind
+        cdef fl_conn *c
+        cdef int64_t next_deadline = -1
+        for kind in range(1, FL_NTIMERS):
+            while True:
+                c = self.timers[kind].head
+                if c == NULL:
+                    break
+                if c.deadline > self.now_ms:
+                    if next_deadline < 0 or c.deadline < next_deadline:
+                        next_deadline = c.deadline
+                    break
+                self.counters.timeouts[kind] += 1
+                if kind == FL_TIMER_HEADER and c.rpos < c.rlen:
+                    # Best effort: one send of a 408, then close, whether it went out or not.
+                    self.conn_put_error(c, 408)
+                    if c.fd >= 0:
+                        self.conn_flush(c)
+                self.conn_close(c)
+        if next_deadline < 0:
+            return -1
+        return <int>(next_deadline - self.now_ms)
+
+    # ---- the Python phase (with the GIL) --------------------------------------------------
+
+    cdef void run_python(self) noexcept:
+        cdef int j
+        cdef fl_conn *c
+        for j in range(self.npyq):
+            c = self.conn_for(self.pyq[j])
+            if c == NULL or c.state != CONN_IN_HANDLER:
+                continue
+            try:
+                self.run_handlers(c)
+            except BaseException:
+                # Handler errors became 500s already; this is a fault in fastloop itself.
+                log.exception("fastloop: internal error while answering a request; connection closed")
+                self.count_errno(self.counters.io_errors, 0)
+                self.conn_close(c)
+
+    cdef void run_handlers(self, fl_conn *c):
+        """Answers c's waiting request, then every request after it in the buffer."""
+        cdef char *p
+        cdef Request request
+        while True:
+            # SAFETY: the head was validated when it arrived and c.rbuf has not moved since:
+            # nothing reads into a connection while it is in the handler state.
+            p = c.rbuf + c.rpos
+            fl_parse_head(p, c.head_len, &self.req, &self.limits)
+            request = make_request(p, &self.req, c.req_len)
+            respond(self, c, request, c.req_flags)
+            if c.fd < 0:
+                return
+            self.consume(c)
+            if self.conn_process(c) != FL_PROC_PY:
+                return
+
+
+
+cdef class Acceptor(Loop):
+    """Accepts on one listener and hands connections to workers round-robin (acceptor
+    dispatch: the balanced choice where SO_REUSEPORT does not spread load, e.g. macOS)."""
+
+    def __init__(self, list workers):
+        self.workers = workers
+        self.ninboxes = len(workers)
+        self.inboxes = <fl_inbox **>malloc(self.ninboxes * sizeof(fl_inbox *))
+        if self.inboxes == NULL:
+            raise MemoryError()
+        for i, w in enumerate(workers):
+            # SAFETY: self.workers keeps each Worker, and so its inbox, alive.
+            self.inboxes[i] = (<Worker>w).inbox
+
+    def __dealloc__(self):
+        free(self.inboxes)
+
+    def run(self):
+        cdef int rc
+        with nogil:
+            rc = self.loop()
+        if rc < 0:
+            raise_errno(-rc, "poller wait")
+
+    cdef int loop(self) noexcept nogil:
+        cdef fl_event events[64]
+        cdef int n, i, fd
+        while not self.stopping:
+            n = fl_poller_wait(&self.poller, events, 64, -1)
+            if n < 0:
+                return n
+            for i in range(n):
+                if events[i].token == FL_WAKER_TOKEN:
+                    fl_poller_wake_drain(&self.poller)
+                    continue
+                while not self.stopping:
+                    fd = self.accept_one()
+                    if fd < 0:
+                        break
+                    self.counters.accepted += 1
+                    self.hand_off(fd)
+        self.close_listener()
+        return 0
+
+    cdef void hand_off(self, int fd) noexcept nogil:
+        cdef fl_inbox *box = self.inboxes[self.next_worker]
+        cdef bint was_empty
+        cdef void *p
+        self.next_worker = (self.next_worker + 1) % self.ninboxes
+        pthread_mutex_lock(&box.lock)
+        if box.n == box.cap:
+            p = realloc(box.fds, (box.cap * 2 + 64) * sizeof(int))
+            if p == NULL:
+                pthread_mutex_unlock(&box.lock)
+                close(fd)
+                self.counters.closed += 1
+                self.count_errno(self.counters.io_errors, ENOMEM)
+                return
+            box.fds = <int *>p
+            box.cap = box.cap * 2 + 64
+        box.fds[box.n] = fd
+        box.n += 1
+        was_empty = box.n == 1
+        pthread_mutex_unlock(&box.lock)
+        self.counters.handed_off += 1
+        if was_empty:
+            fl_poller_wake(box.poller)  # one wake-up per batch: the worker takes all at once

@@ -1,0 +1,33 @@
+# Socket, clock and thread declarations that Cython does not ship, each declared once.
+# Only the names fastloop uses are listed.
+
+from libc.stdint cimport int64_t
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int shutdown(int fd, int how)
+    int SHUT_WR
+    int MSG_NOSIGNAL
+
+
+cdef extern from "<errno.h>" nogil:
+    int EWOULDBLOCK  # equal to EAGAIN on Linux, not everywhere
+
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+
+
+cdef extern from "compat.h" nogil:
+    int fl_accept(int lfd)
+    void fl_set_nodelay(int fd)
+    int64_t fl_now_ms()
+    int64_t fl_wall_seconds()
+    void fl_format_date(int64_t secs, char *out)

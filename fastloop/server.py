@@ -1,0 +1,210 @@
+"""fastloop.Server: listening sockets, worker threads and their life cycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from ._core import Acceptor, Worker
+from .app import App
+
+__all__ = ["Server"]
+
+log = logging.getLogger("fastloop")
+
+DISPATCH_MODES = ("reuseport", "acceptor")
+
+
+def default_dispatch() -> str:
+    """reuseport where the kernel spreads connections over SO_REUSEPORT listeners (Linux);
+    elsewhere (macOS) it would not balance them, so one acceptor thread hands them out."""
+    return "reuseport" if sys.platform.startswith("linux") else "acceptor"
+
+
+class Server:
+    """Serves an App over HTTP/1.1 on `threads` event-loop threads.
+
+    host/port: TCP over IPv4 or IPv6 (port 0 picks a free port; see .port).
+    uds: a Unix socket path instead of TCP.
+    dispatch: "reuseport" (each thread has its own SO_REUSEPORT listener) or "acceptor" (one
+    thread accepts and hands connections out); None picks the platform's default.
+    limits / timeouts: override fastloop's defaults (see fastloop.DEFAULT_LIMITS, ...).
+    """
+
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, threads: int = 1,
+                 dispatch: str | None = None, backlog: int = 2048, uds: str | None = None,
+                 limits: dict | None = None, timeouts: dict | None = None) -> None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if dispatch is None:
+            dispatch = "acceptor" if uds and threads > 1 else default_dispatch()
+        if dispatch not in DISPATCH_MODES:
+            raise ValueError(f"dispatch must be one of {DISPATCH_MODES}, not {dispatch!r}")
+        if uds and dispatch == "reuseport" and threads > 1:
+            raise ValueError("Unix sockets cannot be shared with SO_REUSEPORT: use dispatch='acceptor'")
+        self.app = app
+        self.host = host
+        self.port = port
+        self.uds = uds
+        self.threads = threads
+        self.dispatch = dispatch
+        self.backlog = backlog
+        self.limits = limits
+        self.timeouts = timeouts
+        self._workers: list = []
+        self._acceptor: Any = None
+        self._threads: list = []
+        self._running = False
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Binds, starts the threads and returns once the server accepts connections."""
+        if self._running:
+            raise RuntimeError("server already started")
+        listeners = self._listen()
+        try:
+            self._workers = [Worker(i, self.app, is_tcp=self.uds is None, limits=self.limits,
+                                    timeouts=self.timeouts) for i in range(self.threads)]
+            if self.dispatch == "reuseport" or self.threads == 1 and len(listeners) == 1 and self.dispatch != "acceptor":
+                for worker, sock in zip(self._workers, listeners):
+                    worker.set_listener(sock.detach())
+            else:
+                self._acceptor = Acceptor(self._workers)
+                self._acceptor.set_listener(listeners[0].detach())
+        except BaseException:
+            for sock in listeners:
+                sock.close()
+            raise
+        loops = self._workers + ([self._acceptor] if self._acceptor is not None else [])
+        for loop in loops:
+            name = "fastloop-acceptor" if loop is self._acceptor else f"fastloop-worker-{loop.index}"
+            t = threading.Thread(target=self._run_loop, args=(loop,), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._running = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops accepting, lets requests in flight finish (answered with Connection: close),
+        closes idle connections, and closes whatever remains after timeout seconds."""
+        if not self._running:
+            return
+        if self._acceptor is not None:
+            self._acceptor.stop(0.0)
+        for worker in self._workers:
+            worker.stop(timeout)
+        for t in self._threads:
+            t.join(timeout + 5.0)
+            if t.is_alive():
+                log.error("fastloop: %s did not stop", t.name)
+        self._threads = []
+        self._running = False
+        if self.uds:
+            try:
+                os.unlink(self.uds)
+            except FileNotFoundError:
+                pass
+
+    def serve(self) -> None:
+        """Runs until SIGINT or SIGTERM, then stops gracefully."""
+        done = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: done.set())
+        try:
+            self.start()
+            while not done.wait(0.5):
+                if not any(t.is_alive() for t in self._threads):
+                    break
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> "Server":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self.uds:
+            return f"unix:{self.uds}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # ---- counters ---------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Totals and per-thread counters. accepted == closed + open always holds for the totals
+        once the server is idle; while it runs each figure is exact but read at its own instant."""
+        per_worker = [w.stats() for w in self._workers]
+        totals: dict = {}
+        for s in per_worker:
+            merge(totals, s)
+        if self._acceptor is not None:
+            a = self._acceptor.stats()
+            in_transit = a["handed_off"] - sum(s["accepted"] for s in per_worker)
+            merge(totals, {k: v for k, v in a.items() if k not in ("open", "accepted")})
+            totals["accepted"] = a["accepted"]
+            totals["open"] = totals.get("open", 0) + in_transit
+        totals["workers"] = per_worker
+        return totals
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _run_loop(self, loop: Any) -> None:
+        try:
+            loop.run()
+        except BaseException:
+            log.exception("fastloop: event loop %s failed", threading.current_thread().name)
+
+    def _listen(self) -> list:
+        if self.uds:
+            if os.path.exists(self.uds):
+                os.unlink(self.uds)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(self.uds)
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+            return [sock]
+        count = self.threads if self.dispatch == "reuseport" else 1
+        info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = info[0]
+        socks: list = []
+        try:
+            for _ in range(count):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.dispatch == "reuseport":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(addr)
+                if addr[1] == 0:  # the rest share the port the first one got
+                    addr = (addr[0], sock.getsockname()[1]) + tuple(addr[2:])
+                sock.listen(self.backlog)  # the kernel caps it at net.core.somaxconn
+                sock.setblocking(False)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        self.port = socks[0].getsockname()[1]
+        return socks
+
+
+def merge(into: dict, counters: dict) -> None:
+    """Adds counters into `into`, key by key, nested dicts (counts by errno name) included."""
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            merge(into.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)):
+            into[key] = into.get(key, 0) + value
