@@ -102,6 +102,9 @@ class Server:
             t.join(timeout + 5.0)
             if t.is_alive():
                 log.error("fastloop: %s did not stop", t.name)
+        if not any(t.is_alive() for t in self._threads):
+            for loop in self._workers + ([self._acceptor] if self._acceptor is not None else []):
+                loop.close()
         self._threads = []
         self._running = False
         if self.uds:
@@ -112,13 +115,17 @@ class Server:
 
     def serve(self) -> None:
         """Runs until SIGINT or SIGTERM, then stops gracefully."""
+        self.start()
+        self.serve_started()
+
+    def serve_started(self) -> None:
+        """serve() for a server already start()ed: blocks until SIGINT or SIGTERM, then stops."""
         done = threading.Event()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())
         try:
-            self.start()
             while not done.wait(0.5):
                 if not any(t.is_alive() for t in self._threads):
                     break

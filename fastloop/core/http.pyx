@@ -11,6 +11,15 @@
 from libc.string cimport memchr, memcmp
 
 
+DEFAULT_LIMITS = {
+    "request_line": 8190,         # nginx large_client_header_buffers; gunicorn uses 4094
+    "header_bytes": 65536,
+    "field_size": 8190,           # gunicorn limit_request_field_size
+    "fields": 100,                # gunicorn limit_request_fields
+    "body_bytes": 16 * 1024 * 1024,
+}
+
+
 cdef unsigned char fl_tchar[256]
 
 
@@ -261,3 +270,82 @@ cdef int fl_parse_head(const char *buf, uint32_t n, fl_request *req, const fl_li
     if req.minor == 0 and (req.flags & FL_REQ_CONN_KEEP_ALIVE) and not (req.flags & FL_REQ_CONN_CLOSE):
         req.flags |= FL_REQ_KEEP_ALIVE
     return 0
+
+
+cdef Py_ssize_t fl_frame_head(const char *p, uint32_t avail, uint32_t *scanned, fl_request *req,
+                              const fl_limits *lim) noexcept nogil:
+    """Frames and parses the request head at p, of which avail bytes have arrived and scanned[0]
+    were searched by an earlier call (updated here). Returns the head length once complete and
+    valid, 0 while incomplete and within limits, or -status (400, 413, 414, 431, 501, 505)."""
+    cdef Py_ssize_t end = fl_find_head_end(p, avail, scanned[0])
+    cdef int rc
+    if end == 0:
+        scanned[0] = avail
+        if avail > lim.request_line + 2 and memchr(p, c'\n', lim.request_line + 2) == NULL:
+            return -414
+        if avail > lim.header_bytes:
+            return -431
+        return 0
+    if end < 0:
+        return end
+    if end > lim.header_bytes:
+        return -431
+    rc = fl_parse_head(p, <uint32_t>end, req, lim)
+    if rc == 0 and (req.flags & FL_REQ_CHUNKED):
+        rc = 501  # chunked request bodies: not decoded yet
+    if rc == 0 and req.content_length > lim.body_bytes:
+        rc = 413
+    return -rc if rc else end
+
+
+cdef fl_limits limits_from(dict overrides) except *:
+    cdef fl_limits lim
+    values = dict(DEFAULT_LIMITS, **(overrides or {}))
+    lim.request_line = values["request_line"]
+    lim.header_bytes = values["header_bytes"]
+    lim.field_size = values["field_size"]
+    lim.fields = min(<int>values["fields"], <int>FL_MAX_HEADERS)
+    lim.body_bytes = values["body_bytes"]
+    return lim
+
+
+cdef object head_result(bytes data, Py_ssize_t end, fl_request *req):
+    if end == 0:
+        return None
+    if end < 0:
+        return <int>-end
+    span = lambda fl_span s: data[s.off:s.off + s.len].decode("latin-1")
+    return {
+        "method": span(req.method), "target": span(req.target), "path": span(req.path),
+        "query": span(req.query), "version": (1, req.minor), "head_len": req.head_len,
+        "content_length": req.content_length if req.content_length >= 0 else None,
+        "keep_alive": bool(req.flags & FL_REQ_KEEP_ALIVE),
+        "headers": [(span(req.headers[i].name), span(req.headers[i].value)) for i in range(req.num_headers)],
+    }
+
+
+def parse_head(bytes data, dict limits=None):
+    """Parses the request head at the start of data, as a connection would (for tests and
+    tools). Returns None while incomplete, the HTTP status (int) that rejects it, or a dict."""
+    return HeadParser(limits).feed(data)
+
+
+cdef class HeadParser:
+    """Feeds a request head in pieces through the same incremental framing a connection uses
+    (each feed scans only new bytes). feed() returns what parse_head() would."""
+
+    cdef fl_request req
+    cdef fl_limits lim
+    cdef uint32_t scanned
+    cdef bytes data
+
+    def __init__(self, dict limits=None):
+        self.lim = limits_from(limits)
+        self.scanned = 0
+        self.data = b""
+
+    def feed(self, bytes piece):
+        self.data += piece
+        cdef const char *p = self.data
+        cdef Py_ssize_t end = fl_frame_head(p, <uint32_t>len(self.data), &self.scanned, &self.req, &self.lim)
+        return head_result(self.data, end, &self.req)

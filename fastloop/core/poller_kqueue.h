@@ -1,5 +1,19 @@
 /* poller_kqueue.h - the BSD/macOS backend of poller.h (see the contract there).
- * On Linux it builds against libkqueue (FASTLOOP_POLLER=kqueue), a userspace kqueue over epoll. */
+ * On Linux it builds against libkqueue (FASTLOOP_POLLER=kqueue), a userspace kqueue over epoll.
+ *
+ * libkqueue differs from a kernel kqueue in ways that matter here:
+ *  - close() does not remove a descriptor's knotes (BUGS.md of libkqueue, and
+ *    https://github.com/mheily/libkqueue/issues/99, /issues/58): the kernel drops the fd from
+ *    libkqueue's epoll set, but the knote stays in libkqueue's index. When accept() hands the
+ *    same number out again, EV_ADD finds that stale knote and only "modifies" it (new udata),
+ *    never re-registering the fd with epoll, so the new connection gets no events at all.
+ *    fl_poller_add therefore deletes whatever knotes the number still has before adding.
+ *  - EV_EOF on a read event is also set when a stream socket's receive queue is empty
+ *    (SIOCINQ == 0), not only on a shutdown; FL_HUP is a hint that makes the caller read to
+ *    EAGAIN, so an extra one costs a recv() and nothing else.
+ *  - EVFILT_USER is an eventfd inside libkqueue; a NOTE_TRIGGER from another thread wakes a
+ *    waiter because libkqueue drops its per-kqueue lock while it waits (KEVENT_WAIT_DROP_LOCK).
+ */
 #ifndef FL_POLLER_KQUEUE_H
 #define FL_POLLER_KQUEUE_H
 
@@ -12,6 +26,15 @@
 #include <unistd.h>
 
 #define FL_MAX_WAIT_EVENTS 1024
+
+/* Tokens travel in udata, a pointer: with 32-bit pointers a connection's generation (the high
+ * half of its token) would be cut off and every event of it dropped as stale. */
+_Static_assert(sizeof(void *) >= sizeof(uint64_t), "fastloop's kqueue backend needs 64-bit pointers");
+
+/* libkqueue (the only kqueue on Linux) defines LIBKQUEUE in its sys/event.h. */
+#if defined(LIBKQUEUE) || defined(__linux__)
+#define FL_KQ_CLOSE_KEEPS_KNOTES 1
+#endif
 
 /* OpenBSD has no EVFILT_USER; a self-pipe does the same job there. */
 #if defined(EVFILT_USER)
@@ -92,20 +115,43 @@ static inline void fl_poller_close(fl_poller *p)
     p->kq = p->wake_rd = p->wake_wr = -1;
 }
 
-static inline int fl_poller_add(fl_poller *p, int fd, uint64_t token)
-{
-    struct kevent ev[2];
-    /* EV_CLEAR is kqueue's edge trigger: the state resets once reported. */
-    EV_SET(&ev[0], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
-    EV_SET(&ev[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
-    return fl__kevent_apply(p, ev, 2);
-}
+#define FL_KQ_MAX_CHANGES 4
 
-static inline int fl_poller_add_listener(fl_poller *p, int fd, uint64_t token)
+/* Applies n changes, each with EV_RECEIPT so that every one is attempted and answered in order
+ * (without it, kevent() stops at the first failing change when it has no room to report it).
+ * Returns 0, or the first -errno other than ENOENT on an EV_DELETE (nothing to delete is fine). */
+static inline int fl__kevent_receipts(fl_poller *p, struct kevent *changes, int n)
 {
-    struct kevent ev;
-    EV_SET(&ev, fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
-    return fl__kevent_apply(p, &ev, 1);
+    int i, rc = 0;
+#ifdef EV_RECEIPT
+    struct kevent res[FL_KQ_MAX_CHANGES];
+    struct timespec zero = {0, 0};
+    int got;
+    for (i = 0; i < n; i++)
+        changes[i].flags |= EV_RECEIPT;
+    /* Every change yields a receipt, so res fills up and kevent() returns without collecting
+     * pending events (the zero timeout guarantees it never waits). */
+    while ((got = kevent(p->kq, changes, n, res, n, &zero)) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    for (i = 0; i < got; i++) {
+        int err = (res[i].flags & EV_ERROR) ? (int)res[i].data : 0;
+        if (err == 0 || ((res[i].flags & EV_DELETE) && err == ENOENT))
+            continue;
+        if (rc == 0)
+            rc = -err;
+    }
+#else
+    for (i = 0; i < n; i++) { /* one change per call: a failure cannot hide the rest */
+        int err = fl__kevent_apply(p, &changes[i], 1);
+        if (err == 0 || ((changes[i].flags & EV_DELETE) && err == -ENOENT))
+            continue;
+        if (rc == 0)
+            rc = err;
+    }
+#endif
+    return rc;
 }
 
 static inline int fl_poller_del(fl_poller *p, int fd)
@@ -113,9 +159,41 @@ static inline int fl_poller_del(fl_poller *p, int fd)
     struct kevent ev[2];
     EV_SET(&ev[0], fd, EVFILT_READ, EV_DELETE, 0, 0, NULL);
     EV_SET(&ev[1], fd, EVFILT_WRITE, EV_DELETE, 0, 0, NULL);
-    /* A listener has no write filter: ENOENT for it is expected and harmless. */
-    int rc = fl__kevent_apply(p, ev, 2);
-    return rc == -ENOENT ? 0 : rc;
+    /* A listener has no write filter: ENOENT for it is expected and harmless. With receipts
+     * the write filter is still deleted when the read one was already gone. */
+    return fl__kevent_receipts(p, ev, 2);
+}
+
+static inline int fl_poller_add(fl_poller *p, int fd, uint64_t token)
+{
+    struct kevent ev[4];
+    int n = 0;
+#ifdef FL_KQ_CLOSE_KEEPS_KNOTES
+    /* Forget knotes left by an earlier descriptor with this number that was closed without
+     * EV_DELETE (see the top of this file); ENOENT, the usual answer, is ignored. libkqueue
+     * drops a stale knote even though its fd is no longer in the epoll set. */
+    EV_SET(&ev[n++], fd, EVFILT_READ, EV_DELETE, 0, 0, NULL);
+    EV_SET(&ev[n++], fd, EVFILT_WRITE, EV_DELETE, 0, 0, NULL);
+#endif
+    /* EV_CLEAR is kqueue's edge trigger: the state resets once reported. */
+    EV_SET(&ev[n++], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
+    EV_SET(&ev[n++], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
+    int rc = fl__kevent_receipts(p, ev, n);
+    if (rc < 0)
+        (void)fl_poller_del(p, fd); /* not half registered: the caller closes fd next */
+    return rc;
+}
+
+static inline int fl_poller_add_listener(fl_poller *p, int fd, uint64_t token)
+{
+    struct kevent ev[3];
+    int n = 0;
+#ifdef FL_KQ_CLOSE_KEEPS_KNOTES
+    EV_SET(&ev[n++], fd, EVFILT_READ, EV_DELETE, 0, 0, NULL);
+    EV_SET(&ev[n++], fd, EVFILT_WRITE, EV_DELETE, 0, 0, NULL);
+#endif
+    EV_SET(&ev[n++], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
+    return fl__kevent_receipts(p, ev, n);
 }
 
 static inline int fl_poller_wait(fl_poller *p, fl_event *out, int max, int timeout_ms)

@@ -9,14 +9,6 @@ from http import HTTPStatus as _HTTPStatus
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 
-DEFAULT_LIMITS = {
-    "request_line": 8190,         # nginx large_client_header_buffers; gunicorn uses 4094
-    "header_bytes": 65536,
-    "field_size": 8190,           # gunicorn limit_request_field_size
-    "fields": 100,                # gunicorn limit_request_fields
-    "body_bytes": 16 * 1024 * 1024,
-}
-
 DEFAULT_TIMEOUTS = {
     "header": 10.0,               # a request must arrive within this (slowloris)
     "idle": 5.0,                  # keep-alive between requests

@@ -81,9 +81,19 @@ cdef class Loop:
 
     def stop(self, double timeout):
         """Thread-safe: asks the loop to stop accepting and to finish within timeout seconds."""
+        if not self.poller_open:
+            return
         self.stop_deadline = fl_now_ms() + <int64_t>(timeout * 1000)
         self.stopping = 1
         fl_poller_wake(&self.poller)
+
+    def close(self):
+        """Releases the poller's descriptors. Only once run() has returned: a closed poller's
+        numbers may be reused, so no thread may wake it afterwards. Counters stay readable."""
+        self.close_listener()
+        if self.poller_open:
+            self.poller_open = False
+            fl_poller_close(&self.poller)
 
     def poller_fds(self):
         """Descriptors owned by the poller (for tests that count open descriptors)."""
@@ -166,15 +176,10 @@ cdef class Worker(Loop):
         self.refresh_date()
 
     def __init__(self, int index, app, *, bint is_tcp=True, dict limits=None, dict timeouts=None):
-        lim = dict(DEFAULT_LIMITS, **(limits or {}))
         tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
         self.index = index
         self.is_tcp = is_tcp
-        self.limits.request_line = lim["request_line"]
-        self.limits.header_bytes = lim["header_bytes"]
-        self.limits.field_size = lim["field_size"]
-        self.limits.fields = min(<int>lim["fields"], <int>FL_MAX_HEADERS)
-        self.limits.body_bytes = lim["body_bytes"]
+        self.limits = limits_from(limits)
         for i, name in enumerate(TIMER_NAMES):
             if i:
                 self.timers[i].duration_ms = <int64_t>(tmo[name] * 1000)
@@ -512,32 +517,13 @@ cdef class Worker(Loop):
                 if avail == 0:
                     c.rpos = c.rlen = c.scanned = 0
                     return FL_PROC_MORE
-                end = fl_find_head_end(p, avail, c.scanned)
+                end = fl_frame_head(p, avail, &c.scanned, &self.req, &self.limits)
                 if end == 0:
-                    c.scanned = avail
-                    if avail > self.limits.request_line + 2 and memchr(p, c'\n', self.limits.request_line + 2) == NULL:
-                        self.conn_reject(c, 414)
-                        return FL_PROC_STOP
-                    if avail > self.limits.header_bytes:
-                        self.conn_reject(c, 431)
-                        return FL_PROC_STOP
                     return FL_PROC_MORE
                 if end < 0:
-                    self.conn_reject(c, 400)
-                    return FL_PROC_STOP
-                if end > self.limits.header_bytes:
-                    self.conn_reject(c, 431)
-                    return FL_PROC_STOP
-                rc = fl_parse_head(p, <uint32_t>end, &self.req, &self.limits)
-                if rc == 0 and (self.req.flags & FL_REQ_CHUNKED):
-                    rc = 501  # chunked request bodies: not decoded yet
-                if rc:
-                    self.conn_reject(c, rc)
+                    self.conn_reject(c, <int>-end)
                     return FL_PROC_STOP
                 cl = self.req.content_length if self.req.content_length > 0 else 0
-                if cl > self.limits.body_bytes:
-                    self.conn_reject(c, 413)
-                    return FL_PROC_STOP
                 c.head_len = <uint32_t>end
                 c.req_len = <uint32_t>(end + cl)
                 c.req_flags = self.req.flags
