@@ -8,6 +8,14 @@
  *    same number out again, EV_ADD finds that stale knote and only "modifies" it (new udata),
  *    never re-registering the fd with epoll, so the new connection gets no events at all.
  *    fl_poller_add therefore deletes whatever knotes the number still has before adding.
+ *  - One fd's read and write filters share a single epoll registration inside libkqueue
+ *    (https://github.com/mheily/libkqueue/issues/59 is the history of that design). Adding the
+ *    second filter rewrites it with EPOLL_CTL_MOD from the first one's EPOLLIN/EPOLLOUT bits
+ *    plus the new filter's own flags, so EPOLLRDHUP survives only if EVFILT_READ comes last.
+ *    Without it a request and the client's FIN that arrive together are reported as plain
+ *    EVFILT_READ with data and no EV_EOF: the caller stops at its short read, no further edge
+ *    comes, and the half-closed connection waits for its idle timeout instead of closing.
+ *    fl_poller_add therefore adds EVFILT_WRITE first.
  *  - EV_EOF on a read event is also set when a stream socket's receive queue is empty
  *    (SIOCINQ == 0), not only on a shutdown; FL_HUP is a hint that makes the caller read to
  *    EAGAIN, so an extra one costs a recv() and nothing else.
@@ -175,9 +183,10 @@ static inline int fl_poller_add(fl_poller *p, int fd, uint64_t token)
     EV_SET(&ev[n++], fd, EVFILT_READ, EV_DELETE, 0, 0, NULL);
     EV_SET(&ev[n++], fd, EVFILT_WRITE, EV_DELETE, 0, 0, NULL);
 #endif
-    /* EV_CLEAR is kqueue's edge trigger: the state resets once reported. */
-    EV_SET(&ev[n++], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
+    /* EV_CLEAR is kqueue's edge trigger: the state resets once reported. Write before read:
+     * libkqueue keeps EPOLLRDHUP only when the read filter is added last (top of this file). */
     EV_SET(&ev[n++], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
+    EV_SET(&ev[n++], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, (void *)(uintptr_t)token);
     int rc = fl__kevent_receipts(p, ev, n);
     if (rc < 0)
         (void)fl_poller_del(p, fd); /* not half registered: the caller closes fd next */

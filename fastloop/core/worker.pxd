@@ -24,7 +24,7 @@ ctypedef struct fl_counters:
 
 ctypedef struct fl_listener:
     int fd                      # -1 when this loop has none (acceptor dispatch)
-    int reserve_fd              # kept open to free when accept() meets EMFILE
+    int retry                   # the last drain ended on an error, not EAGAIN: retry soon
 
 ctypedef struct fl_inbox:
     # Descriptors an acceptor hands to one worker: pushed under the lock, then the worker's

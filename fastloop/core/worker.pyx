@@ -22,8 +22,6 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOMEM, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
-from posix.fcntl cimport O_CLOEXEC, O_RDONLY
-from posix.fcntl cimport open as c_open
 from posix.unistd cimport close
 
 
@@ -35,6 +33,7 @@ cdef enum:
     FL_LOW_WATER = 262144         # ... and resume it
     FL_WAIT_EVENTS = 512
     FL_DATE_LINE_LEN = 37         # "Date: " + 29 + CRLF
+    FL_ACCEPT_RETRY_MS = 100      # after accept() failed on EMFILE and the like (nginx: 500)
 
 # conn_process results
 cdef enum:
@@ -57,7 +56,6 @@ cdef class Loop:
 
     def __cinit__(self, *args, **kwargs):
         self.listener.fd = -1
-        self.listener.reserve_fd = -1
         memset(&self.counters, 0, sizeof(fl_counters))
         cdef int rc = fl_poller_open(&self.poller)
         if rc < 0:
@@ -75,9 +73,9 @@ cdef class Loop:
         if rc < 0:
             raise_errno(-rc, "poller add listener")
         self.listener.fd = fd
-        self.listener.reserve_fd = c_open(b"/dev/null", O_RDONLY | O_CLOEXEC)
-        if self.listener.reserve_fd < 0:
-            raise_errno(errno, "open reserve descriptor")
+        rc = fl_reserve_take()
+        if rc < 0:
+            raise_errno(-rc, "open reserve descriptor")
 
     def stop(self, double timeout):
         """Thread-safe: asks the loop to stop accepting and to finish within timeout seconds."""
@@ -122,42 +120,35 @@ cdef class Loop:
         if self.listener.fd >= 0:
             close(self.listener.fd)  # closing also removes it from the poller
             self.listener.fd = -1
-        if self.listener.reserve_fd >= 0:
-            close(self.listener.reserve_fd)
-            self.listener.reserve_fd = -1
 
     cdef int accept_one(self) noexcept nogil:
         """Accepts one connection and returns its descriptor, or -errno when this drain must end
         (-EAGAIN: the backlog is empty). Every error is counted by errno; none is fatal."""
         cdef int fd, err
-        if self.listener.reserve_fd < 0:
-            self.listener.reserve_fd = c_open(b"/dev/null", O_RDONLY | O_CLOEXEC)
         while True:
-            fd = fl_accept(self.listener.fd)
+            fd = fl_accept_shared(self.listener.fd)
             if fd >= 0:
                 return fd
             err = -fd
             if err == EAGAIN or err == EWOULDBLOCK:
+                self.listener.retry = 0
                 return -EAGAIN
             self.count_errno(self.counters.accept_errors, err)
             if err == ECONNABORTED:
                 continue  # the client gave up while queued; the next one may be fine
-            if (err == EMFILE or err == ENFILE) and self.listener.reserve_fd >= 0:
-                # Out of descriptors. Leaving the connection queued would stall the backlog and,
-                # edge-triggered, no new edge would come for it: free the reserve descriptor,
-                # accept the oldest connection and close it at once, then take the reserve back.
-                close(self.listener.reserve_fd)
-                fd = fl_accept(self.listener.fd)
-                if fd >= 0:
-                    close(fd)
+            if err == EMFILE or err == ENFILE:
+                fd = fl_reserve_shed(self.listener.fd)
+                if fd == 1:
                     self.counters.accepted += 1
                     self.counters.closed += 1
                     self.counters.shed += 1
-                self.listener.reserve_fd = c_open(b"/dev/null", O_RDONLY | O_CLOEXEC)
-                if fd >= 0 and self.listener.reserve_fd >= 0:
                     continue
                 if fd == -EAGAIN:
+                    self.listener.retry = 0
                     return -EAGAIN
+            # The backlog may still hold connections, and edge-triggered, no new edge will say
+            # so: the loop retries every FL_ACCEPT_RETRY_MS until a drain ends on EAGAIN.
+            self.listener.retry = 1
             return -err
 
 
@@ -252,6 +243,10 @@ cdef class Worker(Loop):
                 if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
                     break
             timeout = self.timers_expire()
+            if self.listener.retry:
+                self.accept_all()
+                if self.listener.retry and (timeout < 0 or timeout > FL_ACCEPT_RETRY_MS):
+                    timeout = FL_ACCEPT_RETRY_MS
             if self.nresume:
                 timeout = 0
             elif self.stopping and (timeout < 0 or timeout > 50):
@@ -941,19 +936,21 @@ cdef class Acceptor(Loop):
         cdef fl_event events[64]
         cdef int n, i, fd
         while not self.stopping:
-            n = fl_poller_wait(&self.poller, events, 64, -1)
+            n = fl_poller_wait(&self.poller, events, 64, FL_ACCEPT_RETRY_MS if self.listener.retry else -1)
             if n < 0:
                 return n
             for i in range(n):
                 if events[i].token == FL_WAKER_TOKEN:
                     fl_poller_wake_drain(&self.poller)
-                    continue
-                while not self.stopping:
-                    fd = self.accept_one()
-                    if fd < 0:
-                        break
-                    self.counters.accepted += 1
-                    self.hand_off(fd)
+            if n == 0 and not self.listener.retry:
+                continue
+            # Any event but the waker's is the listener's; a retry drains it too.
+            while not self.stopping:
+                fd = self.accept_one()
+                if fd < 0:
+                    break
+                self.counters.accepted += 1
+                self.hand_off(fd)
         self.close_listener()
         return 0
 

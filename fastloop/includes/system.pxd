@@ -31,3 +31,9 @@ cdef extern from "compat.h" nogil:
     int64_t fl_now_ms()
     int64_t fl_wall_seconds()
     void fl_format_date(int64_t secs, char *out)
+
+
+cdef extern from "reserve.h" nogil:
+    int fl_reserve_take()
+    int fl_accept_shared(int lfd)
+    int fl_reserve_shed(int lfd)
