@@ -237,3 +237,12 @@ class NaiveETServer:
         if eof:
             del self._conns[fd]
             sock.close()  # closing also removes it from the epoll set
+
+
+def env_importing_this_fastloop() -> dict:
+    """os.environ for a child Python that must import the fastloop these tests import: the
+    installed package, or the in-place build when run from the source tree."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastloop.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env

@@ -22,7 +22,7 @@ from typing import List
 
 import pytest
 
-from helpers import LOOPBACK, raw_request, wait_until
+from helpers import LOOPBACK, env_importing_this_fastloop, raw_request, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER_SCRIPT = os.path.join(HERE, "fd_limited_server.py")
@@ -41,9 +41,7 @@ class ServerProcess:
     PID (SIGKILL if it did not exit on its own)."""
 
     def __init__(self, nofile: int, threads: int, dispatch: str, stderr_path: str) -> None:
-        env = dict(os.environ)
-        root = os.path.dirname(HERE)  # the repository, where fastloop is built in place
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env = env_importing_this_fastloop()
         self.stderr = open(stderr_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, SERVER_SCRIPT, "--nofile", str(nofile), "--threads", str(threads),
