@@ -1,54 +1,8 @@
-"""`python -m fastloop` (or `fastloop`): a demo server with a static and a Python route."""
+"""`python -m fastloop`: the `fastloop` command (see fastloop.cli)."""
 
-from __future__ import annotations
-
-import argparse
-import json
-import logging
 import sys
 
-from . import POLLER, App, Request, Server
-
-__all__ = ["main", "demo_app"]
-
-
-def demo_app() -> App:
-    app = App()
-    app.static("/", b"Hello, World!\n")
-
-    @app.route("/hello")
-    def hello(request: Request) -> str:
-        name = request.query.partition("name=")[2] or "world"
-        return f"Hello from Python, {name}!\n"
-
-    return app
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastloop", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks one)")
-    parser.add_argument("--threads", type=int, default=1, help="event-loop threads (default 1)")
-    parser.add_argument("--dispatch", choices=("reuseport", "acceptor"), default=None,
-                        help="how connections reach threads (default: reuseport on Linux)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    server = Server(demo_app(), host=args.host, port=args.port, threads=args.threads,
-                    dispatch=args.dispatch)
-    server.start()
-    print(f"fastloop demo on {server.url} ({POLLER}, {server.threads} thread(s), "
-          f"{server.dispatch} dispatch)", flush=True)
-    print(f"  static route:  curl {server.url}", flush=True)
-    print(f"  Python route:  curl '{server.url}hello?name=you'", flush=True)
-    print("Ctrl-C stops it.", flush=True)
-    try:
-        server.serve_started()
-    finally:
-        print("stopped; counters:", json.dumps({k: v for k, v in server.stats().items()
-                                                if k != "workers"}), flush=True)
-    return 0
-
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
