@@ -54,6 +54,11 @@ class App:
 
         return register
 
+    def _resolve(self, request: object) -> tuple | None:
+        """(handler, methods) for a request whose path is not an exact route, or None (404).
+        Called by the core, with the GIL, only on a miss of the exact-path table."""
+        return None
+
     def _static_responses(self) -> list:
         """[(path bytes, head bytes, body bytes)], for the C core."""
         return list(self._statics.values())

@@ -168,7 +168,10 @@ cdef object call_handler(Worker w, Request request):
     """Routes request and runs its handler. Never raises: a failing handler answers 500."""
     entry = w.routes.get(request.path)
     if entry is None:
-        return NOT_FOUND
+        # Not an exact path: the app may still match it (patterns, mounted WSGI apps).
+        entry = w.app._resolve(request)
+        if entry is None:
+            return NOT_FOUND
     handler, methods = <tuple>entry
     if request.method not in methods:
         return Response(b"Method Not Allowed", 405, {"Allow": ", ".join(methods)}, "text/plain")
