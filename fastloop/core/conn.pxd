@@ -23,11 +23,12 @@ cdef enum:
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:
     FL_TIMER_NONE = 0
-    FL_TIMER_HEADER = 1       # a request (head or body) is being received
+    FL_TIMER_HEADER = 1       # a request head is being received: not restarted by progress
     FL_TIMER_IDLE = 2         # keep-alive, between requests
     FL_TIMER_WRITE = 3        # the client does not read its responses
     FL_TIMER_LINGER = 4       # lingering close
-    FL_NTIMERS = 5
+    FL_TIMER_BODY = 5         # a request body is arriving: restarted by progress
+    FL_NTIMERS = 6
 
 ctypedef struct fl_conn:
     int fd                    # -1 while the slot is free
@@ -41,7 +42,9 @@ ctypedef struct fl_conn:
     uint32_t rlen             # end of the bytes read
     uint32_t scanned          # bytes after rpos already searched for the end of the head
     uint32_t head_len         # head of the current request, once parsed
-    uint32_t req_len          # head + body of the current request, once its head is parsed
+    uint32_t req_len          # raw bytes of the current request (head + framed body), once known
+    uint32_t body_len         # its decoded body, which follows the head in rbuf
+    fl_chunked chunked        # the decoder's state, for a chunked body
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
     char *wbuf                # responses not yet sent

@@ -44,3 +44,20 @@ ctypedef struct fl_limits:
     uint32_t field_size           # one header line, 431 beyond (gunicorn: 8190)
     uint32_t fields               # header count, 431 beyond (at most FL_MAX_HEADERS)
     int64_t body_bytes            # 413 beyond
+
+# States of fl_chunked.state
+cdef enum:
+    FL_CHUNK_SIZE = 0             # at a chunk-size line
+    FL_CHUNK_DATA = 1             # inside chunk data
+    FL_CHUNK_DATA_END = 2         # at the CRLF after chunk data
+    FL_CHUNK_TRAILERS = 3         # after the last chunk: trailer fields until an empty line
+
+ctypedef struct fl_chunked:
+    # Decodes in place: chunk data is moved down to follow the head, so the body ends up
+    # contiguous at [head_len, out) while the raw message has been read up to in_.
+    int state
+    uint64_t left                 # bytes left in the current chunk's data
+    uint32_t in_                  # next raw byte to decode, from the start of the request
+    uint32_t out                  # end of the decoded body, from the start of the request
+    uint32_t head_len
+    uint32_t trailer_bytes

@@ -291,11 +291,124 @@ cdef Py_ssize_t fl_frame_head(const char *p, uint32_t avail, uint32_t *scanned, 
     if end > lim.header_bytes:
         return -431
     rc = fl_parse_head(p, <uint32_t>end, req, lim)
-    if rc == 0 and (req.flags & FL_REQ_CHUNKED):
-        rc = 501  # chunked request bodies: not decoded yet
     if rc == 0 and req.content_length > lim.body_bytes:
         rc = 413
     return -rc if rc else end
+
+
+cdef enum:
+    FL_CHUNK_LINE_MAX = 4096      # a chunk-size line with its extensions
+
+
+cdef void fl_chunked_start(fl_chunked *st, uint32_t head_len) noexcept nogil:
+    st.state = FL_CHUNK_SIZE
+    st.left = 0
+    st.in_ = st.out = st.head_len = head_len
+    st.trailer_bytes = 0
+
+
+cdef int fl_chunked_line(char *p, uint32_t avail, uint32_t start, uint32_t *end) noexcept nogil:
+    """Finds the CRLF ending the line at start: 1 and end set past it, 0 if not yet, -400."""
+    cdef const char *nl = <const char *>memchr(p + start, c'\n', avail - start)
+    cdef uint32_t i
+    if nl == NULL:
+        return -400 if avail - start > FL_CHUNK_LINE_MAX else 0
+    i = <uint32_t>(nl - p)
+    if i == start or p[i - 1] != c'\r':
+        return -400  # bare LF
+    end[0] = i + 1
+    return 1
+
+
+cdef int fl_decode_chunked(char *p, uint32_t avail, fl_chunked *st, int64_t max_body) noexcept nogil:
+    """Decodes the chunked body of the request at p, of which avail bytes have arrived, from
+    where st left off (RFC 9112 7.1). Returns 1 when the message is complete (its raw length is
+    st.in_, its body p[head_len:st.out)), 0 while incomplete, or -400 / -413."""
+    cdef uint32_t end, i, n
+    cdef uint64_t size
+    cdef int rc, digits
+    cdef unsigned char c
+    while True:
+        if st.state == FL_CHUNK_SIZE:
+            rc = fl_chunked_line(p, avail, st.in_, &end)
+            if rc <= 0:
+                return rc
+            i = st.in_
+            size = 0
+            digits = 0
+            while True:
+                c = <unsigned char>p[i]
+                if c'0' <= c <= c'9':
+                    c -= c'0'
+                elif c'a' <= (c | 0x20) <= c'f':
+                    c = (c | 0x20) - c'a' + 10
+                else:
+                    break
+                digits += 1
+                if digits > 15:
+                    return -400  # chunk-size overflow
+                size = size * 16 + c
+                i += 1
+            if digits == 0:
+                return -400
+            # chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ): skipped, but it may
+            # hold no control character but HTAB, and must start with ';'.
+            while fl_is_ows(p[i]):
+                i += 1
+            if p[i] != c'\r':
+                if p[i] != c';':
+                    return -400
+                while i < end - 2:
+                    c = <unsigned char>p[i]
+                    if (c < 0x20 and c != c'\t') or c == 0x7f:
+                        return -400
+                    i += 1
+            if i != end - 2:
+                return -400
+            st.in_ = end
+            if size == 0:
+                st.state = FL_CHUNK_TRAILERS
+                continue
+            if <int64_t>(st.out - st.head_len) + <int64_t>size > max_body:
+                return -413
+            st.left = size
+            st.state = FL_CHUNK_DATA
+        elif st.state == FL_CHUNK_DATA:
+            n = avail - st.in_
+            if n > st.left:
+                n = <uint32_t>st.left
+            if n == 0:
+                return 0
+            # SAFETY: out <= in_ always (chunk framing only shrinks), both inside p[0:avail).
+            if st.out != st.in_:
+                memmove(p + st.out, p + st.in_, n)
+            st.out += n
+            st.in_ += n
+            st.left -= n
+            if st.left == 0:
+                st.state = FL_CHUNK_DATA_END
+        elif st.state == FL_CHUNK_DATA_END:
+            if avail - st.in_ < 2:
+                return 0
+            if p[st.in_] != c'\r' or p[st.in_ + 1] != c'\n':
+                return -400
+            st.in_ += 2
+            st.state = FL_CHUNK_SIZE
+        else:  # FL_CHUNK_TRAILERS: fields are read and dropped, the empty line ends the body
+            rc = fl_chunked_line(p, avail, st.in_, &end)
+            if rc <= 0:
+                return rc
+            if end - st.in_ == 2:
+                st.in_ = end
+                return 1
+            for i in range(st.in_, end - 2):
+                c = <unsigned char>p[i]
+                if (c < 0x20 and c != c'\t') or c == 0x7f:
+                    return -400
+            st.trailer_bytes += end - st.in_
+            if st.trailer_bytes > FL_CHUNK_LINE_MAX * 4:
+                return -431
+            st.in_ = end
 
 
 cdef fl_limits limits_from(dict overrides) except *:
@@ -349,3 +462,28 @@ cdef class HeadParser:
         cdef const char *p = self.data
         cdef Py_ssize_t end = fl_frame_head(p, <uint32_t>len(self.data), &self.scanned, &self.req, &self.lim)
         return head_result(self.data, end, &self.req)
+
+
+cdef class ChunkedDecoder:
+    """Feeds a chunked body in pieces through the decoder a connection uses (for tests and
+    tools). feed() returns None while incomplete, the HTTP status (int) that rejects it, or
+    (body, raw length consumed)."""
+
+    cdef fl_chunked st
+    cdef bytearray buf
+    cdef int64_t max_body
+
+    def __init__(self, int64_t max_body=DEFAULT_LIMITS["body_bytes"]):
+        fl_chunked_start(&self.st, 0)
+        self.buf = bytearray()
+        self.max_body = max_body
+
+    def feed(self, bytes piece):
+        self.buf += piece
+        cdef char *p = self.buf
+        cdef int rc = fl_decode_chunked(p, <uint32_t>len(self.buf), &self.st, self.max_body)
+        if rc < 0:
+            return -rc
+        if rc == 0:
+            return None
+        return bytes(self.buf[:self.st.out]), self.st.in_

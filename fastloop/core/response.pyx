@@ -14,9 +14,10 @@ DEFAULT_TIMEOUTS = {
     "idle": 5.0,                  # keep-alive between requests
     "write": 30.0,                # a client that stops reading its answers
     "linger": 2.0,                # draining input after the last answer before closing
+    "body": 60.0,                 # between two reads of a request body (nginx client_body_timeout)
 }
 
-TIMER_NAMES = (None, "header", "idle", "write", "linger")
+TIMER_NAMES = (None, "header", "idle", "write", "linger", "body")
 
 # Statuses C answers by itself; fl_status_index maps each to its counter slot.
 FL_STATUSES = (400, 408, 413, 414, 431, 501, 505, 503)
@@ -131,7 +132,7 @@ cdef str decode_span(const char *p, fl_span s):
     return PyUnicode_DecodeLatin1(p + s.off, s.len, NULL)
 
 
-cdef Request make_request(const char *p, fl_request *req, uint32_t req_len):
+cdef Request make_request(const char *p, fl_request *req, uint32_t body_len):
     cdef Request r = Request.__new__(Request)
     r.method = "GET" if req.flags & FL_REQ_GET else decode_span(p, req.method)
     r.path = decode_span(p, req.path) if req.path.len else "/"
@@ -139,8 +140,7 @@ cdef Request make_request(const char *p, fl_request *req, uint32_t req_len):
     r.minor = req.minor
     r.keep_alive = (req.flags & FL_REQ_KEEP_ALIVE) != 0
     r._head = PyBytes_FromStringAndSize(p, req.head_len - 4)
-    r.body = PyBytes_FromStringAndSize(p + req.head_len, req_len - req.head_len) \
-        if req_len > req.head_len else b""
+    r.body = PyBytes_FromStringAndSize(p + req.head_len, body_len) if body_len else b""
     return r
 
 

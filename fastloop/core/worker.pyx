@@ -492,6 +492,7 @@ cdef class Worker(Loop):
         cdef Py_ssize_t end
         cdef int rc, i
         cdef int64_t cl
+        cdef bint complete
         cdef fl_static *s
         while True:
             if c.flags & CONN_F_CLOSE_AFTER:
@@ -520,8 +521,12 @@ cdef class Worker(Loop):
                     return FL_PROC_STOP
                 cl = self.req.content_length if self.req.content_length > 0 else 0
                 c.head_len = <uint32_t>end
-                c.req_len = <uint32_t>(end + cl)
                 c.req_flags = self.req.flags
+                if self.req.flags & FL_REQ_CHUNKED:
+                    fl_chunked_start(&c.chunked, c.head_len)
+                else:
+                    c.body_len = <uint32_t>cl
+                    c.req_len = <uint32_t>(end + cl)
                 c.route = -1
                 if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
                     for i in range(self.nstatics):
@@ -530,16 +535,36 @@ cdef class Worker(Loop):
                             c.route = i
                             break
                 c.state = CONN_READ_BODY
-            # CONN_READ_BODY: wait until the whole body is buffered
-            if avail < c.req_len:
-                if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) and not (c.flags & CONN_F_CONTINUE_SENT):
-                    c.flags |= CONN_F_CONTINUE_SENT
-                    if self.conn_put(c, CONTINUE_100, 25) < 0:
-                        return FL_PROC_STOP
-                if self.rbuf_ensure(c, c.req_len - avail) < 0:
+            # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
+            if c.req_flags & FL_REQ_CHUNKED:
+                rc = fl_decode_chunked(p, avail, &c.chunked, self.limits.body_bytes)
+                if rc < 0:
+                    self.conn_reject(c, -rc)
+                    return FL_PROC_STOP
+                complete = rc == 1
+                if complete:
+                    c.req_len = c.chunked.in_
+                    c.body_len = c.chunked.out - c.head_len
+            else:
+                complete = avail >= c.req_len
+                if not complete and self.rbuf_ensure(c, c.req_len - avail) < 0:
                     self.count_errno(self.counters.io_errors, ENOMEM)
                     self.conn_close(c)
                     return FL_PROC_STOP
+            if not complete:
+                if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) \
+                        and not (c.flags & CONN_F_CONTINUE_SENT):
+                    if c.route >= 0:
+                        # A static answer ignores the body: answer now instead of asking for it
+                        # (RFC 9110 10.1.1), then close, since the body may still come.
+                        if self.conn_put_static(c, &self.statics[c.route], c.req_flags & ~FL_REQ_KEEP_ALIVE) == 0:
+                            self.counters.requests += 1
+                            c.rpos = c.rlen = 0
+                            c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+                        return FL_PROC_STOP
+                    c.flags |= CONN_F_CONTINUE_SENT
+                    if self.conn_put(c, CONTINUE_100, 25) < 0:
+                        return FL_PROC_STOP
                 return FL_PROC_MORE
             if c.route < 0:
                 c.state = CONN_IN_HANDLER
@@ -629,7 +654,9 @@ cdef class Worker(Loop):
             return
         if c.state == CONN_IN_HANDLER:
             return
-        if c.rpos < c.rlen or c.state == CONN_READ_BODY:
+        if c.state == CONN_READ_BODY:
+            self.timer_set(c, FL_TIMER_BODY)  # restarted by every step of progress
+        elif c.rpos < c.rlen:
             if c.timer != FL_TIMER_HEADER or (c.flags & CONN_F_NEW_REQUEST):
                 self.timer_set(c, FL_TIMER_HEADER)  # not restarted by each byte (slowloris)
         else:
@@ -898,7 +925,7 @@ cdef class Worker(Loop):
             # nothing reads into a connection while it is in the handler state.
             p = c.rbuf + c.rpos
             fl_parse_head(p, c.head_len, &self.req, &self.limits)
-            request = make_request(p, &self.req, c.req_len)
+            request = make_request(p, &self.req, c.body_len)
             respond(self, c, request, c.req_flags)
             if c.fd < 0:
                 return
