@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from ._core import Acceptor, Worker
+from ._core import Acceptor, ConnLimit, Worker
 from .app import App
 
 __all__ = ["Server"]
@@ -34,11 +34,14 @@ class Server:
     dispatch: "reuseport" (each thread has its own SO_REUSEPORT listener) or "acceptor" (one
     thread accepts and hands connections out); None picks the platform's default.
     limits / timeouts: override fastloop's defaults (see fastloop.DEFAULT_LIMITS, ...).
+    limit_concurrency: at most this many connections open at once (all threads together);
+    a connection beyond it is answered 503 and closed, counted in stats()["rejected"].
     """
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, threads: int = 1,
                  dispatch: str | None = None, backlog: int = 2048, uds: str | None = None,
-                 limits: dict | None = None, timeouts: dict | None = None) -> None:
+                 limits: dict | None = None, timeouts: dict | None = None,
+                 limit_concurrency: int | None = None) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         if dispatch is None:
@@ -56,6 +59,7 @@ class Server:
         self.backlog = backlog
         self.limits = limits
         self.timeouts = timeouts
+        self.limit_concurrency = limit_concurrency
         self._workers: list = []
         self._acceptor: Any = None
         self._threads: list = []
@@ -69,8 +73,10 @@ class Server:
             raise RuntimeError("server already started")
         listeners = self._listen()
         try:
+            conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
             self._workers = [Worker(i, self.app, is_tcp=self.uds is None, limits=self.limits,
-                                    timeouts=self.timeouts) for i in range(self.threads)]
+                                    timeouts=self.timeouts, conn_limit=conn_limit)
+                             for i in range(self.threads)]
             if self.dispatch == "reuseport" or self.threads == 1 and len(listeners) == 1 and self.dispatch != "acceptor":
                 for worker, sock in zip(self._workers, listeners):
                     worker.set_listener(sock.detach())

@@ -59,6 +59,11 @@ cdef class Loop:
     cdef void count_errno(self, uint64_t *table, int err) noexcept nogil
 
 
+cdef class ConnLimit:
+    cdef int64_t *count         # open connections of every worker sharing this limit
+    cdef readonly int64_t limit
+
+
 cdef class Worker(Loop):
     # connection table: slots[i] lives until the worker ends; free_slots is a stack of indices
     cdef fl_conn **slots
@@ -84,6 +89,9 @@ cdef class Worker(Loop):
     cdef object routes          # path -> (handler, methods); touched only with the GIL
     cdef object app
     cdef fl_inbox *inbox
+    cdef ConnLimit conn_limit   # None, or shared with the server's other workers
+    cdef int64_t *open_total    # conn_limit.count, or NULL when there is no limit
+    cdef int64_t max_open
 
     cdef int loop(self) noexcept nogil
     cdef void adopt(self, int fd) noexcept nogil
@@ -100,6 +108,7 @@ cdef class Worker(Loop):
     cdef void consume(self, fl_conn *c) noexcept nogil
     cdef void accept_all(self) noexcept nogil
     cdef void drop_fd(self, int fd) noexcept nogil
+    cdef void refuse(self, int fd) noexcept nogil
     cdef void put_raw(self, fl_conn *c, const char *p, size_t n) noexcept nogil
     cdef int conn_reserve(self, fl_conn *c, size_t need) noexcept nogil
     cdef int conn_put(self, fl_conn *c, const char *p, size_t n) noexcept nogil

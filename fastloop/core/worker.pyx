@@ -152,6 +152,21 @@ cdef class Loop:
             return -err
 
 
+cdef class ConnLimit:
+    """A cap on the connections open at once across the workers that share it
+    (limit_concurrency): beyond it, a new connection gets 503 and is closed."""
+
+    def __cinit__(self, int64_t limit):
+        self.count = <int64_t *>malloc(sizeof(int64_t))
+        if self.count == NULL:
+            raise MemoryError()
+        self.count[0] = 0
+        self.limit = limit
+
+    def __dealloc__(self):
+        free(self.count)
+
+
 cdef class Worker(Loop):
     """An event loop that owns connections. Built by Server; run() blocks its thread."""
 
@@ -166,11 +181,17 @@ cdef class Worker(Loop):
         self.date_sec = -1
         self.refresh_date()
 
-    def __init__(self, int index, app, *, bint is_tcp=True, dict limits=None, dict timeouts=None):
+    def __init__(self, int index, app, *, bint is_tcp=True, dict limits=None, dict timeouts=None,
+                 ConnLimit conn_limit=None):
         tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
         self.index = index
         self.is_tcp = is_tcp
         self.limits = limits_from(limits)
+        self.conn_limit = conn_limit
+        if conn_limit is not None:
+            # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
+            self.open_total = conn_limit.count
+            self.max_open = conn_limit.limit
         for i, name in enumerate(TIMER_NAMES):
             if i:
                 self.timers[i].duration_ms = <int64_t>(tmo[name] * 1000)
@@ -331,6 +352,10 @@ cdef class Worker(Loop):
         cdef fl_conn *c
         cdef uint32_t slot, newcap
         cdef void *p
+        if self.open_total != NULL and fl_atomic_add(self.open_total, 1) > self.max_open:
+            fl_atomic_add(self.open_total, -1)
+            self.refuse(fd)
+            return
         if self.nfree:
             self.nfree -= 1
             slot = self.free_slots[self.nfree]
@@ -375,6 +400,31 @@ cdef class Worker(Loop):
             self.conn_close(c)
             return
         self.timer_set(c, FL_TIMER_HEADER)  # the first request must arrive in time too
+
+    cdef void refuse(self, int fd) noexcept nogil:
+        """Over limit_concurrency: one best-effort 503, then close (counted as a rejection)."""
+        cdef char buf[512]
+        cdef fl_static *s = &fl_error_responses[fl_status_index(503)]
+        cdef size_t n = 0
+        if s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len <= sizeof(buf):
+            memcpy(buf, s.head, s.head_len)
+            n = s.head_len
+            memcpy(buf + n, self.date_line, FL_DATE_LINE_LEN)
+            n += FL_DATE_LINE_LEN
+            memcpy(buf + n, b"\r\n", 2)
+            n += 2
+            memcpy(buf + n, s.body, s.body_len)
+            n += s.body_len
+            send(fd, buf, n, MSG_NOSIGNAL)
+            shutdown(fd, SHUT_WR)
+            # Whatever the client already sent would turn the close into a reset that can
+            # destroy the 503 in flight: swallow what is there (without waiting for more).
+            while recv(fd, buf, sizeof(buf), 0) > 0:
+                pass
+        self.counters.rejected[fl_status_index(503)] += 1
+        close(fd)
+        self.counters.closed += 1
+        self.counters.open -= 1
 
     cdef void drop_fd(self, int fd) noexcept nogil:
         close(fd)
@@ -686,6 +736,8 @@ cdef class Worker(Loop):
             c.wcap = 0
         self.counters.closed += 1
         self.counters.open -= 1
+        if self.open_total != NULL:
+            fl_atomic_add(self.open_total, -1)
         self.free_slots[self.nfree] = c.slot
         self.nfree += 1
 
