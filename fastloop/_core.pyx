@@ -9,6 +9,8 @@ log = logging.getLogger("fastloop")
 include "core/errors.pyx"
 include "core/http.pyx"
 include "core/response.pyx"
+include "core/loop.pyx"
 include "core/worker.pyx"
+include "core/acceptor.pyx"
 
 POLLER = FL_POLLER_NAME.decode()
