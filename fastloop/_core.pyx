@@ -7,6 +7,7 @@ import logging
 log = logging.getLogger("fastloop")
 
 include "core/errors.pyx"
+include "core/poller.pyx"
 include "core/http.pyx"
 include "core/response.pyx"
 include "core/loop.pyx"
