@@ -1,5 +1,6 @@
 """Resource limits over real sockets: limit_concurrency and slowloris clients."""
 
+import logging
 import selectors
 import socket
 import time
@@ -95,3 +96,15 @@ def test_slowloris_clients_do_not_delay_others_and_are_closed_at_the_timeout():
                 s.close()
         stats = srv.stats()
         assert stats["open"] == 0 and stats["accepted"] == count + 1
+
+
+def test_rejections_and_timeouts_are_logged_at_debug_level(caplog):
+    caplog.set_level(logging.DEBUG, logger="fastloop")
+    with running_server(hello_app(), timeouts={"idle": 0.2}) as srv:
+        assert raw_request(srv.port, b"GET / HTTP/1.1\r\nHost : t\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(OK)
+            assert s.recv(4096).endswith(b"Hello")
+            assert s.recv(4096) == b""  # the idle timeout closed it
+        assert wait_until(lambda: "idle timeout" in caplog.text, timeout=2.0)
+    assert "rejected a request: 400" in caplog.text

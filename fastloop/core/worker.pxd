@@ -89,6 +89,9 @@ cdef class Worker(Loop):
     cdef object routes          # path -> (handler, methods); touched only with the GIL
     cdef object app
     cdef fl_inbox *inbox
+    cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
+    cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush
+    cdef int nevents_to_log
     cdef ConnLimit conn_limit   # None, or shared with the server's other workers
     cdef int64_t *open_total    # conn_limit.count, or NULL when there is no limit
     cdef int64_t max_open
@@ -124,6 +127,8 @@ cdef class Worker(Loop):
     cdef void refresh_date(self) noexcept nogil
     cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
     cdef void run_python(self) noexcept
+    cdef void note(self, int what) noexcept nogil
+    cdef void flush_notes(self) noexcept
     cdef void run_handlers(self, fl_conn *c) except *
     cdef void begin_stop(self) noexcept nogil
 

@@ -71,6 +71,7 @@ cdef class Worker(Loop):
         self.index = index
         self.is_tcp = is_tcp
         self.limits = limits_from(limits)
+        self.log_events = log.isEnabledFor(logging.DEBUG)
         self.conn_limit = conn_limit
         if conn_limit is not None:
             # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
@@ -156,6 +157,9 @@ cdef class Worker(Loop):
                 timeout = 0
             elif self.stopping and (timeout < 0 or timeout > 50):
                 timeout = 50
+            if self.nevents_to_log:
+                with gil:
+                    self.flush_notes()
             n = fl_poller_wait(&self.poller, events, FL_WAIT_EVENTS, timeout)
             if n < 0:
                 return n
@@ -306,6 +310,7 @@ cdef class Worker(Loop):
             while recv(fd, buf, sizeof(buf), 0) > 0:
                 pass
         self.counters.rejected[fl_status_index(503)] += 1
+        self.note(503)
         close(fd)
         self.counters.closed += 1
         self.counters.open -= 1
@@ -524,6 +529,7 @@ cdef class Worker(Loop):
         after it on this connection is ever parsed as a request (no smuggling past an error)."""
         self.counters.parse_errors += 1
         self.counters.rejected[fl_status_index(status)] += 1
+        self.note(status)
         self.conn_put_error(c, status)
 
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil:
@@ -825,6 +831,7 @@ cdef class Worker(Loop):
                         next_deadline = c.deadline
                     break
                 self.counters.timeouts[kind] += 1
+                self.note(-kind)
                 if kind == FL_TIMER_HEADER and c.rpos < c.rlen:
                     # Best effort: one send of a 408, then close, whether it went out or not.
                     self.conn_put_error(c, 408)
@@ -836,6 +843,27 @@ cdef class Worker(Loop):
         return <int>(next_deadline - self.now_ms)
 
     # ---- the Python phase (with the GIL) --------------------------------------------------
+
+    cdef void note(self, int what) noexcept nogil:
+        """Remembers a rejection (an HTTP status) or a timeout (-kind) to log at DEBUG level
+        after this turn: C code cannot log without the GIL, so notes wait for one batch."""
+        if self.log_events and self.nevents_to_log < 64:
+            self.events_to_log[self.nevents_to_log] = what
+            self.nevents_to_log += 1
+
+    cdef void flush_notes(self) noexcept:
+        cdef int i, what
+        try:
+            for i in range(self.nevents_to_log):
+                what = self.events_to_log[i]
+                if what > 0:
+                    log.debug("fastloop: worker %d rejected a request: %d", self.index, what)
+                else:
+                    log.debug("fastloop: worker %d closed a connection: %s timeout", self.index,
+                              TIMER_NAMES[-what])
+        except BaseException:
+            pass  # a failing log handler must not take the worker down
+        self.nevents_to_log = 0
 
     cdef void run_python(self) noexcept:
         cdef int j
