@@ -108,3 +108,54 @@ def test_rejections_and_timeouts_are_logged_at_debug_level(caplog):
             assert s.recv(4096) == b""  # the idle timeout closed it
         assert wait_until(lambda: "idle timeout" in caplog.text, timeout=2.0)
     assert "rejected a request: 400" in caplog.text
+
+
+def rss_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_does_not_read_cannot_grow_server_memory():
+    app = hello_app()
+
+    @app.route("/mb")
+    def megabyte(request):
+        return b"m" * (1 << 20)
+
+    count = 200  # 200 MiB of answers asked for, none read for a while
+    with running_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            before = rss_bytes()
+            s.sendall(b"GET /mb HTTP/1.1\r\nHost: t\r\n\r\n" * count)
+            time.sleep(1.0)
+            grown = rss_bytes() - before
+            assert grown < 48 << 20, f"server buffered {grown >> 20} MiB for one client"
+            assert srv.stats()["requests"] < count  # it stopped running handlers
+            f = s.makefile("rb")
+            for _ in range(count):  # and once the client reads, every answer comes, in order
+                status = f.readline()
+                assert status.startswith(b"HTTP/1.1 200 "), status
+                length = None
+                while (line := f.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                assert length == 1 << 20 and f.read(length) == b"m" * length
+        assert srv.stats()["requests"] == count
+
+
+def test_a_client_that_stops_reading_is_closed_at_the_write_timeout():
+    app = hello_app()
+
+    @app.route("/mb")
+    def megabyte(request):
+        return b"m" * (8 << 20)
+
+    with running_server(app, timeouts={"write": 0.5}) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET /mb HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert wait_until(lambda: srv.stats()["timeouts"].get("write") == 1, timeout=3.0)
+            assert wait_until(lambda: srv.stats()["open"] == 0)
+        assert raw_request(srv.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(b"Hello")

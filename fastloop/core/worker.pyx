@@ -347,17 +347,10 @@ cdef class Worker(Loop):
     # ---- one connection -------------------------------------------------------------------
 
     cdef void conn_event(self, fl_conn *c, int mask) noexcept nogil:
-        cdef bint was_paused = (c.flags & CONN_F_PAUSED) != 0
         if (mask & FL_WRITABLE) and c.wsent < c.wlen:
             if self.conn_flush(c) < 0:
                 return
-        if (mask & FL_READABLE) or (was_paused and not (c.flags & CONN_F_PAUSED)):
-            if was_paused and not (c.flags & CONN_F_PAUSED):
-                # Requests already buffered while paused are answered before reading more.
-                if self.conn_process(c) == FL_PROC_PY:
-                    c.flags |= CONN_F_QUEUED_PY
-                    self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
-                    return
+        if mask & FL_READABLE:
             self.conn_read(c, mask)
         if c.fd >= 0 and not (c.flags & CONN_F_QUEUED_PY):
             self.conn_settle(c)
@@ -383,6 +376,16 @@ cdef class Worker(Loop):
                 return
         if c.state == CONN_IN_HANDLER or (c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_QUEUED_PY | CONN_F_PEER_EOF)):
             return
+        if c.rpos < c.rlen:
+            # Requests may wait in the buffer (reading paused, or stopped for the Python
+            # phase): answer them before reading more, as no new edge will announce them.
+            rc = self.conn_process(c)
+            if rc == FL_PROC_PY:
+                c.flags |= CONN_F_QUEUED_PY
+                self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
+                return
+            if rc == FL_PROC_STOP or c.fd < 0:
+                return
         while True:
             if self.rbuf_ensure(c, 1) < 0:
                 self.count_errno(self.counters.io_errors, ENOMEM)
@@ -569,7 +572,9 @@ cdef class Worker(Loop):
                 c.wbuf = NULL
                 c.wcap = 0
         if (c.flags & CONN_F_PAUSED) and c.wlen - c.wsent < FL_LOW_WATER:
+            # Room again: buffered requests are answered, and reading resumes, next turn.
             c.flags &= ~CONN_F_PAUSED
+            self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
         return 0
 
     cdef void conn_settle(self, fl_conn *c) noexcept nogil:
