@@ -80,6 +80,7 @@ cdef class Loop:
         if self.listener.fd >= 0:
             close(self.listener.fd)  # closing also removes it from the poller
             self.listener.fd = -1
+        self.listener.retry = 0
 
     cdef int accept_one(self) noexcept nogil:
         """Accepts one connection and returns its descriptor, or -errno when this drain must end

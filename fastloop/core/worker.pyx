@@ -316,9 +316,12 @@ cdef class Worker(Loop):
         self.counters.open -= 1
 
     cdef void drop_fd(self, int fd) noexcept nogil:
+        """adopt() could not make room for fd: close it, counted as an ENOMEM I/O error."""
         close(fd)
         self.counters.closed += 1
         self.counters.open -= 1
+        if self.open_total != NULL:
+            fl_atomic_add(self.open_total, -1)
         self.count_errno(self.counters.io_errors, ENOMEM)
 
     cdef fl_conn *conn_for(self, uint64_t token) noexcept nogil:
@@ -575,11 +578,11 @@ cdef class Worker(Loop):
             # Room again: buffered requests are answered, and reading resumes, next turn.
             c.flags &= ~CONN_F_PAUSED
             self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
-        return 0
+        return 0 if c.fd >= 0 else -1
 
     cdef void conn_settle(self, fl_conn *c) noexcept nogil:
         """After c was served: flush, then close it or put it on the timer its state needs."""
-        if c.wsent < c.wlen and self.conn_flush(c) < 0:
+        if c.fd < 0 or (c.wsent < c.wlen and self.conn_flush(c) < 0):
             return
         if c.wsent < c.wlen:
             self.timer_set(c, FL_TIMER_WRITE)  # progress (or new output) restarts the clock
@@ -835,9 +838,10 @@ cdef class Worker(Loop):
                     if next_deadline < 0 or c.deadline < next_deadline:
                         next_deadline = c.deadline
                     break
+                self.timer_unlink(c)  # off the list even if closing fails below
                 self.counters.timeouts[kind] += 1
                 self.note(-kind)
-                if kind == FL_TIMER_HEADER and c.rpos < c.rlen:
+                if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rpos < c.rlen:
                     # Best effort: one send of a 408, then close, whether it went out or not.
                     self.conn_put_error(c, 408)
                     if c.fd >= 0:
