@@ -13,5 +13,6 @@ include "core/response.pyx"
 include "core/loop.pyx"
 include "core/worker.pyx"
 include "core/acceptor.pyx"
+include "core/bench.pyx"
 
 POLLER = FL_POLLER_NAME.decode()
