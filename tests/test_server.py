@@ -366,3 +366,28 @@ def test_graceful_stop_finishes_a_request_in_flight():
         stopper.join(5)
         s.close()
     assert (status, body, headers["connection"]) == (200, b"slept", "close")
+
+
+def test_handler_sees_client_and_server_addresses(tmp_path):
+    app = fastloop.App()
+    seen = []
+
+    @app.route("/who")
+    def who(request):
+        seen.append(request)
+        return repr((request.client, request.server))
+
+    with running_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /who HTTP/1.1\r\n" + H + b"\r\n")
+            body = read_response(s.makefile("rb"))[2]
+            mine = s.getsockname()
+            assert body.decode() == repr((mine, ("127.0.0.1", srv.port)))
+    assert seen[0].client == mine  # cached: still there after the handler
+    path = str(tmp_path / "who.sock")
+    with running_server(app, uds=path) as srv:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b"GET /who HTTP/1.1\r\n" + H + b"\r\n")
+            assert read_response(s.makefile("rb"))[2].decode() == repr(("", path))

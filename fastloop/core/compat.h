@@ -4,6 +4,8 @@
 #define FL_COMPAT_H
 
 #include <errno.h>
+#include <stddef.h>
+#include <string.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -264,6 +266,39 @@ static inline int fl_is_connected(int fd)
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     return getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
+}
+
+/* The peer's (peer=1) or the local (peer=0) address of socket fd, as text: an IP address
+ * and port, or a Unix socket path (port -1; empty for an unnamed peer). Returns the address
+ * family, or -errno. */
+#include <sys/un.h>
+static inline int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+                  : getsockname(fd, (struct sockaddr *)&ss, &len);
+    if (rc < 0)
+        return -errno;
+    host[0] = 0;
+    *port = -1;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, (socklen_t)hostlen);
+        *port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, (socklen_t)hostlen);
+        *port = ntohs(a->sin6_port);
+    } else if (ss.ss_family == AF_UNIX) {
+        struct sockaddr_un *a = (struct sockaddr_un *)&ss;
+        size_t n = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (n >= hostlen)
+            n = hostlen - 1;
+        memcpy(host, a->sun_path, n);
+        host[n] = 0;
+    }
+    return ss.ss_family;
 }
 
 #endif

@@ -98,6 +98,24 @@ cdef class Request:
     cdef int minor
     cdef bytes _head
     cdef list _headers
+    cdef int _fd                  # the connection's socket while the handler runs, else -1
+    cdef object _client
+    cdef object _server
+
+    @property
+    def client(self):
+        """The client's (host, port), or its socket path ("" if unnamed) over a Unix socket.
+        Read while the handler runs (then cached); None after, or if the client has gone."""
+        if self._client is None:
+            self._client = socket_address(self._fd, 1)
+        return self._client
+
+    @property
+    def server(self):
+        """The local (host, port) the connection arrived on, or the Unix socket path."""
+        if self._server is None:
+            self._server = socket_address(self._fd, 0)
+        return self._server
 
     @property
     def version(self):
@@ -128,12 +146,27 @@ cdef class Request:
         return f"<Request {self.method} {self.path}{'?' if self.query else ''}{self.query}>"
 
 
+cdef object socket_address(int fd, int peer):
+    # Asked only when a handler reads it: no syscall per request otherwise.
+    cdef char host[256]
+    cdef int port
+    cdef int family
+    if fd < 0:
+        return None
+    family = fl_socket_address(fd, peer, host, sizeof(host), &port)
+    if family < 0:
+        return None
+    text = host.decode("utf-8", "surrogateescape")
+    return text if port < 0 else (text, port)
+
+
 cdef str decode_span(const char *p, fl_span s):
     return PyUnicode_DecodeLatin1(p + s.off, s.len, NULL)
 
 
-cdef Request make_request(const char *p, fl_request *req, uint32_t body_len):
+cdef Request make_request(const char *p, fl_request *req, uint32_t body_len, int fd):
     cdef Request r = Request.__new__(Request)
+    r._fd = fd
     r.method = "GET" if req.flags & FL_REQ_GET else decode_span(p, req.method)
     r.path = decode_span(p, req.path) if req.path.len else "/"
     r.query = decode_span(p, req.query)

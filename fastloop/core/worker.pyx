@@ -898,8 +898,11 @@ cdef class Worker(Loop):
             # nothing reads into a connection while it is in the handler state.
             p = c.rbuf + c.rpos
             fl_parse_head(p, c.head_len, &self.req, &self.limits)
-            request = make_request(p, &self.req, c.body_len)
-            respond(self, c, request, c.req_flags)
+            request = make_request(p, &self.req, c.body_len, c.fd)
+            try:
+                respond(self, c, request, c.req_flags)
+            finally:
+                request._fd = -1  # the descriptor may be closed and reused once we return
             if c.fd < 0:
                 return
             self.consume(c)

@@ -56,3 +56,7 @@ cdef extern from "compat.h" nogil:
 
 cdef extern from "atomic.h" nogil:
     int64_t fl_atomic_add(int64_t *p, int64_t v)
+
+
+cdef extern from "compat.h" nogil:
+    int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
