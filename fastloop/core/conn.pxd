@@ -19,6 +19,7 @@ cdef enum:
     CONN_F_QUEUED_PY = 16     # in this turn's Python batch
     CONN_F_NEW_REQUEST = 32   # a request completed: the header timer restarts for the next one
     CONN_F_LINGER = 64        # input may be left unread: shut down writing and drain before close
+    CONN_F_STREAM = 128       # its handler reads the body as it arrives (a streaming route)
 
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:
@@ -45,6 +46,7 @@ ctypedef struct fl_conn:
     uint32_t req_len          # raw bytes of the current request (head + framed body), once known
     uint32_t body_len         # its decoded body, which follows the head in rbuf
     fl_chunked chunked        # the decoder's state, for a chunked body
+    uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
     char *wbuf                # responses not yet sent

@@ -18,3 +18,13 @@ cdef dict errno_table(const uint64_t *table):
         if table[i]:
             out[_errno.errorcode.get(i, "E%d" % i) if i else "INTERNAL"] = table[i]
     return out
+
+
+class BodyError(Exception):
+    """A request body that cannot be read to its end: malformed chunked framing (status 400)
+    or over the body limit (413). Raised by Request.stream(); if the handler lets it escape,
+    the client gets that status instead of a 500."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status

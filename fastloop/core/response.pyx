@@ -93,7 +93,6 @@ cdef class Request:
     cdef readonly str method
     cdef readonly str path
     cdef readonly str query
-    cdef readonly bytes body
     cdef readonly bint keep_alive
     cdef int minor
     cdef bytes _head
@@ -101,6 +100,30 @@ cdef class Request:
     cdef int _fd                  # the connection's socket while the handler runs, else -1
     cdef object _client
     cdef object _server
+    cdef object _body             # bytes; None while a streaming route's body is unread
+    cdef Worker _worker           # streaming, while the handler runs: who reads the body
+    cdef uint64_t _token
+
+    @property
+    def body(self):
+        """The whole body as bytes (for a streaming route: what stream() has not yet read)."""
+        if self._body is None:
+            self._body = b"".join(self.stream())
+        return self._body
+
+    def stream(self, Py_ssize_t size=65536):
+        """Yields the body in pieces of at most about size bytes, as it arrives: a streaming
+        route (App.route(..., stream=True)) reads a large body without buffering all of it.
+        For other routes the body is already complete and comes as one piece."""
+        if self._worker is None:
+            if self._body:
+                yield self._body
+            return
+        while True:
+            piece = self._worker.stream_read(self._token, size)
+            if not piece:
+                return
+            yield piece
 
     @property
     def client(self):
@@ -173,7 +196,7 @@ cdef Request make_request(const char *p, fl_request *req, uint32_t body_len, int
     r.minor = req.minor
     r.keep_alive = (req.flags & FL_REQ_KEEP_ALIVE) != 0
     r._head = PyBytes_FromStringAndSize(p, req.head_len - 4)
-    r.body = PyBytes_FromStringAndSize(p + req.head_len, body_len) if body_len else b""
+    r._body = PyBytes_FromStringAndSize(p + req.head_len, body_len) if body_len else b""
     return r
 
 
@@ -210,6 +233,8 @@ cdef object call_handler(Worker w, Request request):
         return Response(b"Method Not Allowed", 405, {"Allow": ", ".join(methods)}, "text/plain")
     try:
         return handler(request)
+    except BodyError as exc:
+        return Response(str(exc).encode(), exc.status, content_type="text/plain")
     except Exception:
         log.exception("fastloop: handler for %s %s raised", request.method, request.path)
         return SERVER_ERROR
@@ -226,6 +251,8 @@ cdef void respond(Worker w, fl_conn *c, Request request, int flags) except *:
 
 
 cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
+    if (c.flags & CONN_F_STREAM) and c.body_left:
+        flags &= ~FL_REQ_KEEP_ALIVE  # part of the body was not read: close after answering
     cdef int status = 200
     cdef bytes body, ctype, extra = b"", head, cl
     cdef const char *ch

@@ -86,6 +86,8 @@ cdef class Worker(Loop):
     cdef fl_static *statics
     cdef int nstatics
     cdef object static_keep     # the bytes the fl_static pointers point into
+    cdef fl_static *streams     # exact paths of streaming routes (only .path is used)
+    cdef int nstreams
     cdef object routes          # path -> (handler, methods); touched only with the GIL
     cdef object app
     cdef fl_inbox *inbox
@@ -130,6 +132,10 @@ cdef class Worker(Loop):
     cdef void note(self, int what) noexcept nogil
     cdef void flush_notes(self) noexcept
     cdef void run_handlers(self, fl_conn *c) except *
+    cdef object stream_read(self, uint64_t token, size_t size)
+    cdef int conn_wait(self, fl_conn *c, int for_write) noexcept nogil
+    cdef int conn_recv_blocking(self, fl_conn *c) noexcept nogil
+    cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil
     cdef void begin_stop(self) noexcept nogil
 
 

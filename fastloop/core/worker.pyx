@@ -19,7 +19,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOMEM, errno
+from libc.errno cimport EAGAIN, EINTR, ENOMEM, EPIPE, ETIMEDOUT, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
 from posix.unistd cimport close
@@ -96,6 +96,16 @@ cdef class Worker(Loop):
             self.statics[i].body = PyBytes_AS_STRING(body)
             self.statics[i].body_len = PyBytes_GET_SIZE(body)
         self.nstatics = len(statics)
+        streams = [p.encode("latin-1") for p in getattr(app, "_stream_paths", ())]
+        self.static_keep = (statics, streams)
+        self.streams = <fl_static *>malloc(max(1, len(streams)) * sizeof(fl_static))
+        if self.streams == NULL:
+            raise MemoryError()
+        for i, path in enumerate(streams):
+            # SAFETY: kept alive in self.static_keep, like the static routes.
+            self.streams[i].path = PyBytes_AS_STRING(path)
+            self.streams[i].path_len = PyBytes_GET_SIZE(path)
+        self.nstreams = len(streams)
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -117,6 +127,7 @@ cdef class Worker(Loop):
         free(self.pyq)
         free(self.resume)
         free(self.statics)
+        free(self.streams)
         if self.inbox != NULL:
             for i in range(<uint32_t>self.inbox.n):
                 close(self.inbox.fds[i])
@@ -479,6 +490,15 @@ cdef class Worker(Loop):
                         if s.path_len == self.req.path.len and memcmp(s.path, p + self.req.path.off, s.path_len) == 0:
                             c.route = i
                             break
+                if c.route < 0:
+                    for i in range(self.nstreams):
+                        s = &self.streams[i]
+                        if s.path_len == self.req.path.len and memcmp(s.path, p + self.req.path.off, s.path_len) == 0:
+                            # A streaming route: its handler runs now and reads the body as it
+                            # arrives (Request.stream), instead of after all of it is buffered.
+                            c.flags |= CONN_F_STREAM
+                            c.state = CONN_IN_HANDLER
+                            return FL_PROC_PY
                 c.state = CONN_READ_BODY
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
@@ -893,18 +913,152 @@ cdef class Worker(Loop):
         """Answers c's waiting request, then every request after it in the buffer."""
         cdef char *p
         cdef Request request
+        cdef bint streaming
         while True:
             # SAFETY: the head was validated when it arrived and c.rbuf has not moved since:
-            # nothing reads into a connection while it is in the handler state.
+            # nothing reads into a connection in the handler state but Request.stream(), and
+            # only after make_request() has copied the head.
             p = c.rbuf + c.rpos
             fl_parse_head(p, c.head_len, &self.req, &self.limits)
-            request = make_request(p, &self.req, c.body_len, c.fd)
+            streaming = (c.flags & CONN_F_STREAM) != 0
+            request = make_request(p, &self.req, 0 if streaming else c.body_len, c.fd)
+            if streaming:
+                # The head now lives in the Request: drop it, so the body starts at rpos.
+                c.rpos += c.head_len
+                c.body_len = 0
+                if c.req_flags & FL_REQ_CHUNKED:
+                    fl_chunked_start(&c.chunked, 0)
+                    c.body_left = 1
+                else:
+                    c.body_left = self.req.content_length if self.req.content_length > 0 else 0
+                request._worker = self
+                request._token = fl_token(c)
+                request._body = None
             try:
                 respond(self, c, request, c.req_flags)
             finally:
                 request._fd = -1  # the descriptor may be closed and reused once we return
+                request._worker = None
             if c.fd < 0:
                 return
+            if streaming:
+                c.flags &= ~CONN_F_STREAM
+                c.req_len = 0  # what was read of the body is consumed already
+                if c.body_left:
+                    # The handler left part of the body unread: the answer said close (see
+                    # emit), and a lingering close swallows the rest.
+                    c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
             self.consume(c)
             if self.conn_process(c) != FL_PROC_PY:
                 return
+
+    cdef object stream_read(self, uint64_t token, size_t size):
+        """The next piece of a streaming request's body (at most about size bytes), b"" at its
+        end. Blocks this worker's thread while waiting for the client, up to the body timeout:
+        a streaming handler holds its thread as a synchronous WSGI worker would."""
+        cdef fl_conn *c = self.conn_for(token)
+        cdef int rc
+        cdef uint32_t avail, n
+        cdef int64_t room
+        if c == NULL or not (c.flags & CONN_F_STREAM):
+            raise ConnectionError("the request is over: its body can only be read by its handler")
+        if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) \
+                and not (c.flags & CONN_F_CONTINUE_SENT) and c.body_left:
+            c.flags |= CONN_F_CONTINUE_SENT  # the handler reads the body: now ask for it
+            if self.conn_put(c, CONTINUE_100, 25) < 0:
+                raise ConnectionError("the client is gone")
+            with nogil:
+                rc = self.conn_flush_blocking(c)
+            if rc < 0:
+                raise_errno(-rc, "send")
+        while c.body_left:
+            avail = c.rlen - c.rpos
+            if c.req_flags & FL_REQ_CHUNKED:
+                if avail:
+                    room = self.limits.body_bytes - c.body_len
+                    rc = fl_decode_chunked(c.rbuf + c.rpos, avail, &c.chunked, room)
+                    if rc < 0:
+                        c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+                        raise BodyError(-rc, "malformed chunked body" if rc == -400 else "request body too large")
+                    n = c.chunked.out  # decoded bytes sit at the start of the buffer
+                    data = PyBytes_FromStringAndSize(c.rbuf + c.rpos, n) if n else b""
+                    # Rebase the decoder on what remains: decoded bytes are in Python now.
+                    c.rpos += c.chunked.in_
+                    c.chunked.in_ = c.chunked.out = 0
+                    c.body_len += n
+                    if rc == 1:
+                        c.body_left = 0
+                    if n:
+                        return data
+                    if rc == 1:
+                        break
+            elif avail:
+                n = <uint32_t>min(<uint64_t>avail, c.body_left, <uint64_t>size)
+                data = PyBytes_FromStringAndSize(c.rbuf + c.rpos, n)
+                c.rpos += n
+                c.body_left -= n
+                c.body_len += n
+                return data
+            if c.rpos == c.rlen:
+                c.rpos = c.rlen = 0
+            with nogil:
+                rc = self.conn_recv_blocking(c)
+            if rc == 0:
+                c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
+                raise ConnectionResetError("the client closed before sending the whole body")
+            if rc < 0:
+                c.flags |= CONN_F_CLOSE_AFTER
+                raise_errno(-rc, "recv (request body)")
+        if c.rpos == c.rlen:
+            c.rpos = c.rlen = 0
+        return b""
+
+    cdef int conn_wait(self, fl_conn *c, int for_write) noexcept nogil:
+        """Waits until c is readable (or writable): 0, or -ETIMEDOUT after the body timeout."""
+        cdef pollfd pfd
+        cdef int rc
+        pfd.fd = c.fd
+        pfd.events = POLLOUT if for_write else POLLIN
+        while True:
+            rc = poll(&pfd, 1, <int>self.timers[FL_TIMER_BODY].duration_ms)
+            if rc > 0:
+                return 0
+            if rc == 0:
+                self.counters.timeouts[FL_TIMER_BODY] += 1
+                return -ETIMEDOUT
+            if errno != EINTR:
+                return -errno
+
+    cdef int conn_recv_blocking(self, fl_conn *c) noexcept nogil:
+        """Reads more of c into its buffer, waiting for it: bytes read, 0 at EOF, or -errno."""
+        cdef ssize_t n
+        cdef int rc
+        if self.rbuf_ensure(c, FL_BUF_SIZE // 4) < 0:
+            return -ENOMEM
+        while True:
+            n = recv(c.fd, c.rbuf + c.rlen, c.rcap - c.rlen, 0)
+            if n > 0:
+                c.rlen += <uint32_t>n
+                self.counters.bytes_in += n
+                return <int>n
+            if n == 0:
+                return 0
+            if errno == EINTR:
+                continue
+            if errno != EAGAIN and errno != EWOULDBLOCK:
+                return -errno
+            rc = self.conn_wait(c, 0)
+            if rc < 0:
+                return rc
+
+    cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil:
+        """Sends all of c's output, waiting for room. Returns 0 or -errno."""
+        cdef int rc
+        while c.fd >= 0 and c.wsent < c.wlen:
+            if self.conn_flush(c) < 0:
+                return -EPIPE
+            if c.wsent < c.wlen:
+                rc = self.conn_wait(c, 1)
+                if rc < 0:
+                    return rc
+        return 0 if c.fd >= 0 else -EPIPE

@@ -60,3 +60,13 @@ cdef extern from "atomic.h" nogil:
 
 cdef extern from "compat.h" nogil:
     int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
+
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    short POLLIN
+    short POLLOUT
