@@ -506,8 +506,10 @@ cdef class BenchLoop:
             if not mask & (FL_WRITABLE | FL_HUP):
                 return
             err = -fl_socket_error(c.fd)
-            if err == 0 and not mask & FL_WRITABLE:
-                return  # spurious
+            if err == 0 and not (mask & FL_WRITABLE and fl_is_connected(c.fd)):
+                # Spurious (poller.h allows it): the connect is still under way. getpeername
+                # also guards libkqueue, which reads SO_ERROR itself and leaves it cleared.
+                return
             if err:
                 self.fail(c, self.st.err_connect, err)
             else:
@@ -573,6 +575,9 @@ cdef class BenchLoop:
             if n > 0:
                 self.st.bytes_in += <uint64_t>n
                 c.rlen += <uint32_t>n
+                # A fresh clock per read, not per loop turn: with pipelining a response can
+                # arrive in the same turn its request was sent, and would measure 0.
+                self.now = fl_now_ns()
                 if self.parse(c) < 0 or c.gen != gen:
                     return
                 continue

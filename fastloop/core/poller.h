@@ -16,9 +16,12 @@
  *   int  fl_poller_add_listener(fl_poller *p, int fd, uint64_t token);
  *       Same, readable only.
  *   int  fl_poller_del(fl_poller *p, int fd);
- *       Optional before close(): closing a descriptor removes it from the poller.
+ *       Optional before close(): closing a descriptor removes it from epoll and from a native
+ *       kqueue. (libkqueue keeps it: its backend clears leftovers when a number is re-added.)
  *   int  fl_poller_wait(fl_poller *p, fl_event *out, int max, int timeout_ms);
  *       Fills out[0..n) and returns n; EINTR returns 0 so the caller re-checks its flags.
+ *       Any flag may be spurious, FL_HUP included: it means "read until EAGAIN or EOF",
+ *       never "closed" by itself.
  *   int  fl_poller_wake(fl_poller *p);
  *       Thread-safe: makes a concurrent or the next fl_poller_wait return FL_WAKER_TOKEN.
  *   void fl_poller_wake_drain(fl_poller *p);
