@@ -12,7 +12,7 @@ from libc.string cimport memchr, memcmp
 
 
 DEFAULT_LIMITS = {
-    "request_line": 8190,         # nginx large_client_header_buffers; gunicorn uses 4094
+    "request_line": 4094,         # gunicorn limit_request_line (nginx allows 8 KiB)
     "header_bytes": 65536,
     "field_size": 8190,           # gunicorn limit_request_field_size
     "fields": 100,                # gunicorn limit_request_fields
