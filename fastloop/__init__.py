@@ -11,6 +11,9 @@ except ImportError as exc:  # never fall back to a pure-Python stand-in
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, POLLER, Request, Response
 from .app import App
 from .server import Server
+from .config import Config
+from .serve import run
 
-__all__ = ["App", "Server", "Request", "Response", "DEFAULT_LIMITS", "DEFAULT_TIMEOUTS", "POLLER"]
+__all__ = ["App", "Server", "Request", "Response", "Config", "run", "DEFAULT_LIMITS",
+           "DEFAULT_TIMEOUTS", "POLLER"]
 __version__ = "0.1.0"

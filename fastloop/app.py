@@ -1,62 +1,266 @@
-"""fastloop.App: the routes a server answers."""
+"""fastloop.App: the routes a server answers.
+
+Theory of operation. The core looks a request up in two steps, with the GIL held:
+
+1. `app._routes.get(path)`: a dict of exact paths -> (handler, methods). Most routes live
+   here, so most requests cost one dict lookup before the handler runs.
+2. On a miss, `app._resolve(request)`: paths with parameters ("/users/{id:int}"), tried in
+   registration order, then mounted WSGI apps, longest prefix first. It returns
+   (handler, methods), or None for a 404.
+
+Either way the core answers 405, with an Allow header listing `methods`, when the request's
+method is not in `methods`. A path served with several methods keeps one handler per method;
+its entry then holds a small dispatcher, and a path with one handler holds the handler itself.
+Path parameters reach the handler as keyword arguments: `def user(request, id): ...`.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence, Tuple, Union
+import functools
+import re
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import unquote
 
 from ._core import Response, static_response_head
 
-__all__ = ["App"]
+__all__ = ["App", "ANY_METHOD"]
 
 Headers = Union[Mapping[str, str], Sequence[Tuple[str, str]]]
+Handler = Callable[..., Any]
+
+# {name} or {name:converter}; a converter is a regex for one value and a function over it.
+_PARAM = re.compile(r"{([^{}:]+)(?::([^{}]+))?}")
+CONVERTERS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
+    "str": (r"[^/]+", str),             # one path segment
+    "int": (r"[0-9]+", int),
+    "float": (r"[0-9]+(?:\.[0-9]+)?", float),
+    "path": (r".*", str),               # the rest of the path, slashes included
+}
+
+
+class _AnyMethod:
+    """The `methods` of a mounted WSGI app: every method is allowed, the app decides."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+    def __iter__(self):  # only read to build an Allow header, which never happens
+        return iter(())
+
+    def __repr__(self) -> str:
+        return "ANY_METHOD"
+
+
+ANY_METHOD = _AnyMethod()
+
+
+class _MethodTable:
+    """The handlers of one route path, by method, and the core's entry for them."""
+
+    __slots__ = ("handlers", "entry")
+
+    def __init__(self) -> None:
+        self.handlers: Dict[str, Handler] = {}
+        self.entry: Tuple[Handler, Tuple[str, ...]] = (self.dispatch, ())
+
+    def add(self, methods: Sequence[str], handler: Handler) -> None:
+        for method in methods:
+            self.handlers[method] = handler
+        allowed: List[str] = []
+        for method in self.handlers:
+            allowed.append(method)
+            # GET answers HEAD too unless HEAD has a handler of its own; the core drops the body.
+            if method == "GET" and "HEAD" not in self.handlers:
+                allowed.append("HEAD")
+        if all(h is handler for h in self.handlers.values()):
+            self.entry = (handler, tuple(allowed))  # one handler: no dispatch step at all
+        else:
+            self.entry = (self.dispatch, tuple(allowed))
+
+    def handler_for(self, method: str) -> Optional[Handler]:
+        handler = self.handlers.get(method)
+        if handler is None and method == "HEAD":
+            handler = self.handlers.get("GET")
+        return handler
+
+    def dispatch(self, request: Any, **params: Any) -> Any:
+        # The core has checked the method against entry's methods, so a handler exists.
+        return self.handler_for(request.method)(request, **params)  # type: ignore[misc]
+
+
+class _Pattern:
+    """A route path with parameters, compiled once into a regex."""
+
+    __slots__ = ("path", "prefix", "regex", "converters", "table")
+
+    def __init__(self, path: str) -> None:
+        parts = []
+        converters: Dict[str, Callable[[str], Any]] = {}
+        end = 0
+        for m in _PARAM.finditer(path):
+            name, kind = m.group(1), m.group(2) or "str"
+            if not name.isidentifier() or name == "request":
+                raise ValueError(f"invalid path parameter name {name!r} in {path!r}")
+            if name in converters:
+                raise ValueError(f"path parameter {name!r} appears twice in {path!r}")
+            if kind not in CONVERTERS:
+                raise ValueError(f"unknown converter {kind!r} in {path!r}; "
+                                 f"known: {', '.join(CONVERTERS)}")
+            regex, convert = CONVERTERS[kind]
+            parts.append(re.escape(path[end:m.start()]))
+            parts.append(f"(?P<{name}>{regex})")
+            converters[name] = convert
+            end = m.end()
+        parts.append(re.escape(path[end:]))
+        self.path = path
+        # Most paths fail on their literal start; checking it first skips the regex.
+        self.prefix = path[:path.index("{")]
+        self.regex = re.compile("".join(parts) + r"\Z")
+        self.converters = converters
+        self.table = _MethodTable()
+
+    def match(self, path: str) -> Optional[Dict[str, Any]]:
+        if not path.startswith(self.prefix):
+            return None
+        m = self.regex.match(path)
+        if m is None:
+            return None
+        # Matched on the raw path, so an encoded "/" (%2F) stays inside one segment.
+        return {name: self.converters[name](unquote(value)) for name, value in m.groupdict().items()}
 
 
 class App:
-    """A set of routes, matched on the exact path (the query string is ignored).
+    """A set of routes. Exact paths are matched on the path alone (the query string is
+    ignored); paths with parameters, e.g. "/users/{id:int}", are matched in registration order
+    after the exact ones.
 
     Static routes are answered entirely in C, without the GIL; Python routes run their handler
-    with the GIL, once per batch of ready requests.
+    with the GIL, once per batch of ready requests. A handler takes the request, plus one
+    keyword argument per path parameter, and returns bytes, str or a fastloop.Response.
+    Unknown paths answer 404; a known path with another method answers 405 with Allow.
     """
 
     def __init__(self) -> None:
-        # path -> (handler or None for a static route, allowed methods); read by the workers
+        # path -> (handler, allowed methods); read by the workers (see the module docstring)
         self._routes: dict = {}
         self._statics: dict = {}
+        self._tables: Dict[str, _MethodTable] = {}     # exact path -> its handlers by method
+        self._patterns: Dict[str, _Pattern] = {}       # path with parameters -> its pattern
+        self._mounts: List[Tuple[str, Handler]] = []   # (prefix, WSGI handler), longest first
+        self._stream_paths: List[str] = []   # exact paths whose body C hands over as it arrives
 
-    def static(self, path: str, body: bytes | str, content_type: str = "text/plain",
+    def static(self, path: str, body: Union[bytes, str], content_type: str = "text/plain",
                status: int = 200, headers: Headers = ()) -> None:
-        """Answers GET and HEAD on path with a fixed response, prebuilt once."""
+        """Answers GET and HEAD on path with a fixed response, prebuilt once and sent by C."""
         self._check_path(path)
+        if "{" in path:
+            raise ValueError(f"a static route has no parameters: {path!r}")
         if isinstance(body, str):
             body = body.encode("utf-8")
             if content_type == "text/plain":
                 content_type = "text/plain; charset=utf-8"
         body = bytes(body)
         head = static_response_head(status, content_type, headers, len(body))
-        self._statics[path] = (path.encode("latin-1"), head, body)
+        answer = Response(body, status, headers, content_type)
         # The same answer from Python, for the rare request C does not match itself (an
         # absolute-form target, say): the route table stays the one source of truth.
-        answer = Response(body, status, headers, content_type)
-        self._routes[path] = (lambda request: answer, ("GET", "HEAD"))
+        self._add(path, ("GET", "HEAD"), lambda request: answer)
+        self._statics[path] = (path.encode("latin-1"), head, body)
 
-    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable:
-        """Decorator: handler(request) answers methods on path. It returns bytes, str or a
-        fastloop.Response. GET routes answer HEAD too, without a body."""
+    def route(self, path: str, methods: Iterable[str] = ("GET",),
+              stream: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator: handler(request, **path_params) answers methods on path. It returns
+        bytes, str or a fastloop.Response. GET routes answer HEAD too, without a body.
+        stream=True: the handler runs as soon as the head arrives and reads a large body
+        with request.stream() as it comes (an exact path only, for now).
+
+        Path parameters: "{name}" matches one segment (str), "{name:int}" digits (int),
+        "{name:float}" a decimal number (float), "{name:path}" the rest of the path. Values
+        are percent-decoded. Registering a path again with other methods adds to it."""
         self._check_path(path)
-        allowed = tuple(m.upper() for m in methods)
-        if "GET" in allowed and "HEAD" not in allowed:
-            allowed += ("HEAD",)
+        if "{" in path:
+            _Pattern(path)  # a bad pattern fails here, at the decorator's line
+            if stream:
+                raise ValueError(f"a streaming route needs an exact path (the core matches "
+                                 f"it in C): {path!r}")
+        allowed = tuple(dict.fromkeys(m.upper() for m in methods))
+        if not allowed:
+            raise ValueError("a route needs at least one method")
 
-        def register(handler: Callable) -> Callable:
-            self._statics.pop(path, None)
-            self._routes[path] = (handler, allowed)
+        def register(handler: Handler) -> Handler:
+            self._add(path, allowed, handler)
+            if stream and path not in self._stream_paths:
+                self._stream_paths.append(path)
             return handler
 
         return register
 
-    def _resolve(self, request: object) -> tuple | None:
+    def get(self, path: str) -> Callable[[Handler], Handler]:
+        """Decorator: @app.get(path) is @app.route(path, methods=["GET"]) (HEAD included)."""
+        return self.route(path, ("GET",))
+
+    def post(self, path: str) -> Callable[[Handler], Handler]:
+        """Decorator: @app.post(path) is @app.route(path, methods=["POST"])."""
+        return self.route(path, ("POST",))
+
+    def put(self, path: str) -> Callable[[Handler], Handler]:
+        """Decorator: @app.put(path) is @app.route(path, methods=["PUT"])."""
+        return self.route(path, ("PUT",))
+
+    def delete(self, path: str) -> Callable[[Handler], Handler]:
+        """Decorator: @app.delete(path) is @app.route(path, methods=["DELETE"])."""
+        return self.route(path, ("DELETE",))
+
+    def patch(self, path: str) -> Callable[[Handler], Handler]:
+        """Decorator: @app.patch(path) is @app.route(path, methods=["PATCH"])."""
+        return self.route(path, ("PATCH",))
+
+    def mount_wsgi(self, prefix: str, wsgi_app: Callable, **options: Any) -> None:
+        """Serves every path under prefix ("/legacy" covers "/legacy" and "/legacy/...") with
+        a WSGI (PEP 3333) application, any method. SCRIPT_NAME is prefix, PATH_INFO the rest.
+        Routes of this App still win over the mount. options: see fastloop.wsgi.WSGIHandler."""
+        from .wsgi import WSGIHandler  # wsgi builds on this module
+
+        prefix = prefix.rstrip("/")
+        if prefix:
+            self._check_path(prefix)
+        self._mounts.append((prefix, WSGIHandler(wsgi_app, script_name=prefix, **options)))
+        self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
+
+    def _add(self, path: str, methods: Sequence[str], handler: Handler) -> None:
+        if "{" in path:
+            pattern = self._patterns.get(path)
+            if pattern is None:
+                pattern = self._patterns[path] = _Pattern(path)
+            pattern.table.add(methods, handler)
+            return
+        if "GET" in methods or "HEAD" in methods:
+            self._statics.pop(path, None)  # a handler now answers what C answered
+        table = self._tables.get(path)
+        if table is None:
+            table = self._tables[path] = _MethodTable()
+        table.add(methods, handler)
+        self._routes[path] = table.entry
+
+    def _resolve(self, request: Any) -> Optional[tuple]:
         """(handler, methods) for a request whose path is not an exact route, or None (404).
         Called by the core, with the GIL, only on a miss of the exact-path table."""
+        path = request.path
+        allowed: Optional[tuple] = None
+        for pattern in self._patterns.values():
+            params = pattern.match(path)
+            if params is None:
+                continue
+            handler = pattern.table.handler_for(request.method)
+            if handler is not None:
+                return functools.partial(handler, **params), pattern.table.entry[1]
+            if allowed is None:  # keep looking: a later pattern may take this method
+                allowed = pattern.table.entry[1]
+        for prefix, wsgi in self._mounts:
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return wsgi, ANY_METHOD
+        if allowed is not None:
+            return _unreachable, allowed  # the core answers 405 before calling it
         return None
 
     def _static_responses(self) -> list:
@@ -67,3 +271,7 @@ class App:
     def _check_path(path: str) -> None:
         if not path.startswith("/") and path != "*":
             raise ValueError(f"a route path starts with '/': {path!r}")
+
+
+def _unreachable(request: Any) -> Any:
+    raise AssertionError("the core calls no handler for a method the route does not allow")

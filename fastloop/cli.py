@@ -10,6 +10,7 @@ __all__ = ["main"]
 # subcommand -> (module, one-line help). Each module has main(argv: list[str]) -> int.
 COMMANDS = {
     "demo": ("fastloop.demo", "run a demo server (the default with no subcommand)"),
+    "serve": ("fastloop.serve", "serve an application: fastloop serve module:app"),
     "bench": ("fastloop.bench", "load-test an HTTP server, counting connections and errors"),
     "doctor": ("fastloop.doctor", "show what limits a load test on this machine"),
 }

@@ -13,7 +13,7 @@ from typing import Any
 from ._core import Acceptor, ConnLimit, Worker
 from .app import App
 
-__all__ = ["Server"]
+__all__ = ["Server", "bind_tcp", "bind_unix"]
 
 log = logging.getLogger("fastloop")
 
@@ -36,14 +36,28 @@ class Server:
     limits / timeouts: override fastloop's defaults (see fastloop.DEFAULT_LIMITS, ...).
     limit_concurrency: at most this many connections open at once (all threads together);
     a connection beyond it is answered 503 and closed, counted in stats()["rejected"].
+    sockets: listening sockets to serve instead of binding (inherited from a supervisor, or
+    --fd): one per thread for reuseport dispatch, or one for acceptor dispatch (the default when
+    threads > 1 share a single socket). The server takes them over and closes them at stop();
+    host, port and uds are then ignored.
     """
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, threads: int = 1,
                  dispatch: str | None = None, backlog: int = 2048, uds: str | None = None,
                  limits: dict | None = None, timeouts: dict | None = None,
-                 limit_concurrency: int | None = None) -> None:
+                 limit_concurrency: int | None = None, sockets: list | None = None) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
+        if sockets is not None:
+            if dispatch is None:
+                dispatch = "reuseport" if len(sockets) == threads else "acceptor"
+            needed = threads if dispatch == "reuseport" else 1
+            if len(sockets) != needed:
+                raise ValueError(f"{dispatch} dispatch over {threads} thread(s) takes {needed} "
+                                 f"socket(s), not {len(sockets)}")
+            uds = None  # an inherited Unix socket's path belongs to whoever bound it
+            if sockets[0].family != socket.AF_UNIX:
+                host, port = sockets[0].getsockname()[:2]
         if dispatch is None:
             dispatch = "acceptor" if uds and threads > 1 else default_dispatch()
         if dispatch not in DISPATCH_MODES:
@@ -60,6 +74,9 @@ class Server:
         self.limits = limits
         self.timeouts = timeouts
         self.limit_concurrency = limit_concurrency
+        self._sockets = sockets
+        self._close_lock = threading.Lock()
+        self._closing = False
         self._workers: list = []
         self._acceptor: Any = None
         self._threads: list = []
@@ -74,10 +91,11 @@ class Server:
         listeners = self._listen()
         try:
             conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
-            self._workers = [Worker(i, self.app, is_tcp=self.uds is None, limits=self.limits,
+            is_tcp = listeners[0].family != socket.AF_UNIX
+            self._workers = [Worker(i, self.app, is_tcp=is_tcp, limits=self.limits,
                                     timeouts=self.timeouts, conn_limit=conn_limit)
                              for i in range(self.threads)]
-            if self.dispatch == "reuseport" or self.threads == 1 and len(listeners) == 1 and self.dispatch != "acceptor":
+            if self.dispatch == "reuseport":
                 for worker, sock in zip(self._workers, listeners):
                     worker.set_listener(sock.detach())
             else:
@@ -93,6 +111,7 @@ class Server:
             t = threading.Thread(target=self._run_loop, args=(loop,), name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._closing = False
         self._running = True
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -108,9 +127,11 @@ class Server:
             t.join(timeout + 5.0)
             if t.is_alive():
                 log.error("fastloop: %s did not stop", t.name)
-        if not any(t.is_alive() for t in self._threads):
-            for loop in self._workers + ([self._acceptor] if self._acceptor is not None else []):
-                loop.close()
+        with self._close_lock:  # no stop_now() may wake a poller once it is closed
+            self._closing = True
+            if not any(t.is_alive() for t in self._threads):
+                for loop in self._workers + ([self._acceptor] if self._acceptor is not None else []):
+                    loop.close()
         self._threads = []
         self._running = False
         if self.uds:
@@ -118,6 +139,19 @@ class Server:
                 os.unlink(self.uds)
             except FileNotFoundError:
                 pass
+
+    def stop_now(self) -> None:
+        """Thread-safe, while stop() runs in another thread: closes the connections still open
+        at once instead of at stop()'s deadline (a second Ctrl-C)."""
+        with self._close_lock:
+            if self._running and not self._closing:
+                for worker in self._workers:
+                    worker.stop(0.0)
+
+    @property
+    def alive(self) -> bool:
+        """True while the server runs and every one of its event-loop threads is alive."""
+        return self._running and all(t.is_alive() for t in self._threads)
 
     def serve(self) -> None:
         """Runs until SIGINT or SIGTERM, then stops gracefully."""
@@ -181,37 +215,60 @@ class Server:
             log.exception("fastloop: event loop %s failed", threading.current_thread().name)
 
     def _listen(self) -> list:
-        if self.uds:
-            if os.path.exists(self.uds):
-                os.unlink(self.uds)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(self.uds)
-            sock.listen(self.backlog)
-            sock.setblocking(False)
-            return [sock]
-        count = self.threads if self.dispatch == "reuseport" else 1
-        info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
-                                  flags=socket.AI_PASSIVE)
-        family, _, _, _, addr = info[0]
-        socks: list = []
-        try:
-            for _ in range(count):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if self.dispatch == "reuseport":
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind(addr)
-                if addr[1] == 0:  # the rest share the port the first one got
-                    addr = (addr[0], sock.getsockname()[1]) + tuple(addr[2:])
-                sock.listen(self.backlog)  # the kernel caps it at net.core.somaxconn
-                sock.setblocking(False)
-        except BaseException:
+        if self._sockets is not None:
+            socks, self._sockets = self._sockets, None  # taken over once: start() detaches them
             for sock in socks:
-                sock.close()
-            raise
+                sock.setblocking(False)
+            return socks
+        if self.uds:
+            return [bind_unix(self.uds, self.backlog)]
+        count = self.threads if self.dispatch == "reuseport" else 1
+        socks = bind_tcp(self.host, self.port, count, self.dispatch == "reuseport", self.backlog)
         self.port = socks[0].getsockname()[1]
         return socks
+
+
+def bind_tcp(host: str, port: int, count: int, reuseport: bool, backlog: int) -> list:
+    """count listening, non-blocking TCP sockets on host:port (port 0: one free port shared by
+    all). With reuseport they form one SO_REUSEPORT group, which the kernel balances. The caller
+    owns the sockets; on failure none is left open."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = info[0]
+    addr: Any = sockaddr  # (host, port), or (host, port, flowinfo, scope_id) for IPv6
+    socks: list = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(addr)
+            if addr[1] == 0:  # the rest share the port the first one got
+                addr = (addr[0], sock.getsockname()[1]) + tuple(addr[2:])
+            sock.listen(backlog)  # the kernel caps it at net.core.somaxconn
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def bind_unix(path: str, backlog: int) -> socket.socket:
+    """A listening, non-blocking Unix socket at path, replacing a stale socket file there.
+    The caller owns it and unlinks path when done."""
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def merge(into: dict, counters: dict) -> None:

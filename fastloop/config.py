@@ -1,0 +1,196 @@
+"""fastloop.Config: every serving setting, its default, its FASTLOOP_* variable and its help.
+
+One table drives everything: `fastloop serve` builds its flags from it (--name-with-dashes),
+fastloop.run() takes the same names as keywords, and each setting's default can be set in the
+environment as FASTLOOP_<NAME> (FASTLOOP_PORT=9000, FASTLOOP_ACCESS_LOG=1). Precedence, highest
+first: a flag or keyword, the environment, the default below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Mapping, Optional
+
+from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS
+
+__all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES"]
+
+ENV_PREFIX = "FASTLOOP_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+INTERFACES = ("auto", "fastloop", "wsgi")
+# The parser keeps header positions in a fixed array of FL_MAX_HEADERS (core/http.pxd).
+MAX_REQUEST_FIELDS = 100
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _setting(default: Any, help: str, metavar: Optional[str] = None, short: Optional[str] = None,
+             choices: Optional[tuple] = None) -> Any:
+    return dataclasses.field(default=default, metadata={
+        "help": help, "metavar": metavar, "short": short, "choices": choices})
+
+
+@dataclasses.dataclass
+class Config:
+    """Serving settings. Build it with Config.from_env(**overrides) to honour FASTLOOP_*
+    variables; Config(...) alone takes the built-in defaults. validate() checks every value."""
+
+    # ---- where to listen
+    host: str = _setting("127.0.0.1", "address to bind; 0.0.0.0 or :: for every interface",
+                         "ADDR")
+    port: int = _setting(8000, "TCP port; 0 picks a free one", "PORT")
+    uds: Optional[str] = _setting(None, "bind a Unix socket at this path instead of TCP", "PATH")
+    fd: Optional[int] = _setting(None, "serve an already listening socket inherited as this "
+                                 "descriptor (systemd, a supervisor) instead of binding", "FD")
+    backlog: int = _setting(2048, "queue of connections not accepted yet (capped by the kernel's "
+                            "somaxconn)", "N")
+    # ---- processes and threads
+    workers: int = _setting(1, "worker processes, pre-forked and supervised; more than 1 lets "
+                            "Python handlers use several cores", "N", short="-w")
+    threads: int = _setting(1, "event-loop threads per worker process", "N")
+    dispatch: Optional[str] = _setting(None, "how connections reach threads: reuseport (the "
+                                       "kernel spreads them; Linux default) or acceptor (one "
+                                       "thread hands them out)", choices=("reuseport", "acceptor"))
+    # ---- timeouts, in seconds
+    timeout_keep_alive: float = _setting(DEFAULT_TIMEOUTS["idle"], "close a keep-alive "
+                                         "connection idle this long", "SECONDS")
+    timeout_request_header: float = _setting(DEFAULT_TIMEOUTS["header"], "a request head must "
+                                             "arrive within this, else 408 (slowloris)", "SECONDS")
+    timeout_graceful_shutdown: float = _setting(30.0, "on SIGTERM/SIGINT/SIGHUP, time given to "
+                                                "requests in flight before connections are "
+                                                "closed", "SECONDS")
+    # ---- limits
+    limit_concurrency: Optional[int] = _setting(None, "open connections per worker process "
+                                                "beyond which new ones get 503 and are closed",
+                                                "N")
+    limit_request_line: int = _setting(DEFAULT_LIMITS["request_line"], "longest request line, "
+                                       "in bytes (414 beyond)", "BYTES")
+    limit_request_fields: int = _setting(DEFAULT_LIMITS["fields"], "most header fields in a "
+                                         "request (431 beyond); at most 100", "N")
+    limit_request_field_size: int = _setting(DEFAULT_LIMITS["field_size"], "longest header "
+                                             "line, in bytes (431 beyond)", "BYTES")
+    limit_request_body: int = _setting(DEFAULT_LIMITS["body_bytes"], "largest request body, in "
+                                       "bytes (413 beyond)", "BYTES")
+    limit_max_requests: Optional[int] = _setting(None, "recycle a worker process after about "
+                                                 "this many requests (a new one takes over "
+                                                 "first)", "N")
+    limit_max_requests_jitter: int = _setting(0, "add 0..N at random to --limit-max-requests "
+                                              "per worker, so they do not all restart at once",
+                                              "N")
+    # ---- logging
+    access_log: bool = _setting(False, "log every request answered by Python, gunicorn-style "
+                                "(static routes answered in C are not logged)")
+    log_level: str = _setting("info", "level of the error log", choices=LOG_LEVELS)
+    # ---- the application
+    interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "
+                              "to detect it", choices=INTERFACES)
+    factory: bool = _setting(False, "APP is a factory: call it with no arguments to get the "
+                             "application")
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "Config":
+        """Defaults, then FASTLOOP_* variables from environ (os.environ by default), then
+        overrides; validated. Unknown override names raise TypeError, bad values ValueError."""
+        environ = os.environ if environ is None else environ
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values: Dict[str, Any] = {}
+        for name, f in names.items():
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _parse(ENV_PREFIX + name.upper(), raw, f)
+        values.update(overrides)
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first setting out of range."""
+        def positive(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+        for name in ("workers", "threads", "backlog", "timeout_keep_alive",
+                     "timeout_request_header", "limit_request_line", "limit_request_fields",
+                     "limit_request_field_size", "limit_request_body"):
+            positive(name)
+        for name in ("limit_concurrency", "limit_max_requests"):
+            positive(name, allow_none=True)
+        if self.timeout_graceful_shutdown < 0 or self.limit_max_requests_jitter < 0:
+            raise ValueError("timeout_graceful_shutdown and limit_max_requests_jitter are >= 0")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, not {self.port}")
+        if self.limit_request_fields > MAX_REQUEST_FIELDS:
+            raise ValueError(f"limit_request_fields is at most {MAX_REQUEST_FIELDS}")
+        for name in ("dispatch", "log_level", "interface"):
+            choices = _field(name).metadata["choices"]
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("give uds or fd, not both")
+        if (self.uds is not None or self.fd is not None) and self.dispatch == "reuseport" \
+                and self.threads > 1:
+            raise ValueError("one Unix or inherited socket cannot be spread over threads with "
+                             "SO_REUSEPORT: use dispatch acceptor")
+
+    # ---- what the Server takes ---------------------------------------------------------
+
+    def limits(self) -> dict:
+        """The `limits` argument of fastloop.Server."""
+        return {
+            "request_line": self.limit_request_line,
+            "fields": self.limit_request_fields,
+            "field_size": self.limit_request_field_size,
+            "body_bytes": self.limit_request_body,
+        }
+
+    def timeouts(self) -> dict:
+        """The `timeouts` argument of fastloop.Server."""
+        return {"header": self.timeout_request_header, "idle": self.timeout_keep_alive}
+
+    def server_kwargs(self) -> dict:
+        """Keyword arguments of fastloop.Server for these settings (the listening socket
+        aside: host and port, or uds; the caller passes inherited sockets itself)."""
+        return {
+            "host": self.host, "port": self.port, "uds": self.uds, "threads": self.threads,
+            "dispatch": self.dispatch, "backlog": self.backlog, "limits": self.limits(),
+            "timeouts": self.timeouts(), "limit_concurrency": self.limit_concurrency,
+        }
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(Config) if f.name == name)
+
+
+def setting_type(f: dataclasses.Field) -> type:
+    """int, float, str or bool: what a setting's text (flag or variable) is parsed into."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    for name, t in (("bool", bool), ("int", int), ("float", float)):
+        if name in kind:
+            return t
+    return str
+
+
+def _parse(source: str, raw: str, f: dataclasses.Field) -> Any:
+    t = setting_type(f)
+    text = raw.strip()
+    if t is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"{source}: expected 1/0, true/false, yes/no or on/off, not {raw!r}")
+    if text == "" and f.default is None:
+        return None
+    try:
+        return t(text)
+    except ValueError:
+        what = "an integer" if t is int else "a number"
+        raise ValueError(f"{source}: expected {what}, not {raw!r}") from None

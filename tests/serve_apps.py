@@ -1,0 +1,49 @@
+"""Applications that tests/test_cli.py and tests/test_processes.py serve in child processes
+(`fastloop serve serve_apps:NAME`); each answers with its process id where that helps a test
+tell workers apart."""
+
+import logging
+import os
+import time
+
+import fastloop
+
+
+def make_app() -> fastloop.App:
+    app = fastloop.App()
+    app.static("/", "static\n")
+
+    @app.get("/pid")
+    def pid(request):
+        return str(os.getpid())
+
+    @app.get("/slow")
+    def slow(request):
+        seconds, _, tag = request.query.partition("&")
+        if tag:  # tests wait for this line to know the request is in a handler
+            logging.getLogger("serve_apps").warning("handler started: %s", tag)
+        time.sleep(float(seconds or 0.5))
+        return f"slept {os.getpid()}"
+
+    @app.get("/items/{id:int}")
+    def item(request, id):
+        return f"item {id}"
+
+    return app
+
+
+app = make_app()
+
+
+def wsgi(environ, start_response):
+    """A plain WSGI app: echoes the path and the process id."""
+    body = f"wsgi {environ['PATH_INFO']} {os.getpid()}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+not_an_app = 42
+
+
+async def asgi(scope, receive, send):  # pragma: no cover - never served
+    pass
