@@ -169,13 +169,10 @@ def test_sighup_replaces_every_worker_without_a_failed_request():
 
 
 def expect_no_connection_dropped(load):
-    """Every request here has a fresh connection, so none should go unanswered. Today a few
-    do: the core's begin_stop closes a connection whose first request is still unread in the
-    kernel buffer (CONN_READ_HEAD, empty buffer: taken for idle). The supervisor keeps the
-    listening sockets open, so nothing is lost in the accept queue."""
-    if load.unanswered:
-        pytest.xfail(f"core: Worker stop closed {len(load.unanswered)} fresh connection(s) "
-                     f"before reading their request: {load.unanswered[0]}")
+    """Every request here has a fresh connection, and none may go unanswered: a stopping
+    worker reads its idle and new connections once more and gives a new one time to send its
+    request; the supervisor keeps the listening sockets open, so nothing is lost in the queue."""
+    assert not load.unanswered, f"{len(load.unanswered)} connection(s) dropped: {load.unanswered[0]}"
 
 
 def test_max_requests_recycles_workers_with_jitter_and_no_failed_request():

@@ -20,6 +20,7 @@ cdef enum:
     CONN_F_NEW_REQUEST = 32   # a request completed: the header timer restarts for the next one
     CONN_F_LINGER = 64        # input may be left unread: shut down writing and drain before close
     CONN_F_STREAM = 128       # its handler reads the body as it arrives (a streaming route)
+    CONN_F_USED = 256         # at least one request was answered (else: fresh, its first may be coming)
 
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:

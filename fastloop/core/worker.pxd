@@ -137,6 +137,7 @@ cdef class Worker(Loop):
     cdef int conn_recv_blocking(self, fl_conn *c) noexcept nogil
     cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil
     cdef void begin_stop(self) noexcept nogil
+    cdef void close_idle(self, bint fresh_too) noexcept nogil
 
 
 cdef class Acceptor(Loop):

@@ -34,6 +34,7 @@ cdef enum:
     FL_WAIT_EVENTS = 512
     FL_DATE_LINE_LEN = 37         # "Date: " + 29 + CRLF
     FL_ACCEPT_RETRY_MS = 100      # after accept() failed on EMFILE and the like (nginx: 500)
+    FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
 
 # conn_process results
 cdef enum:
@@ -148,7 +149,8 @@ cdef class Worker(Loop):
     cdef int loop(self) noexcept nogil:
         cdef fl_event events[FL_WAIT_EVENTS]
         cdef int n, i, j, nres, timeout
-        cdef bint stop_begun = False
+        cdef bint stop_begun = False, fresh_closed = False
+        cdef int64_t fresh_deadline = 0
         cdef uint64_t tok
         cdef uint64_t *res
         cdef fl_conn *c
@@ -157,6 +159,10 @@ cdef class Worker(Loop):
                 if not stop_begun:
                     self.begin_stop()
                     stop_begun = True
+                    fresh_deadline = self.now_ms + FL_FRESH_GRACE_MS
+                elif not fresh_closed and self.now_ms >= fresh_deadline:
+                    self.close_idle(True)
+                    fresh_closed = True
                 if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
                     break
             timeout = self.timers_expire()
@@ -214,10 +220,10 @@ cdef class Worker(Loop):
                         if c.fd >= 0 and c.state != CONN_CLOSING and not (c.flags & CONN_F_CLOSE_AFTER):
                             self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
                 self.npyq = 0
+        self.take_inbox()  # in transit from the acceptor: registered, then closed with the rest
         for i in range(<int>self.nslots):
             if self.slots[i].fd >= 0:
                 self.conn_close(self.slots[i])
-        self.take_inbox()
         self.close_listener()
         return 0
 
@@ -288,9 +294,6 @@ cdef class Worker(Loop):
         c.rpos = c.rlen = c.scanned = 0
         c.wsent = c.wlen = 0
         c.timer = FL_TIMER_NONE
-        if self.stopping:
-            self.conn_close(c)
-            return
         if self.is_tcp:
             fl_set_nodelay(fd)
         cdef int rc = fl_poller_add(&self.poller, fd, fl_token(c))
@@ -546,7 +549,7 @@ cdef class Worker(Loop):
             c.rpos = c.rlen = 0
         c.scanned = 0
         c.state = CONN_READ_HEAD
-        c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST
+        c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
         if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
             c.flags |= CONN_F_CLOSE_AFTER
 
@@ -628,7 +631,7 @@ cdef class Worker(Loop):
             if c.timer != FL_TIMER_HEADER or (c.flags & CONN_F_NEW_REQUEST):
                 self.timer_set(c, FL_TIMER_HEADER)  # not restarted by each byte (slowloris)
         else:
-            if self.stopping:
+            if self.stopping and (c.flags & CONN_F_USED):
                 self.conn_close(c)
                 return
             self.release_buffers(c)
@@ -660,16 +663,32 @@ cdef class Worker(Loop):
         self.nfree += 1
 
     cdef void begin_stop(self) noexcept nogil:
-        """Graceful stop: accept nothing more, close idle connections now; busy ones close once
-        their answers (marked Connection: close) are sent, or at the deadline."""
+        """Graceful stop. Connections still queued on the listener are taken (closing it would
+        reset them), then it is closed. Idle connections are read once more, since a request
+        may have arrived unread, and closed if none had; busy ones close once their answers
+        (marked Connection: close) are sent. A new connection that has not sent its request
+        yet gets FL_FRESH_GRACE_MS to do so. Whatever remains closes at the deadline."""
+        if self.listener.fd >= 0:
+            self.accept_all()
+        self.close_listener()
+        self.close_idle(False)
+
+    cdef void close_idle(self, bint fresh_too) noexcept nogil:
         cdef uint32_t i
         cdef fl_conn *c
-        self.close_listener()
         for i in range(self.nslots):
             c = self.slots[i]
-            if c.fd >= 0 and c.state == CONN_READ_HEAD and c.rpos == c.rlen and c.wsent == c.wlen \
-                    and not (c.flags & CONN_F_QUEUED_PY):
+            if c.fd < 0 or c.state != CONN_READ_HEAD or c.rpos != c.rlen or c.wsent != c.wlen \
+                    or (c.flags & CONN_F_QUEUED_PY):
+                continue
+            self.conn_read(c, FL_HUP)
+            if c.fd < 0 or (c.flags & CONN_F_QUEUED_PY):
+                continue
+            if fresh_too and not (c.flags & CONN_F_USED) and c.state == CONN_READ_HEAD \
+                    and c.rpos == c.rlen and c.wsent == c.wlen:
                 self.conn_close(c)
+            else:
+                self.conn_settle(c)  # closes it if idle after a request, answers otherwise
 
     # ---- buffers --------------------------------------------------------------------------
 
