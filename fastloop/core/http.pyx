@@ -316,6 +316,8 @@ cdef int fl_chunked_line(char *p, uint32_t avail, uint32_t start, uint32_t *end)
     i = <uint32_t>(nl - p)
     if i == start or p[i - 1] != c'\r':
         return -400  # bare LF
+    if i - start > FL_CHUNK_LINE_MAX:
+        return -400  # however it arrived, whole or in pieces
     end[0] = i + 1
     return 1
 

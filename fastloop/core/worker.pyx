@@ -513,6 +513,13 @@ cdef class Worker(Loop):
                 if complete:
                     c.req_len = c.chunked.in_
                     c.body_len = c.chunked.out - c.head_len
+                elif c.chunked.in_ > c.chunked.out:
+                    # Drop the framing decoded so far, so the buffer holds the head, the body
+                    # and an undecoded tail, never the raw message: chunk extensions or 1-byte
+                    # chunks cannot make it grow past what body_bytes allows.
+                    memmove(p + c.chunked.out, p + c.chunked.in_, avail - c.chunked.in_)
+                    c.rlen -= c.chunked.in_ - c.chunked.out
+                    c.chunked.in_ = c.chunked.out
             else:
                 complete = avail >= c.req_len
                 if not complete and self.rbuf_ensure(c, c.req_len - avail) < 0:
