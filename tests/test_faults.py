@@ -533,8 +533,10 @@ def test_sigterm_during_load_stops_gracefully_and_loses_no_answer(tmp_path):
     stderr_path = tmp_path / "server.stderr"
     baseline = open_fds()
     with open(stderr_path, "wb") as err:
+        # cwd: not the source tree, whose fastloop/ (unbuilt on a fresh clone) would shadow
+        # the installed package for `python -c`.
         child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=err,
-                                 env=env_importing_this_fastloop())
+                                 env=env_importing_this_fastloop(), cwd=tmp_path)
     try:
         ready, _, _ = select.select([child.stdout], [], [], 10.0)
         assert ready, "the server did not start"
