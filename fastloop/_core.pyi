@@ -1,6 +1,6 @@
 """Types of fastloop's compiled core (fastloop/_core.pyx)."""
 
-from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
+from typing import Any, Iterator, Mapping, Sequence, Tuple, Union
 
 POLLER: str
 DEFAULT_LIMITS: dict[str, int]
@@ -19,8 +19,9 @@ class Request:
     method: str
     path: str
     query: str
-    body: bytes
     keep_alive: bool
+    @property
+    def body(self) -> bytes: ...
     @property
     def version(self) -> str: ...
     @property
@@ -29,15 +30,23 @@ class Request:
     def server(self) -> tuple[str, int] | str | None: ...
     @property
     def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def query_args(self) -> dict[str, str]: ...
+    @property
+    def query_items(self) -> list[tuple[str, str]]: ...
+    def stream(self, size: int = 65536) -> Iterator[bytes]: ...
     def header(self, name: str, default: Any = None) -> Any: ...
 
 class Response:
-    body: Union[bytes, bytearray, memoryview, str]
+    body: Any
     status: int
     headers: _Headers
     content_type: str | None
-    def __init__(self, body: Union[bytes, bytearray, memoryview, str] = b"", status: int = 200,
-                 headers: _Headers = None, content_type: str | None = None) -> None: ...
+    reason: str | None
+    content_length: int | None
+    def __init__(self, body: Any = b"", status: int = 200, headers: _Headers = None,
+                 content_type: str | None = None, reason: str | None = None,
+                 content_length: int | None = None) -> None: ...
 
 def static_response_head(status: int, content_type: str, headers: _Headers, body_len: int) -> bytes: ...
 def parse_head(data: bytes, limits: dict[str, int] | None = None) -> Union[None, int, dict[str, Any]]: ...

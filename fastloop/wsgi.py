@@ -105,7 +105,7 @@ class _Answer:
         if self.status is None:
             raise AssertionError("the WSGI application returned without calling start_response")
         body = b"".join(self.chunks)
-        content_type = None
+        content_type = ""  # none unless the application sets one
         headers = []
         declared = -1
         for name, value in self.headers:
@@ -118,7 +118,11 @@ class _Answer:
                 headers.append((name, value))
         if 0 <= declared < len(body):
             body = body[:declared]  # PEP 3333: never send more than the declared length
-        return Response(body, int(self.status[:3]), headers, content_type)
+        # An empty body with a declared length is a HEAD answer (Flask, Django): keep its length.
+        length = declared if declared > 0 and not body else None
+        reason = self.status[4:].strip() or None
+        return Response(body, int(self.status[:3]), headers, content_type, reason=reason,
+                        content_length=length)
 
 
 class WSGIHandler:

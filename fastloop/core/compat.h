@@ -301,4 +301,49 @@ static inline int fl_socket_address(int fd, int peer, char *host, size_t hostlen
     return ss.ss_family;
 }
 
+/* Sends up to n bytes of file `in` from *off to socket `out`, advancing *off. Returns the bytes
+ * sent (0: end of file), or -errno (-EAGAIN: the socket is full). */
+#if defined(__linux__)
+#include <sys/sendfile.h>
+static inline ssize_t fl_sendfile(int out, int in, int64_t *off, size_t n)
+{
+    off_t o = (off_t)*off;
+    ssize_t r = sendfile(out, in, &o, n);
+    if (r < 0)
+        return -errno;
+    *off = (int64_t)o;
+    return r;
+}
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__DragonFly__)
+#include <sys/uio.h>
+static inline ssize_t fl_sendfile(int out, int in, int64_t *off, size_t n)
+{
+    /* Both report what was sent even when they fail with EAGAIN. */
+#if defined(__APPLE__)
+    off_t len = (off_t)n;
+    int rc = sendfile(in, out, (off_t)*off, &len, NULL, 0);
+#else
+    off_t len = 0;
+    int rc = sendfile(in, out, (off_t)*off, n, NULL, &len, 0);
+#endif
+    if (rc < 0 && len == 0)
+        return -errno;
+    *off += len;
+    return (ssize_t)len;
+}
+#else
+static inline ssize_t fl_sendfile(int out, int in, int64_t *off, size_t n)
+{
+    char buf[65536];
+    ssize_t r = pread(in, buf, n < sizeof buf ? n : sizeof buf, (off_t)*off);
+    if (r <= 0)
+        return r < 0 ? -errno : 0;
+    ssize_t w = send(out, buf, (size_t)r, MSG_NOSIGNAL);
+    if (w < 0)
+        return -errno;
+    *off += w;
+    return w;
+}
+#endif
+
 #endif

@@ -21,6 +21,7 @@ cdef enum:
     CONN_F_LINGER = 64        # input may be left unread: shut down writing and drain before close
     CONN_F_STREAM = 128       # its handler reads the body as it arrives (a streaming route)
     CONN_F_USED = 256         # at least one request was answered (else: fresh, its first may be coming)
+    CONN_F_READ_MORE = 512    # reading stopped short of EAGAIN (or an edge went unread): read again
 
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:
@@ -50,6 +51,7 @@ ctypedef struct fl_conn:
     uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
+    fl_request_line line      # its method, path, query and version
     char *wbuf                # responses not yet sent
     size_t wcap
     size_t wsent

@@ -38,6 +38,13 @@ ctypedef struct fl_request:
     int64_t content_length        # -1 when absent
     fl_header headers[FL_MAX_HEADERS]
 
+ctypedef struct fl_request_line:
+    # What a handler's Request is built from, kept per connection so the head is parsed once.
+    fl_span method
+    fl_span path
+    fl_span query
+    int minor
+
 ctypedef struct fl_limits:
     uint32_t request_line         # bytes, 414 beyond (gunicorn: 4094)
     uint32_t header_bytes         # whole head, 431 beyond

@@ -1,10 +1,9 @@
-# Requests handed to Python handlers, and the answers written back, with the GIL held.
-#
-# A Request is built from the connection buffer only when a handler needs it: method, path
-# and query are decoded once, the head and body are copied once, and headers are split only
-# if the handler asks for them.
+# The answers of Python handlers, written into the connection's output with the GIL held;
+# and the prebuilt answers C sends by itself (errors, static routes).
 
+import os as _os
 from http import HTTPStatus as _HTTPStatus
+from json import dumps as _json_dumps
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
@@ -87,137 +86,47 @@ cdef bytes encode_headers(headers):
     return b"".join(parts)
 
 
-cdef class Request:
-    """One HTTP request, as a handler sees it."""
-
-    cdef readonly str method
-    cdef readonly str path
-    cdef readonly str query
-    cdef readonly bint keep_alive
-    cdef int minor
-    cdef bytes _head
-    cdef list _headers
-    cdef int _fd                  # the connection's socket while the handler runs, else -1
-    cdef object _client
-    cdef object _server
-    cdef object _body             # bytes; None while a streaming route's body is unread
-    cdef Worker _worker           # streaming, while the handler runs: who reads the body
-    cdef uint64_t _token
-
-    @property
-    def body(self):
-        """The whole body as bytes (for a streaming route: what stream() has not yet read)."""
-        if self._body is None:
-            self._body = b"".join(self.stream())
-        return self._body
-
-    def stream(self, Py_ssize_t size=65536):
-        """Yields the body in pieces of at most about size bytes, as it arrives: a streaming
-        route (App.route(..., stream=True)) reads a large body without buffering all of it.
-        For other routes the body is already complete and comes as one piece."""
-        if self._worker is None:
-            if self._body:
-                yield self._body
-            return
-        while True:
-            piece = self._worker.stream_read(self._token, size)
-            if not piece:
-                return
-            yield piece
-
-    @property
-    def client(self):
-        """The client's (host, port), or its socket path ("" if unnamed) over a Unix socket.
-        Read while the handler runs (then cached); None after, or if the client has gone."""
-        if self._client is None:
-            self._client = socket_address(self._fd, 1)
-        return self._client
-
-    @property
-    def server(self):
-        """The local (host, port) the connection arrived on, or the Unix socket path."""
-        if self._server is None:
-            self._server = socket_address(self._fd, 0)
-        return self._server
-
-    @property
-    def version(self):
-        return "HTTP/1.1" if self.minor else "HTTP/1.0"
-
-    @property
-    def headers(self):
-        """[(name, value), ...] in arrival order; names lower-cased, repeats kept."""
-        if self._headers is None:
-            # The C parser already validated every line, so a plain split is exact here.
-            out = []
-            for line in self._head.split(b"\r\n")[1:]:
-                if line:
-                    name, _, value = line.partition(b":")
-                    out.append((name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")))
-            self._headers = out
-        return self._headers
-
-    def header(self, str name, default=None):
-        """The first value of header name (case-insensitive), or default."""
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return default
-
-    def __repr__(self):
-        return f"<Request {self.method} {self.path}{'?' if self.query else ''}{self.query}>"
-
-
-cdef object socket_address(int fd, int peer):
-    # Asked only when a handler reads it: no syscall per request otherwise.
-    cdef char host[256]
-    cdef int port
-    cdef int family
-    if fd < 0:
-        return None
-    family = fl_socket_address(fd, peer, host, sizeof(host), &port)
-    if family < 0:
-        return None
-    text = host.decode("utf-8", "surrogateescape")
-    return text if port < 0 else (text, port)
-
-
-cdef str decode_span(const char *p, fl_span s):
-    return PyUnicode_DecodeLatin1(p + s.off, s.len, NULL)
-
-
-cdef Request make_request(const char *p, fl_request *req, uint32_t body_len, int fd):
-    cdef Request r = Request.__new__(Request)
-    r._fd = fd
-    r.method = "GET" if req.flags & FL_REQ_GET else decode_span(p, req.method)
-    r.path = decode_span(p, req.path) if req.path.len else "/"
-    r.query = decode_span(p, req.query)
-    r.minor = req.minor
-    r.keep_alive = (req.flags & FL_REQ_KEEP_ALIVE) != 0
-    r._head = PyBytes_FromStringAndSize(p, req.head_len - 4)
-    r._body = PyBytes_FromStringAndSize(p + req.head_len, body_len) if body_len else b""
-    return r
-
-
 cdef class Response:
-    """An answer with a status, headers and a content type. A handler may also return bytes
-    (application/octet-stream) or str (text/plain, UTF-8)."""
+    """An answer: a status, headers and a body, with its content type.
+
+    body: bytes-like; str (sent as UTF-8, text/plain by default); a dict or list (sent as JSON,
+    application/json); a binary file object (sent with sendfile from its current position); or
+    any other iterable of bytes/str pieces, streamed as they come (chunked, or as is when
+    content_length is given). A handler may also return bytes, str, a dict or a list directly.
+    content_type: None for the body's default, "" for no Content-Type header.
+    reason: the status line's phrase, if not the standard one.
+    content_length: the length to announce when it is known but not the body's own, e.g. for
+    an iterable, or for HEAD answers whose body is left out."""
 
     cdef public object body
     cdef public int status
     cdef public object headers
     cdef public str content_type
+    cdef public str reason
+    cdef public object content_length
 
-    def __init__(self, body=b"", int status=200, headers=None, content_type=None):
+    def __init__(self, body=b"", int status=200, headers=None, content_type=None, reason=None,
+                 content_length=None):
         self.body = body
         self.status = status
         self.headers = headers
         self.content_type = content_type
+        self.reason = reason
+        self.content_length = content_length
 
 
 cdef Response NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
 cdef Response SERVER_ERROR = Response(b"Internal Server Error", 500, content_type="text/plain")
+
+cdef bytes OCTETS = b"application/octet-stream"
+cdef bytes TEXT = b"text/plain; charset=utf-8"
+cdef bytes JSON = b"application/json"
+
+# How a body goes out
+cdef enum:
+    BODY_BYTES = 0
+    BODY_FILE = 1
+    BODY_ITER = 2
 
 
 cdef object call_handler(Worker w, Request request):
@@ -250,52 +159,194 @@ cdef void respond(Worker w, fl_conn *c, Request request, int flags) except *:
         emit(w, c, SERVER_ERROR, flags)
 
 
+cdef tuple body_of(object body, bytes ctype):
+    """(kind, bytes or the object, default content type) for a body."""
+    if isinstance(body, bytes):
+        return BODY_BYTES, body, ctype or OCTETS
+    if isinstance(body, str):
+        return BODY_BYTES, (<str>body).encode("utf-8"), ctype or TEXT
+    if isinstance(body, (dict, list)):
+        return BODY_BYTES, _json_dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), ctype or JSON
+    if isinstance(body, (bytearray, memoryview)):
+        return BODY_BYTES, bytes(body), ctype or OCTETS
+    if body is None:
+        return BODY_BYTES, b"", ctype or OCTETS
+    if hasattr(body, "fileno") and hasattr(body, "seek"):
+        return BODY_FILE, body, ctype or OCTETS
+    if hasattr(body, "__iter__"):
+        return BODY_ITER, body, ctype or OCTETS
+    raise TypeError(f"cannot send a body of type {type(body).__name__}")
+
+
+cdef inline void put_bytes(Worker w, fl_conn *c, bytes b):
+    w.put_raw(c, b, len(b))
+
+
+cdef void put_decimal(Worker w, fl_conn *c, uint64_t n):
+    # conn_reserve made room: at most 20 digits.
+    cdef char digits[24]
+    cdef int i = 24
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + n % 10)
+        n //= 10
+        if n == 0:
+            break
+    w.put_raw(c, digits + i, 24 - i)
+
+
 cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
+    """Appends the answer to c's output; a file or an iterable body is then sent at once,
+    blocking this thread while the client reads (as a synchronous WSGI worker does)."""
+    cdef int status = 200, kind
+    cdef bytes ctype = b"", extra = b"", head, framing = b""
+    cdef const char *ch
+    cdef size_t chlen, blen = 0
+    cdef object body, length = None
+    cdef bint send_body, chunked = False
+    cdef int64_t file_off = 0, file_len = 0
     if (c.flags & CONN_F_STREAM) and c.body_left:
         flags &= ~FL_REQ_KEEP_ALIVE  # part of the body was not read: close after answering
-    cdef int status = 200
-    cdef bytes body, ctype, extra = b"", head, cl
-    cdef const char *ch
-    cdef size_t chlen, blen
-    if type(result) is bytes:
-        body = result
-        ctype = b"application/octet-stream"
-    elif type(result) is str:
-        body = (<str>result).encode("utf-8")
-        ctype = b"text/plain; charset=utf-8"
-    elif isinstance(result, Response):
+    if isinstance(result, Response):
         r = <Response>result
         status = r.status
-        if isinstance(r.body, str):
-            body = r.body.encode("utf-8")
-            ctype = b"text/plain; charset=utf-8"
-        else:
-            body = bytes(r.body)
-            ctype = b"application/octet-stream"
         if r.content_type is not None:
             ctype = r.content_type.encode("latin-1")
+        kind, body, default_ctype = body_of(r.body, ctype)
+        if r.content_type is None:
+            ctype = default_ctype
         extra = encode_headers(r.headers)
+        length = r.content_length
+        if r.reason is not None:
+            if "\r" in r.reason or "\n" in r.reason:
+                raise ValueError("invalid reason phrase")
+            head = f"HTTP/1.1 {status} {r.reason}\r\n".encode("latin-1")
+        else:
+            head = STATUS_LINES.get(status) or status_line(status)
     else:
-        raise TypeError(f"a handler must return bytes, str or Response, not {type(result).__name__}")
+        kind, body, ctype = body_of(result, b"")
+        head = STATUS_LINES[200]
     if status < 100 or status > 999:
         raise ValueError(f"invalid status {status}")
-    head = STATUS_LINES.get(status) or status_line(status)
     # RFC 9110 6.4.1: no body for HEAD, 1xx, 204 and 304; 204 and 1xx carry no Content-Length.
-    blen = 0 if (flags & FL_REQ_HEAD) or status < 200 or status == 204 or status == 304 else len(body)
-    cl = b"" if status < 200 or status == 204 else b"Content-Length: %d\r\n" % len(body)
+    send_body = not ((flags & FL_REQ_HEAD) or status < 200 or status == 204 or status == 304)
+    if kind == BODY_BYTES:
+        blen = len(body) if send_body else 0
+        if length is None:
+            length = len(body)
+        elif send_body and length != len(body):
+            raise ValueError(f"content_length {length} but a body of {len(body)} bytes")
+    elif kind == BODY_FILE:
+        file_off = body.tell()
+        file_len = _os.fstat(body.fileno()).st_size - file_off
+        if length is None:
+            length = file_len
+        file_len = min(file_len, length)
+    elif length is None and send_body:
+        if flags & FL_REQ_HTTP10:
+            flags &= ~FL_REQ_KEEP_ALIVE  # no chunked coding in 1.0: the close ends the body
+        else:
+            chunked = True
+            framing = b"Transfer-Encoding: chunked\r\n"
+    if status < 200 or status == 204:
+        length = None
     ch = w.conn_header(flags)
     chlen = strlen(ch)
-    if w.conn_reserve(c, len(head) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(ctype) + len(cl)
-                      + len(extra) + chlen + 2 + blen) < 0:
+    if w.conn_reserve(c, len(head) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(ctype) + 40
+                      + len(framing) + len(extra) + chlen + 2 + blen) < 0:
         return
-    w.put_raw(c, head, len(head))
-    w.put_raw(c, SERVER, len(SERVER))
+    put_bytes(w, c, head)
+    put_bytes(w, c, SERVER)
     w.put_raw(c, w.date_line, FL_DATE_LINE_LEN)
-    w.put_raw(c, b"Content-Type: ", 14)
-    w.put_raw(c, ctype, len(ctype))
-    w.put_raw(c, b"\r\n", 2)
-    w.put_raw(c, cl, len(cl))
-    w.put_raw(c, extra, len(extra))
+    if ctype:
+        w.put_raw(c, b"Content-Type: ", 14)
+        put_bytes(w, c, ctype)
+        w.put_raw(c, b"\r\n", 2)
+    if length is not None:
+        w.put_raw(c, b"Content-Length: ", 16)
+        put_decimal(w, c, <uint64_t>length)  # digits written here: no bytes % formatting
+        w.put_raw(c, b"\r\n", 2)
+    put_bytes(w, c, framing)
+    put_bytes(w, c, extra)
     w.put_raw(c, ch, chlen)
     w.put_raw(c, b"\r\n", 2)
-    w.put_raw(c, body, blen)
+    if kind == BODY_BYTES:
+        w.put_raw(c, body, blen)
+    elif not send_body:
+        close_body(body)
+    elif kind == BODY_FILE:
+        send_file(w, c, body, file_off, file_len)
+    else:
+        send_pieces(w, c, body, chunked, length)
+
+
+cdef void close_body(object body):
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
+cdef void abort_answer(fl_conn *c, str what, object error):
+    # The head is out already: no 500 can follow. Cut the connection, so the client sees an
+    # incomplete answer rather than a wrong one.
+    if error is not None:
+        log.error("fastloop: %s: %s", what, error)
+    c.flags |= CONN_F_CLOSE_AFTER
+    c.flags &= ~CONN_F_LINGER
+
+
+cdef void send_file(Worker w, fl_conn *c, object body, int64_t off, int64_t count) except *:
+    cdef int rc
+    cdef int fd = body.fileno()
+    try:
+        with nogil:
+            rc = w.conn_sendfile_blocking(c, fd, off, count)
+        if rc < 0:
+            abort_answer(c, "sending a file", OSError(-rc, _os.strerror(-rc)))
+    finally:
+        close_body(body)
+
+
+cdef void send_pieces(Worker w, fl_conn *c, object body, bint chunked, object length) except *:
+    """Streams an iterable body: each piece goes out as it comes, with the output flushed
+    whenever it passes the high-water mark, so memory stays bounded however long it is."""
+    cdef int rc
+    cdef Py_ssize_t n
+    cdef uint64_t sent = 0
+    try:
+        for piece in body:
+            if isinstance(piece, str):
+                piece = (<str>piece).encode("utf-8")
+            elif not isinstance(piece, bytes):
+                piece = bytes(piece)
+            n = len(piece)
+            if n == 0:
+                continue
+            sent += n
+            if length is not None and sent > length:
+                abort_answer(c, "an iterable body", "longer than its content_length")
+                return
+            if w.conn_reserve(c, n + 24) < 0:
+                return
+            if chunked:
+                hexlen = b"%x\r\n" % n
+                put_bytes(w, c, hexlen)
+            put_bytes(w, c, piece)
+            if chunked:
+                w.put_raw(c, b"\r\n", 2)
+            if c.wlen - c.wsent > FL_HIGH_WATER:
+                with nogil:
+                    rc = w.conn_flush_blocking(c)
+                if rc < 0:
+                    abort_answer(c, "streaming an answer", OSError(-rc, _os.strerror(-rc)))
+                    return
+        if length is not None and sent != length:
+            abort_answer(c, "an iterable body", "shorter than its content_length")
+            return
+        if chunked and w.conn_put(c, b"0\r\n\r\n", 5) < 0:
+            return
+    except Exception as exc:
+        log.exception("fastloop: the body iterable of an answer raised")
+        abort_answer(c, "streaming an answer", None)
+    finally:
+        close_body(body)

@@ -125,7 +125,8 @@ cdef class Worker(Loop):
     cdef void pool_put(self, char *buf, size_t cap) noexcept nogil
     cdef void timer_set(self, fl_conn *c, int kind) noexcept nogil
     cdef void timer_unlink(self, fl_conn *c) noexcept nogil
-    cdef int timers_expire(self) noexcept nogil
+    cdef void timers_expire(self, int64_t now) noexcept nogil
+    cdef int64_t next_deadline(self) noexcept nogil
     cdef void refresh_date(self) noexcept nogil
     cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
     cdef void run_python(self) noexcept
@@ -136,6 +137,7 @@ cdef class Worker(Loop):
     cdef int conn_wait(self, fl_conn *c, int for_write) noexcept nogil
     cdef int conn_recv_blocking(self, fl_conn *c) noexcept nogil
     cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil
+    cdef int conn_sendfile_blocking(self, fl_conn *c, int in_fd, int64_t off, int64_t count) noexcept nogil
     cdef void begin_stop(self) noexcept nogil
     cdef void close_idle(self, bint fresh_too) noexcept nogil
 

@@ -19,7 +19,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.errno cimport EAGAIN, EINTR, ENOMEM, EPIPE, ETIMEDOUT, errno
+from libc.errno cimport EAGAIN, EINTR, EIO, ENOMEM, EPIPE, ETIMEDOUT, errno
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
 from posix.unistd cimport close
@@ -150,7 +150,7 @@ cdef class Worker(Loop):
         cdef fl_event events[FL_WAIT_EVENTS]
         cdef int n, i, j, nres, timeout
         cdef bint stop_begun = False, fresh_closed = False
-        cdef int64_t fresh_deadline = 0
+        cdef int64_t fresh_deadline = 0, next_deadline, wait_now
         cdef uint64_t tok
         cdef uint64_t *res
         cdef fl_conn *c
@@ -165,7 +165,8 @@ cdef class Worker(Loop):
                     fresh_closed = True
                 if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
                     break
-            timeout = self.timers_expire()
+            next_deadline = self.next_deadline()
+            timeout = -1 if next_deadline < 0 else <int>max(<int64_t>0, next_deadline - self.now_ms)
             if self.listener.retry:
                 self.accept_all()
                 if self.listener.retry and (timeout < 0 or timeout > FL_ACCEPT_RETRY_MS):
@@ -180,7 +181,7 @@ cdef class Worker(Loop):
             n = fl_poller_wait(&self.poller, events, FL_WAIT_EVENTS, timeout)
             if n < 0:
                 return n
-            self.now_ms = fl_now_ms()
+            self.now_ms = wait_now = fl_now_ms()
             self.refresh_date()
             if self.nresume:
                 # Swap the list out first: reading may queue a connection for the next turn.
@@ -210,16 +211,23 @@ cdef class Worker(Loop):
                 # The one GIL acquisition of this turn, for every request that needs Python.
                 with gil:
                     self.run_python()
+                # Handlers take their time: timers set from here on start from now.
+                self.now_ms = fl_now_ms()
+                self.refresh_date()
                 for j in range(self.npyq):
                     c = self.conn_for(self.pyq[j])
                     if c != NULL:
                         c.flags &= ~CONN_F_QUEUED_PY
                         self.conn_settle(c)
-                        # Reading stopped when the request went to Python, so the socket may
-                        # hold more without a new edge coming: read it again next turn.
-                        if c.fd >= 0 and c.state != CONN_CLOSING and not (c.flags & CONN_F_CLOSE_AFTER):
+                        # Reading stopped for Python before the socket was known to be drained:
+                        # no new edge may come for what it holds, so read it next turn.
+                        if c.fd >= 0 and (c.flags & CONN_F_READ_MORE) and c.state != CONN_CLOSING \
+                                and not (c.flags & CONN_F_CLOSE_AFTER):
                             self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
                 self.npyq = 0
+            # Expire as of the wait: a connection whose request arrived while a handler held
+            # this thread has its event in the next wait, and is served, not timed out.
+            self.timers_expire(wait_now)
         self.take_inbox()  # in transit from the acceptor: registered, then closed with the rest
         for i in range(<int>self.nslots):
             if self.slots[i].fd >= 0:
@@ -391,14 +399,18 @@ cdef class Worker(Loop):
                 if n == 0 or errno != EAGAIN:
                     self.conn_close(c)
                 return
-        if c.state == CONN_IN_HANDLER or (c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_QUEUED_PY | CONN_F_PEER_EOF)):
+        if c.state == CONN_IN_HANDLER or (c.flags & CONN_F_QUEUED_PY):
+            c.flags |= CONN_F_READ_MORE  # an edge goes unread now: read once it is answered
             return
+        if c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_PEER_EOF):
+            return
+        c.flags &= ~CONN_F_READ_MORE
         if c.rpos < c.rlen:
             # Requests may wait in the buffer (reading paused, or stopped for the Python
             # phase): answer them before reading more, as no new edge will announce them.
             rc = self.conn_process(c)
             if rc == FL_PROC_PY:
-                c.flags |= CONN_F_QUEUED_PY
+                c.flags |= CONN_F_QUEUED_PY | CONN_F_READ_MORE  # the socket was not read yet
                 self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
                 return
             if rc == FL_PROC_STOP or c.fd < 0:
@@ -416,6 +428,8 @@ cdef class Worker(Loop):
                 rc = self.conn_process(c)
                 if rc == FL_PROC_PY:
                     c.flags |= CONN_F_QUEUED_PY
+                    if <size_t>n == space or (mask & FL_HUP):
+                        c.flags |= CONN_F_READ_MORE  # not known to be drained (see below)
                     self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
                     return
                 if rc == FL_PROC_STOP or c.fd < 0:
@@ -481,6 +495,10 @@ cdef class Worker(Loop):
                 cl = self.req.content_length if self.req.content_length > 0 else 0
                 c.head_len = <uint32_t>end
                 c.req_flags = self.req.flags
+                c.line.method = self.req.method
+                c.line.path = self.req.path
+                c.line.query = self.req.query
+                c.line.minor = self.req.minor
                 if self.req.flags & FL_REQ_CHUNKED:
                     fl_chunked_start(&c.chunked, c.head_len)
                 else:
@@ -870,19 +888,25 @@ cdef class Worker(Loop):
             lst.head = c
         lst.tail = c
 
-    cdef int timers_expire(self) noexcept nogil:
-        """Closes connections whose deadline passed; returns ms until the next one, or -1."""
+    cdef int64_t next_deadline(self) noexcept nogil:
+        """The earliest deadline of any timer (each list's head), or -1."""
+        cdef int kind
+        cdef int64_t best = -1
+        cdef fl_conn *c
+        for kind in range(1, FL_NTIMERS):
+            c = self.timers[kind].head
+            if c != NULL and (best < 0 or c.deadline < best):
+                best = c.deadline
+        return best
+
+    cdef void timers_expire(self, int64_t now) noexcept nogil:
+        """Closes the connections whose deadline is now or earlier."""
         cdef int kind
         cdef fl_conn *c
-        cdef int64_t next_deadline = -1
         for kind in range(1, FL_NTIMERS):
             while True:
                 c = self.timers[kind].head
-                if c == NULL:
-                    break
-                if c.deadline > self.now_ms:
-                    if next_deadline < 0 or c.deadline < next_deadline:
-                        next_deadline = c.deadline
+                if c == NULL or c.deadline > now:
                     break
                 self.timer_unlink(c)  # off the list even if closing fails below
                 self.counters.timeouts[kind] += 1
@@ -893,9 +917,6 @@ cdef class Worker(Loop):
                     if c.fd >= 0:
                         self.conn_flush(c)
                 self.conn_close(c)
-        if next_deadline < 0:
-            return -1
-        return <int>(next_deadline - self.now_ms)
 
     # ---- the Python phase (with the GIL) --------------------------------------------------
 
@@ -945,18 +966,17 @@ cdef class Worker(Loop):
             # nothing reads into a connection in the handler state but Request.stream(), and
             # only after make_request() has copied the head.
             p = c.rbuf + c.rpos
-            fl_parse_head(p, c.head_len, &self.req, &self.limits)
             streaming = (c.flags & CONN_F_STREAM) != 0
-            request = make_request(p, &self.req, 0 if streaming else c.body_len, c.fd)
+            request = make_request(p, c, 0 if streaming else c.body_len)
             if streaming:
                 # The head now lives in the Request: drop it, so the body starts at rpos.
                 c.rpos += c.head_len
-                c.body_len = 0
                 if c.req_flags & FL_REQ_CHUNKED:
                     fl_chunked_start(&c.chunked, 0)
                     c.body_left = 1
                 else:
-                    c.body_left = self.req.content_length if self.req.content_length > 0 else 0
+                    c.body_left = c.body_len  # the Content-Length, set with the head
+                c.body_len = 0  # from here: body bytes handed to the handler
                 request._worker = self
                 request._token = fl_token(c)
                 request._body = None
@@ -1040,17 +1060,20 @@ cdef class Worker(Loop):
         return b""
 
     cdef int conn_wait(self, fl_conn *c, int for_write) noexcept nogil:
-        """Waits until c is readable (or writable): 0, or -ETIMEDOUT after the body timeout."""
+        """Waits until c is readable (or writable): 0, or -ETIMEDOUT after the body (or the
+        write) timeout, counted as that timeout."""
         cdef pollfd pfd
         cdef int rc
+        cdef int kind = FL_TIMER_WRITE if for_write else FL_TIMER_BODY
         pfd.fd = c.fd
         pfd.events = POLLOUT if for_write else POLLIN
         while True:
-            rc = poll(&pfd, 1, <int>self.timers[FL_TIMER_BODY].duration_ms)
+            rc = poll(&pfd, 1, <int>self.timers[kind].duration_ms)
             if rc > 0:
                 return 0
             if rc == 0:
-                self.counters.timeouts[FL_TIMER_BODY] += 1
+                self.counters.timeouts[kind] += 1
+                self.note(-kind)
                 return -ETIMEDOUT
             if errno != EINTR:
                 return -errno
@@ -1076,6 +1099,24 @@ cdef class Worker(Loop):
             rc = self.conn_wait(c, 0)
             if rc < 0:
                 return rc
+
+    cdef int conn_sendfile_blocking(self, fl_conn *c, int in_fd, int64_t off, int64_t count) noexcept nogil:
+        """Sends c's buffered output, then count bytes of file in_fd from off, with sendfile,
+        waiting for room. Returns 0 or -errno (-EIO if the file ended early)."""
+        cdef ssize_t n
+        cdef int rc = self.conn_flush_blocking(c)
+        while rc == 0 and count > 0:
+            n = fl_sendfile(c.fd, in_fd, &off, <size_t>min(count, <int64_t>1 << 30))
+            if n > 0:
+                count -= n
+                self.counters.bytes_out += n
+            elif n == 0:
+                rc = -EIO  # the file is shorter than the Content-Length already sent
+            elif n == -EAGAIN or n == -EWOULDBLOCK:
+                rc = self.conn_wait(c, 1)
+            elif n != -EINTR:
+                rc = <int>n
+        return rc
 
     cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil:
         """Sends all of c's output, waiting for room. Returns 0 or -errno."""

@@ -70,3 +70,7 @@ cdef extern from "<poll.h>" nogil:
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     short POLLIN
     short POLLOUT
+
+
+cdef extern from "compat.h" nogil:
+    ssize_t fl_sendfile(int out, int in_, int64_t *off, size_t n)
