@@ -12,15 +12,15 @@ import dataclasses
 import os
 from typing import Any, Dict, Mapping, Optional
 
-from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS
+from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_HEADERS
 
 __all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES"]
 
 ENV_PREFIX = "FASTLOOP_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 INTERFACES = ("auto", "fastloop", "wsgi")
-# The parser keeps header positions in a fixed array of FL_MAX_HEADERS (core/http.pxd).
-MAX_REQUEST_FIELDS = 100
+# The parser keeps header positions in a fixed array (core/http.pxd FL_MAX_HEADERS).
+MAX_REQUEST_FIELDS = MAX_HEADERS  # the core's cap
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 

@@ -20,6 +20,8 @@ DEFAULT_LIMITS = {
 }
 
 
+MAX_HEADERS = FL_MAX_HEADERS  # the most header fields limits["fields"] may allow
+
 cdef unsigned char fl_tchar[256]
 
 
