@@ -1,7 +1,7 @@
 """fastloop: an HTTP/1.1 server for Python with a compiled, edge-triggered core."""
 
 try:
-    from . import _core
+    from . import _core  # noqa: F401 (imported to check that the extension loads)
 except ImportError as exc:  # never fall back to a pure-Python stand-in
     raise ImportError(
         "fastloop's compiled core (fastloop._core) is missing or broken; "

@@ -28,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import doctor
@@ -171,7 +171,7 @@ class BenchResult:
     status: Dict[int, int]
     latency: LatencyHistogram       # from the intended start (coordinated omission corrected)
     latency_uncorrected: LatencyHistogram
-    connections: Dict[str, object]  # attempted, established, failed, closed_by_peer, ...
+    connections: Dict[str, Any]     # attempted, established, failed, closed_by_peer, ...
     errors: Dict[str, int]          # errno name -> count (all phases)
     errors_by_phase: Dict[str, Dict[str, int]]
     time_wait: Dict[str, Optional[int]]
@@ -230,7 +230,7 @@ def _resolve(host: str, port: int) -> Tuple[int, str]:
     if not info:
         raise OSError(_errno.EHOSTUNREACH, f"cannot resolve {host}")
     family, _, _, _, addr = info[0]
-    return family, addr[0]
+    return family, str(addr[0])  # an IP address: str for AF_INET and AF_INET6
 
 
 def run(url: str, *, connections: int = 10, threads: int = 1,
@@ -287,7 +287,7 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
             address=packed, port=port, sources=packed_sources, request=request,
             pipeline=pipeline, keepalive=keepalive, rate=rate or 0.0, budget=budget,
             timeout=timeout, connect_timeout=connect_timeout, head=method.upper() == "HEAD",
-            local_ports=tuple(local_ports) if local_ports else None))
+            local_ports=(*local_ports,) if local_ports else None))
         first += n
 
     tw_before = doctor.time_wait_count()
@@ -382,7 +382,7 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
     reuse = doctor.tw_reuse()
     warnings: List[str] = []
     new_per_s = total["attempted"] / duration
-    if not keepalive and limit is not None and new_per_s >= 0.8 * limit:
+    if not keepalive and rng is not None and limit is not None and new_per_s >= 0.8 * limit:
         warnings.append(
             f"{new_per_s:.0f} new connections/s is {'past' if new_per_s > limit else 'near'} "
             f"the ~{limit:.0f}/s that {rng[1] - rng[0] + 1} ports x {nsrc} source address(es) "

@@ -66,8 +66,8 @@ def port_range() -> Optional[Tuple[int, int]]:
             lo, hi = text.split()
             return int(lo), int(hi)
         return None
-    lo, hi = _int(_sysctl("net.inet.ip.portrange.first")), _int(_sysctl("net.inet.ip.portrange.last"))
-    return (lo, hi) if lo is not None and hi is not None else None
+    first, last = _int(_sysctl("net.inet.ip.portrange.first")), _int(_sysctl("net.inet.ip.portrange.last"))
+    return (first, last) if first is not None and last is not None else None
 
 
 def time_wait_seconds() -> int:
@@ -290,7 +290,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         print(format_checks(items))
     return 0
-
 
 
 if __name__ == "__main__":

@@ -30,10 +30,12 @@ from helpers import LOOPBACK, running_server, wait_until
 
 LINUX = sys.platform.startswith("linux")
 
+
 def hello_app() -> fastloop.App:
     app = fastloop.App()
     app.static("/", b"Hello")
     return app
+
 
 def settled(server: fastloop.Server, accepted: int, requests: Optional[int] = None) -> dict:
     """The server's stats once its counters reach the expected values (or after 5 s)."""
@@ -44,6 +46,7 @@ def settled(server: fastloop.Server, accepted: int, requests: Optional[int] = No
     wait_until(done, timeout=5.0)
     time.sleep(0.05)  # a counter that would overshoot has had time to
     return server.stats()
+
 
 # ---- the histogram ---------------------------------------------------------------------------
 
@@ -63,6 +66,7 @@ def test_histogram_exact_below_linear_range_and_three_digits_above():
         assert exact <= big.percentile(p) <= exact * (1 + 1 / 1024) + 1, p
     assert big.max == values[-1]
 
+
 def test_histogram_merge_and_empty():
     a, b = LatencyHistogram(), LatencyHistogram()
     assert a.percentile(99) == 0 and a.count == 0
@@ -71,6 +75,7 @@ def test_histogram_merge_and_empty():
     a.merge(b)
     assert a.count == 2 and a.min == 10_000 and a.max == 2_000_000
     assert a.percentile(50) == pytest.approx(10_000, rel=1e-3)
+
 
 # ---- counts match the server ---------------------------------------------------------------
 
@@ -95,6 +100,7 @@ def test_counts_match_fastloop_server(mode):
         assert r.connections["closed_by_peer"] == 0
     assert r.latency.count == n and 0 < r.latency_us()["p50"] <= r.latency_us()["max"]
 
+
 def test_duration_run_counts_match_fastloop_server():
     with running_server(hello_app(), threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=6, duration="0.5s",
@@ -105,12 +111,14 @@ def test_duration_run_counts_match_fastloop_server():
     assert r.requests <= st["requests"] <= r.requests + r.unfinished
     assert 0.45 < r.duration_s < 1.5
 
+
 # ---- errors ----------------------------------------------------------------------------------
 
 def refused_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]  # closed again: nothing listens there
+
 
 def test_connection_refused_is_classified():
     r = bench.run(f"http://{LOOPBACK}:{refused_port()}/", connections=2, duration=0.3)
@@ -120,6 +128,7 @@ def test_connection_refused_is_classified():
     report = bench.format_report(r)
     assert "ECONNREFUSED" in report and bench.ERROR_CAUSES["ECONNREFUSED"] in report
 
+
 def local_port_range_supported() -> bool:
     with socket.socket() as s:
         try:
@@ -127,6 +136,7 @@ def local_port_range_supported() -> bool:
         except OSError:
             return False
     return True
+
 
 @pytest.mark.skipif(not LINUX or not local_port_range_supported(),
                     reason="needs IP_LOCAL_PORT_RANGE (Linux >= 6.3)")
@@ -144,6 +154,7 @@ def test_port_exhaustion_is_eaddrnotavail():
     assert r.errors.get("EADDRNOTAVAIL", 0) > 0
     assert set(r.errors) == {"EADDRNOTAVAIL"}
     assert "ephemeral ports exhausted" in bench.format_report(r)
+
 
 # ---- rate mode: coordinated omission ---------------------------------------------------------
 
@@ -166,6 +177,7 @@ def test_rate_mode_corrected_latency_shows_a_stall():
     assert corrected["p90"] > 100_000
     assert raw["p90"] < 50_000
     assert raw["max"] > 400_000  # the stalled request itself is there, only not its victims
+
 
 # ---- a plain server: the response parser and --source ------------------------------------------
 
@@ -223,6 +235,7 @@ class CannedServer:
             t.join(5)
         self.sock.close()
 
+
 @contextlib.contextmanager
 def canned(response: bytes, close: bool = False) -> Iterator[CannedServer]:
     server = CannedServer(response, close)
@@ -230,6 +243,7 @@ def canned(response: bytes, close: bool = False) -> Iterator[CannedServer]:
         yield server
     finally:
         server.stop()
+
 
 RESPONSES = [
     ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", False),
@@ -241,6 +255,7 @@ RESPONSES = [
     ("large body", b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000, False),
 ]
 
+
 @pytest.mark.parametrize("name,response,close", RESPONSES, ids=[r[0] for r in RESPONSES])
 def test_response_framing(name, response, close):
     with canned(response, close) as srv:
@@ -251,16 +266,19 @@ def test_response_framing(name, response, close):
     if close:
         assert r.connections["established"] == 20 == r.connections["closed_by_peer_eof"]
 
+
 def test_truncated_response_is_premature_eof():
     with canned(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close=True) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=5)
     assert r.requests == 0 and r.failed == 5
     assert r.errors == {"EOF": 5} and r.connections["closed_by_peer_eof"] == 5
 
+
 def test_garbage_response_is_eproto():
     with canned(b"SSH-2.0-OpenSSH\r\n\r\n") as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=3)
     assert r.failed == 3 and r.errors == {"EPROTO": 3}
+
 
 @pytest.mark.skipif(not LINUX, reason="only Linux routes all of 127.0.0.0/8 to lo")
 def test_source_addresses_are_what_the_server_sees():
@@ -272,12 +290,13 @@ def test_source_addresses_are_what_the_server_sees():
     assert sorted(set(srv.peers)) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert len(srv.peers) == 12 and all(srv.peers.count(a) == 4 for a in set(srv.peers))
 
+
 def test_source_cidr_parsing():
     assert bench._parse_sources("127.0.0.0/30", socket.AF_INET) == ["127.0.0.1", "127.0.0.2"]
-    assert bench._parse_sources("127.0.0.5/32,127.0.0.9", socket.AF_INET) == ["127.0.0.5",
-                                                                             "127.0.0.9"]
+    assert bench._parse_sources("127.0.0.5/32,127.0.0.9", socket.AF_INET) == ["127.0.0.5", "127.0.0.9"]
     with pytest.raises(ValueError):
         bench._parse_sources("::1", socket.AF_INET)
+
 
 def test_request_building():
     req = bench.build_request("post", "/a?b=1", "h:1", ["X-A: 1"], b"xyz", keepalive=False)
@@ -286,6 +305,7 @@ def test_request_building():
     assert req.endswith(b"\r\nConnection: close\r\n\r\nxyz")
     assert bench.parse_duration("1m") == 60 and bench.parse_duration("250ms") == 0.25
 
+
 # ---- the command -----------------------------------------------------------------------------
 
 def run_cli(argv: List[str]) -> "tuple[int, str]":
@@ -293,6 +313,7 @@ def run_cli(argv: List[str]) -> "tuple[int, str]":
     with contextlib.redirect_stdout(out):
         rc = bench.main(argv)
     return rc, out.getvalue()
+
 
 def test_cli_json_has_the_documented_keys():
     with running_server(hello_app(), threads=1) as srv:
@@ -310,6 +331,7 @@ def test_cli_json_has_the_documented_keys():
     if LINUX:
         assert data["port_range"]["low"] <= data["port_range"]["high"]
 
+
 def test_cli_fail_on_error_and_text_report():
     url = f"http://{LOOPBACK}:{refused_port()}/"
     rc, out = run_cli(["-c", "1", "-d", "200ms", "--fail-on-error", url])
@@ -318,10 +340,10 @@ def test_cli_fail_on_error_and_text_report():
     rc, _ = run_cli(["-c", "1", "-d", "100ms", url])
     assert rc == 0
 
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError):
         bench.run("https://127.0.0.1/", requests=1)
     with pytest.raises(ValueError):
         bench.run("http://127.0.0.1:1/", requests=1, rate=10, pipeline=2)
     assert run_cli(["--rate", "-1", "-n", "1", "http://127.0.0.1:1/"])[0] == 2
-

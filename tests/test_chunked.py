@@ -14,7 +14,8 @@ CASES = [
     # name, input, expected: (body, raw length) or a status
     ("one chunk", b"5\r\nhello\r\n0\r\n\r\n", (b"hello", 15)),
     ("two chunks", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", (b"hello world", 26)),
-    ("hex upper and lower", b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n", (b"0123456789abcdefghij", 35)),
+    ("hex upper and lower", b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n",
+     (b"0123456789abcdefghij", 35)),
     ("leading zeros", b"0005\r\nhello\r\n000\r\n\r\n", (b"hello", 20)),
     ("extension", b"5;name=value\r\nhello\r\n0;last\r\n\r\n", (b"hello", 31)),
     ("extension with ows", b"5 ; a=\"b c\"\r\nhello\r\n0\r\n\r\n", (b"hello", 25)),

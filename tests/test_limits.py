@@ -30,7 +30,8 @@ def test_limit_concurrency_answers_503_beyond_it_and_recovers():
         assert over.startswith(b"HTTP/1.1 503 ") and b"Connection: close" in over
         held.pop().close()
         assert wait_until(lambda: srv.stats()["open"] == 3)
-        assert raw_request(srv.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(b"Hello")
+        assert raw_request(srv.port,
+                           b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(b"Hello")
         for s in held:
             s.close()
         assert wait_until(lambda: srv.stats()["open"] == 0)
@@ -69,7 +70,8 @@ def test_slowloris_clients_do_not_delay_others_and_are_closed_at_the_timeout():
                     served_in = time.monotonic() - t0
                 time.sleep(0.5)
             assert served_in is not None and served_in < 1.0  # served, not queued behind them
-            assert wait_until(lambda: srv.stats()["timeouts"].get("header") == count, timeout=3.0), srv.stats()
+            assert wait_until(lambda: srv.stats()["timeouts"].get("header") == count,
+                              timeout=3.0), srv.stats()
             for s in slow:
                 sel.register(s, selectors.EVENT_READ)
             closed = 0
@@ -158,4 +160,5 @@ def test_a_client_that_stops_reading_is_closed_at_the_write_timeout():
             s.sendall(b"GET /mb HTTP/1.1\r\nHost: t\r\n\r\n")
             assert wait_until(lambda: srv.stats()["timeouts"].get("write") == 1, timeout=3.0)
             assert wait_until(lambda: srv.stats()["open"] == 0)
-        assert raw_request(srv.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(b"Hello")
+        assert raw_request(srv.port,
+                           b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(b"Hello")

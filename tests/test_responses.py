@@ -69,7 +69,8 @@ def test_json_reason_and_no_content_type(tmp_path):
         assert json.loads(r.read()) == {"ok": True, "items": [1, 2, "é"]}
         conn.request("GET", "/reason")
         r = conn.getresponse()
-        assert (r.status, r.reason, r.getheader("Content-Type"), r.read()) == (200, "Very Fine", None, b"fine")
+        assert ((r.status, r.reason, r.getheader("Content-Type"), r.read())
+                == (200, "Very Fine", None, b"fine"))
         conn.request("GET", "/args?a=1&b=x%20y&a=2&empty=")
         assert json.loads(conn.getresponse().read()) == {
             "args": {"a": "1", "b": "x y", "empty": ""},
@@ -114,7 +115,8 @@ def test_a_body_that_fails_half_way_cuts_the_connection(tmp_path):
     with running_server(app) as srv:
         data = raw_request(srv.port, b"GET /broken HTTP/1.1\r\n" + H + b"\r\n")
         assert data.startswith(b"HTTP/1.1 200 ") and not data.endswith(b"0\r\n\r\n")
-        assert raw_request(srv.port, b"GET /json HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert raw_request(srv.port, b"GET /json HTTP/1.1\r\n" + H
+                           + b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
 
 
 def test_content_length_announced_for_head(tmp_path):

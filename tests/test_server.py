@@ -149,7 +149,8 @@ def test_request_split_byte_by_byte(server):
 def test_request_body_and_expect_continue(server):
     body = os.urandom(300_000)
     with connect(server) as s:
-        s.sendall(b"PUT /echo HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s.sendall(b"PUT /echo HTTP/1.1\r\n" + H
+                  + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
         f = s.makefile("rb")
         assert f.readline() == b"HTTP/1.1 100 Continue\r\n"
         assert f.readline() == b"\r\n"
@@ -195,7 +196,8 @@ def test_not_found_and_method_not_allowed(server):
 
 
 def test_headers_reach_the_handler(server):
-    data = raw_request(server.port, b"GET /headers HTTP/1.1\r\n" + H + b"X-One: 1\r\nX-One: 2\r\nConnection: close\r\n\r\n")
+    data = raw_request(server.port, b"GET /headers HTTP/1.1\r\n" + H
+                       + b"X-One: 1\r\nX-One: 2\r\nConnection: close\r\n\r\n")
     assert data.endswith(b"host=t|x-one=1|x-one=2|connection=close")
 
 
@@ -230,7 +232,8 @@ def test_client_reset_mid_request_is_survived(server):
         s.sendall(partial)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         s.close()  # RST
-    assert raw_request(server.port, b"GET / HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n").endswith(b"Hello, World!")
+    assert raw_request(server.port,
+                       b"GET / HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n").endswith(b"Hello, World!")
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
