@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from ._core import Response
@@ -56,6 +56,40 @@ class FileWrapper:
         close = getattr(self.filelike, "close", None)
         if close is not None:
             close()
+
+
+BUFFERED = 65536  # bytes of a WSGI answer gathered before the rest is streamed
+
+
+def _close(result: Any) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+def _sendable(filelike: Any) -> bool:
+    """A real file (sendfile needs its descriptor), opened for binary reading."""
+    try:
+        filelike.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return hasattr(filelike, "seek") and hasattr(filelike, "tell") and "b" in getattr(filelike, "mode", "b")
+
+
+def _pieces(chunks: Iterator[Any], result: Any) -> Iterator[bytes]:
+    """The rest of a WSGI iterable, checked, and closed (PEP 3333) when the core is done."""
+    try:
+        for chunk in chunks:
+            if type(chunk) is not bytes:
+                raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+            yield chunk
+    finally:
+        _close(result)
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
 
 
 class _Answer:
@@ -101,10 +135,12 @@ class _Answer:
             self.sent = True
             self.chunks.append(data)
 
-    def response(self) -> Response:
+    def response(self, rest: Any = None) -> Response:
+        """The Response for what was gathered; rest: the body still to come, streamed (an
+        iterable of bytes, or a file object sent with sendfile)."""
         if self.status is None:
             raise AssertionError("the WSGI application returned without calling start_response")
-        body = b"".join(self.chunks)
+        body: Any = b"".join(self.chunks)
         content_type = ""  # none unless the application sets one
         headers = []
         declared = -1
@@ -116,10 +152,17 @@ class _Answer:
                 declared = int(value) if value.strip().isdigit() else -1
             elif lower not in _DROPPED_HEADERS:
                 headers.append((name, value))
-        if 0 <= declared < len(body):
-            body = body[:declared]  # PEP 3333: never send more than the declared length
-        # An empty body with a declared length is a HEAD answer (Flask, Django): keep its length.
-        length = declared if declared > 0 and not body else None
+        length: Optional[int] = None
+        if rest is not None:
+            # Streamed: the core checks the total against a declared length and cuts the
+            # connection rather than send more (PEP 3333) or less than it announced.
+            body = rest if not body else _prepend(body, rest)
+            length = declared if declared >= 0 else None
+        else:
+            if 0 <= declared < len(body):
+                body = body[:declared]  # PEP 3333: never send more than the declared length
+            # An empty body with a declared length is a HEAD answer (Flask, Django): keep it.
+            length = declared if declared > 0 and not body else None
         reason = self.status[4:].strip() or None
         return Response(body, int(self.status[:3]), headers, content_type, reason=reason,
                         content_length=length)
@@ -211,22 +254,31 @@ class WSGIHandler:
     def __call__(self, request: Any) -> Response:
         answer = _Answer()
         result = self.app(self.environ(request), answer.start_response)
+        streaming = False
         try:
-            if type(result) is FileWrapper:
-                data = result.filelike.read()  # one read; the core has no sendfile yet
-                if data:
-                    answer.write(data)
+            if type(result) is FileWrapper and _sendable(result.filelike):
+                streaming = True  # the core sends the file with sendfile, then closes it
+                return answer.response(rest=result.filelike)
+            # Gather up to BUFFERED bytes: most answers end within it and go out whole, with a
+            # Content-Length (and an error in them can still become a 500). A longer one is
+            # streamed from there on, as it comes, with bounded memory.
+            chunks = iter(result)
+            gathered = 0
+            for chunk in chunks:
+                if type(chunk) is not bytes:
+                    raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+                if chunk:
+                    answer.write(chunk)
+                    gathered += len(chunk)
+                    if gathered >= BUFFERED:
+                        break
             else:
-                for chunk in result:
-                    if type(chunk) is not bytes:
-                        raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
-                    if chunk:
-                        answer.write(chunk)
+                return answer.response()
+            streaming = True
+            return answer.response(rest=_pieces(chunks, result))
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        return answer.response()
+            if not streaming:
+                _close(result)
 
 
 class WSGIApp(App):
