@@ -128,3 +128,22 @@ def test_content_length_announced_for_head(tmp_path):
             while chunk := s.recv(4096):
                 data += chunk
     assert b"Content-Length: 1234\r\n" in data and data.endswith(b"\r\n\r\n")
+
+
+def test_header_injection_through_a_response_is_refused(tmp_path):
+    app, _ = make_app(tmp_path)
+
+    @app.route("/inject")
+    def inject(request):
+        which = request.query
+        if which == "ctype":
+            return fastloop.Response(b"x", content_type="text/plain\r\nX-Evil: 1")
+        if which == "reason":
+            return fastloop.Response(b"x", reason="OK\r\nX-Evil: 1")
+        return fastloop.Response(b"x", headers=[("X-Ok", "1\r\nX-Evil: 1")])
+
+    with running_server(app) as srv:
+        for which in ("ctype", "reason", "header"):
+            data = raw_request(srv.port, b"GET /inject?" + which.encode() + b" HTTP/1.1\r\n" + H
+                               + b"Connection: close\r\n\r\n")
+            assert data.startswith(b"HTTP/1.1 500 ") and b"X-Evil" not in data, which

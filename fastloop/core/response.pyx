@@ -178,6 +178,20 @@ cdef tuple body_of(object body, bytes ctype):
     raise TypeError(f"cannot send a body of type {type(body).__name__}")
 
 
+cdef dict CTYPES = {}  # content type -> its encoded header value, for the few an app uses
+
+
+cdef bytes content_type_bytes(str content_type):
+    cdef bytes value = CTYPES.get(content_type)
+    if value is None:
+        if "\r" in content_type or "\n" in content_type:
+            raise ValueError(f"invalid content type {content_type!r}")  # header injection
+        value = content_type.encode("latin-1")
+        if len(CTYPES) < 256:
+            CTYPES[content_type] = value
+    return value
+
+
 cdef inline void put_bytes(Worker w, fl_conn *c, bytes b):
     w.put_raw(c, b, len(b))
 
@@ -211,11 +225,18 @@ cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
         r = <Response>result
         status = r.status
         if r.content_type is not None:
-            ctype = r.content_type.encode("latin-1")
-        kind, body, default_ctype = body_of(r.body, ctype)
-        if r.content_type is None:
-            ctype = default_ctype
-        extra = encode_headers(r.headers)
+            ctype = content_type_bytes(r.content_type)
+        if type(r.body) is bytes:  # the common case, without the general dispatch
+            kind = BODY_BYTES
+            body = r.body
+            if r.content_type is None:
+                ctype = OCTETS
+        else:
+            kind, body, default_ctype = body_of(r.body, ctype)
+            if r.content_type is None:
+                ctype = default_ctype
+        if r.headers:
+            extra = encode_headers(r.headers)
         length = r.content_length
         if r.reason is not None:
             if "\r" in r.reason or "\n" in r.reason:
