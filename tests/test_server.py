@@ -395,3 +395,21 @@ def test_handler_sees_client_and_server_addresses(tmp_path):
             s.connect(path)
             s.sendall(b"GET /who HTTP/1.1\r\n" + H + b"\r\n")
             assert read_response(s.makefile("rb"))[2].decode() == repr(("", path))
+
+
+def test_headers_look_up_by_name_ignoring_case():
+    app = fastloop.App()
+    seen = {}
+
+    @app.route("/h")
+    def h(request):
+        hs = request.headers
+        seen.update(first=hs.get("X-Multi"), all=hs.getall("x-MULTI"), has="HOST" in hs,
+                    item=hs["host"], missing=hs.get("nope", "-"), pairs=list(hs))
+        return "ok"
+
+    with running_server(app) as srv:
+        raw_request(srv.port, b"GET /h HTTP/1.1\r\nHost: t\r\nX-Multi: 1\r\nx-multi: 2\r\n"
+                    b"Connection: close\r\n\r\n")
+    assert seen == {"first": "1", "all": ["1", "2"], "has": True, "item": "t", "missing": "-",
+                    "pairs": [("host", "t"), ("x-multi", "1"), ("x-multi", "2"), ("connection", "close")]}

@@ -19,7 +19,7 @@ cdef class Request:
     cdef readonly bint keep_alive
     cdef int minor
     cdef bytes _head
-    cdef list _headers
+    cdef object _headers
     cdef int _fd                  # the connection's socket while the handler runs, else -1
     cdef object _client
     cdef object _server
@@ -88,10 +88,11 @@ cdef class Request:
 
     @property
     def headers(self):
-        """[(name, value), ...] in arrival order; names lower-cased, repeats kept."""
+        """The header fields as Headers: (name, value) pairs in arrival order, names
+        lower-cased, repeats kept; get(name) / getall(name) / name in headers ignore case."""
         if self._headers is None:
             # The C parser already validated every line, so a plain split is exact here.
-            out = []
+            out = Headers()
             for line in self._head.split(b"\r\n")[1:]:
                 if line:
                     name, _, value = line.partition(b":")
@@ -101,11 +102,7 @@ cdef class Request:
 
     def header(self, str name, default=None):
         """The first value of header name (case-insensitive), or default."""
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return default
+        return self.headers.get(name, default)
 
     def __repr__(self):
         return f"<Request {self.method} {self.path}{'?' if self.query else ''}{self.query}>"
@@ -142,3 +139,40 @@ cdef Request make_request(const char *p, fl_conn *c, uint32_t body_len):
     r._head = PyBytes_FromStringAndSize(p, c.head_len - 4)
     r._body = PyBytes_FromStringAndSize(p + c.head_len, body_len) if body_len else b""
     return r
+
+
+class Headers(list):
+    """A request's header fields: a list of (name, value) pairs, names lower-cased, in order,
+    repeats kept, with lookups by name that ignore case."""
+
+    def get(self, name, default=None):
+        """The first value of name, or default."""
+        name = name.lower()
+        for n, v in self:
+            if n == name:
+                return v
+        return default
+
+    def getall(self, name):
+        """Every value of name, in order (e.g. several Cookie or X-Forwarded-For lines)."""
+        name = name.lower()
+        return [v for n, v in self if n == name]
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            value = self.get(key)
+            if value is None:
+                raise KeyError(key)
+            return value
+        return list.__getitem__(self, key)
+
+    def __contains__(self, item):
+        if isinstance(item, str):
+            return self.get(item) is not None
+        return list.__contains__(self, item)
+
+    def keys(self):
+        return [n for n, _ in self]
+
+    def items(self):
+        return list(self)
