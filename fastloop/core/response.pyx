@@ -6,6 +6,7 @@ from http import HTTPStatus as _HTTPStatus
 from json import dumps as _json_dumps
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EINTR, errno
 
 
 DEFAULT_TIMEOUTS = {
@@ -118,6 +119,9 @@ cdef class Response:
 cdef Response NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
 cdef Response SERVER_ERROR = Response(b"Internal Server Error", 500, content_type="text/plain")
 
+cdef enum:
+    FL_DIRECT_SEND = 65536  # bodies from this size are sent from their bytes object, not copied
+
 cdef bytes OCTETS = b"application/octet-stream"
 cdef bytes TEXT = b"text/plain; charset=utf-8"
 cdef bytes JSON = b"application/json"
@@ -219,6 +223,8 @@ cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
     cdef object body, length = None
     cdef bint send_body, chunked = False
     cdef int64_t file_off = 0, file_len = 0
+    cdef size_t sent
+    cdef const char *data
     if (c.flags & CONN_F_STREAM) and c.body_left:
         flags &= ~FL_REQ_KEEP_ALIVE  # part of the body was not read: close after answering
     if isinstance(result, Response):
@@ -274,7 +280,8 @@ cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
     ch = w.conn_header(flags)
     chlen = strlen(ch)
     if w.conn_reserve(c, len(head) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(ctype) + 40
-                      + len(framing) + len(extra) + chlen + 2 + blen) < 0:
+                      + len(framing) + len(extra) + chlen + 2
+                      + (blen if blen < FL_DIRECT_SEND else 0)) < 0:
         return
     put_bytes(w, c, head)
     put_bytes(w, c, SERVER)
@@ -292,13 +299,41 @@ cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
     w.put_raw(c, ch, chlen)
     w.put_raw(c, b"\r\n", 2)
     if kind == BODY_BYTES:
-        w.put_raw(c, body, blen)
+        if blen < FL_DIRECT_SEND:
+            w.put_raw(c, body, blen)
+        else:
+            sent = send_direct(w, c, body, blen)
+            if c.fd >= 0 and sent < blen:
+                data = <const char *>body  # SAFETY: body lives through this call
+                w.conn_put(c, data + sent, blen - sent)
     elif not send_body:
         close_body(body)
     elif kind == BODY_FILE:
         send_file(w, c, body, file_off, file_len)
     else:
         send_pieces(w, c, body, chunked, length)
+
+
+cdef size_t send_direct(Worker w, fl_conn *c, bytes body, size_t n):
+    """Sends what it can of a large body straight from the bytes object, after the head, if
+    the socket takes it now; returns the bytes sent. The rest is copied into the output as
+    usual: no copy (and no large buffer) for the common case, and never a blocked thread."""
+    cdef const char *p = body
+    cdef size_t sent = 0
+    cdef ssize_t r
+    # SAFETY: body is referenced by the caller for the whole call; sends are non-blocking.
+    with nogil:
+        if w.conn_flush(c) == 0 and c.wsent == c.wlen:
+            while sent < n:
+                r = send(c.fd, p + sent, n - sent, MSG_NOSIGNAL)
+                if r > 0:
+                    sent += <size_t>r
+                    w.counters.bytes_out += <uint64_t>r
+                elif r < 0 and errno == EINTR:
+                    continue
+                else:
+                    break  # EAGAIN: the rest waits in the output; an error shows at the next flush
+    return sent
 
 
 cdef void close_body(object body):
