@@ -1,6 +1,6 @@
 """fastloop bench against wrk: the request rate each drives from one core.
 
-The same fastloop static server (benchmarks/fastloop_static_server.py) is pinned to
+The same fastloop static server (benchmarks/fastloop_hello_server.py) is pinned to
 --server-core; `wrk -t1` and `fastloop bench -t1` take turns on --client-core with the same
 connections and duration, --rounds times each, in two scenarios:
 
@@ -66,7 +66,7 @@ def main() -> int:
         print("bench_vs_wrk: wrk is not installed", file=sys.stderr)
         return 2
     port = h.free_port()
-    server_cmd = [sys.executable, str(HERE / "fastloop_static_server.py"), str(port),
+    server_cmd = [sys.executable, str(HERE / "fastloop_hello_server.py"), str(port),
                   "--threads", str(args.workers)]
     url = f"http://127.0.0.1:{port}/"
     results: dict = {}

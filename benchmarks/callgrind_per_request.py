@@ -10,8 +10,8 @@ imports, bind, shutdown -- is the same in both runs and cancels:
 
 Servers (each alone in its process, at most one running at a time):
   baseline         baseline/epoll_server.c, the syscalls-plus-memmem floor
-  fastloop-static  fastloop_static_server.py: app.static("/"), answered in C
-  fastloop-py      fastloop_py_server.py: @app.route("/") returning a Response
+  fastloop-static  fastloop_hello_server.py: app.static("/"), answered in C
+  fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
 Modes:
   keepalive        one request at a time on each of --connections connections
   pipelined        --pipeline requests in flight on each connection
@@ -69,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVERS = ("baseline", "fastloop-static", "fastloop-py")
 MODES = ("keepalive", "pipelined")
-SCRIPTS = {"fastloop-static": "fastloop_static_server.py", "fastloop-py": "fastloop_py_server.py"}
+FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"]}  # fastloop_hello_server.py
 CORE_SO = ROOT / "fastloop" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))
 # A fixed string hash: with a random one (the default), the same dict lookups at startup
 # probe more or fewer slots from run to run, about 0.5M instructions of difference between
@@ -86,8 +86,8 @@ def server_command(name: str, port: int, out_file: Path, args: argparse.Namespac
     else:
         # sys.executable, not "python": a launcher script (a pyenv shim, say) would exec
         # the interpreter, and valgrind stops counting at an exec it does not trace.
-        target = [sys.executable, str(HERE / SCRIPTS[name]), str(port),
-                  "--threads", str(args.workers)]
+        target = [sys.executable, str(HERE / "fastloop_hello_server.py"), str(port),
+                  "--threads", str(args.workers), *FASTLOOP_ARGS[name]]
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *target]
 
 

@@ -55,7 +55,7 @@ def fastloop_problem() -> str | None:
 def server_command(name: str, port: int, args: argparse.Namespace) -> list[str]:
     if name == "baseline":
         return [str(build_baseline()), str(port)]
-    script = HERE / "fastloop_static_server.py"
+    script = HERE / "fastloop_hello_server.py"
     return [sys.executable, str(script), str(port), "--threads", str(args.workers)]
 
 

@@ -1,12 +1,13 @@
-"""fastloop serving one Python route, the handler counterpart of fastloop_static_server.py.
+"""fastloop answering GET / with "Hello, World!", the counterpart of baseline/epoll_server.c.
 
-Usage: python benchmarks/fastloop_py_server.py PORT [--threads N]
+Usage: python benchmarks/fastloop_hello_server.py PORT [--threads N] [--python]
 
 Binds 127.0.0.1:PORT (0 picks a free port), prints "listening on PORT" once
-the socket accepts, and serves GET / from a Python handler that returns
-Response(b"Hello, World!", content_type="text/plain") -- the same bytes as the
-static route, so the two differ only in who builds the answer -- until SIGINT or
-SIGTERM; then it stops the server and prints its stats to stderr.
+the socket accepts, and serves GET / -> "Hello, World!" (text/plain) until
+SIGINT or SIGTERM; then it stops the server and prints its stats to stderr.
+The answer comes from a static route (built in C), or with --python from a
+handler returning Response(b"Hello, World!", content_type="text/plain"): the
+same bytes, so the two differ only in who builds the answer.
 """
 
 from __future__ import annotations
@@ -28,18 +29,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--python", action="store_true", help="answer from a Python handler")
     args = parser.parse_args()
 
     app = fastloop.App()
-
-    @app.route("/")
-    def hello(request: object) -> fastloop.Response:
-        return fastloop.Response(BODY, content_type="text/plain")
-
+    if args.python:
+        @app.route("/")
+        def hello(request: object) -> fastloop.Response:
+            return fastloop.Response(BODY, content_type="text/plain")
+    else:
+        app.static("/", BODY, content_type="text/plain")
     srv = fastloop.Server(app, host="127.0.0.1", port=args.port, threads=args.threads)
 
-    # As in fastloop_static_server.py: block the stop signals before start() creates
-    # worker threads, so they inherit the mask and sigwait() below receives them.
+    # Block the stop signals before start() creates worker threads, so they
+    # inherit the mask and sigwait() below, in this thread, receives them.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     srv.start()
