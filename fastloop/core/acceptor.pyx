@@ -21,13 +21,6 @@ cdef class Acceptor(Loop):
     def __dealloc__(self):
         free(self.inboxes)
 
-    def run(self):
-        cdef int rc
-        with nogil:
-            rc = self.loop()
-        if rc < 0:
-            raise_errno(-rc, "poller wait")
-
     cdef int loop(self) noexcept nogil:
         cdef fl_event events[64]
         cdef int n, i, fd

@@ -37,6 +37,18 @@ cdef class Loop:
         if rc < 0:
             raise_errno(-rc, "open reserve descriptor")
 
+    def run(self):
+        """Runs the loop on the calling thread, the GIL released, until stop() and (for a
+        Worker) every connection is closed. Meant for a thread of its own (Server does that)."""
+        cdef int rc
+        with nogil:
+            rc = self.loop()
+        if rc < 0:
+            raise_errno(-rc, "poller wait")
+
+    cdef int loop(self) noexcept nogil:
+        return 0  # Worker and Acceptor each have theirs
+
     def stop(self, double timeout):
         """Thread-safe: asks the loop to stop accepting and to finish within timeout seconds."""
         if not self.poller_open:

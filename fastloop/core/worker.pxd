@@ -54,6 +54,7 @@ cdef class Loop:
     cdef readonly int index
     cdef object __weakref__
 
+    cdef int loop(self) noexcept nogil
     cdef int accept_one(self) noexcept nogil
     cdef void close_listener(self) noexcept nogil
     cdef void count_errno(self, uint64_t *table, int err) noexcept nogil

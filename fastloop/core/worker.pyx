@@ -136,14 +136,6 @@ cdef class Worker(Loop):
             pthread_mutex_destroy(&self.inbox.lock)
             free(self.inbox)
 
-    def run(self):
-        """Runs the loop on the calling thread until stop() and every connection is closed."""
-        cdef int rc
-        with nogil:
-            rc = self.loop()
-        if rc < 0:
-            raise_errno(-rc, "poller wait")
-
     # ---- the loop -------------------------------------------------------------------------
 
     cdef int loop(self) noexcept nogil:
