@@ -1,4 +1,4 @@
-"""The access log: one gunicorn-style line per request that Python answers.
+"""The access log: one gunicorn-style line per request.
 
     127.0.0.1 - - [29/Nov/2026:12:28:06 +0000] "GET /users/7?x=1 HTTP/1.1" 200 13 "-" "curl/8.5.0"
 
@@ -7,7 +7,8 @@ bytes; referer; user agent).
 
 It works by wrapping an App: the wrapper's routes are the app's routes with each handler
 wrapped, taken when the wrapper is built (so build it after the routes are registered).
-Static routes stay in C and are not logged: logging them would need the GIL per request.
+With the log on, static routes are answered by their Python twin (App.static registers both),
+so they are logged too: logging needs the GIL per request anyway.
 """
 
 from __future__ import annotations
@@ -60,13 +61,13 @@ def _logged(handler: Callable) -> Callable:
 
 
 class AccessLogApp(App):
-    """app, with every request answered in Python written to the "fastloop.access" logger
-    at INFO (404s and 405s included)."""
+    """app, with every request written to the "fastloop.access" logger at INFO (static
+    routes, 404s and 405s included)."""
 
     def __init__(self, app: App) -> None:
         super().__init__()
         self.inner = app
-        self._statics = app._statics
+        self._statics = {}  # so C hands every request to Python, where it is logged
         self._stream_paths = app._stream_paths
         self._routes = {path: (_logged(handler), methods)
                         for path, (handler, methods) in app._routes.items()}

@@ -79,8 +79,8 @@ class Config:
                                               "per worker, so they do not all restart at once",
                                               "N")
     # ---- logging
-    access_log: bool = _setting(False, "log every request answered by Python, gunicorn-style "
-                                "(static routes answered in C are not logged)")
+    access_log: bool = _setting(False, "log every request, gunicorn-style (static routes are "
+                                "then answered from Python, so they are logged too)")
     log_level: str = _setting("info", "level of the error log", choices=LOG_LEVELS)
     # ---- the application
     interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "

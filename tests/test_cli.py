@@ -1,6 +1,7 @@
 """`fastloop serve` and fastloop.run: flags, FASTLOOP_* defaults, loading APP, and one server
 process end to end (TCP, Unix socket, inherited descriptor, access log)."""
 
+import logging
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 import serve_apps
-from helpers import env_importing_this_fastloop
+from helpers import env_importing_this_fastloop, running_server
 from serving import HERE, ServeProcess, get
 
 import fastloop
@@ -99,9 +100,18 @@ def test_load_errors_say_what_is_wrong(spec, config, error):
         load_app(spec, config)
 
 
-def test_access_log_wraps_the_app():
+def test_access_log_wraps_the_app_and_logs_static_routes_too(caplog):
     logged = as_app(serve_apps.app, Config(access_log=True))
-    assert logged is not serve_apps.app and logged._statics is serve_apps.app._statics
+    assert logged is not serve_apps.app and logged._statics == {}  # C hands everything over
+    caplog.set_level(logging.INFO, logger="fastloop.access")
+    with running_server(logged) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /?x=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: t/1\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"static\n")
+    assert '"GET /?x=1 HTTP/1.1" 200 7 "-" "t/1"' in caplog.text
 
 
 # ---- one server process, end to end ---------------------------------------------------------
