@@ -4,8 +4,10 @@ try:
     from . import _core  # noqa: F401 (imported to check that the extension loads)
 except ImportError as exc:  # never fall back to a pure-Python stand-in
     raise ImportError(
-        "fastloop's compiled core (fastloop._core) is missing or broken; "
-        "install with `pip install .` so the extension is built"
+        "fastloop's compiled core (fastloop._core) is missing or broken. Install with "
+        "`pip install .`, which builds it; inside the source folder, `python -m` finds the "
+        "unbuilt sources first: use the installed `fastloop` command, or build in place with "
+        "`python setup.py build_ext --inplace`"
     ) from exc
 
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, POLLER, Request, Response
