@@ -99,6 +99,16 @@ cdef uint64_t fb_hist_percentile(const fb_hist *h, double p) noexcept nogil:
     return h.max
 
 
+
+cdef inline bint fb_skip_body(fb_conn *c) noexcept nogil:
+    """Skips what arrived of the body (or chunk) c is in: True while more of it is to come."""
+    cdef uint64_t take = c.rlen - c.rpos
+    if take > <uint64_t>c.body_left:
+        take = <uint64_t>c.body_left
+    c.rpos += <uint32_t>take
+    c.body_left -= <int64_t>take
+    return c.body_left > 0
+
 cdef class LatencyHistogram:
     """Latencies in ns, with three significant digits (see bench.pxd). Filled by the client
     loops without the GIL; merged and read from Python once a run is over."""
@@ -599,7 +609,7 @@ cdef class BenchLoop:
         """Consumes c.rbuf[rpos..rlen): completes responses, skips bodies. Returns 0 to read
         on, -1 when the connection was closed or replaced (the caller must not touch it)."""
         cdef int64_t end
-        cdef uint64_t take, size
+        cdef uint64_t size
         cdef uint32_t i
         cdef int rc, d
         cdef char ch
@@ -620,12 +630,7 @@ cdef class BenchLoop:
                 c.rpos = <uint32_t>end + 4
                 c.scanned = c.rpos
             elif c.rstate == FB_R_BODY:
-                take = c.rlen - c.rpos
-                if take > <uint64_t>c.body_left:
-                    take = <uint64_t>c.body_left
-                c.rpos += <uint32_t>take
-                c.body_left -= <int64_t>take
-                if c.body_left > 0:
+                if fb_skip_body(c):
                     return 0
                 if self.complete(c) < 0:
                     return -1
@@ -664,12 +669,7 @@ cdef class BenchLoop:
                     c.body_left = <int64_t>size
                     c.rstate = FB_R_CHUNK_DATA
             elif c.rstate == FB_R_CHUNK_DATA:
-                take = c.rlen - c.rpos
-                if take > <uint64_t>c.body_left:
-                    take = <uint64_t>c.body_left
-                c.rpos += <uint32_t>take
-                c.body_left -= <int64_t>take
-                if c.body_left > 0:
+                if fb_skip_body(c):
                     return 0
                 c.rstate = FB_R_CHUNK_END
             elif c.rstate == FB_R_CHUNK_END:

@@ -48,6 +48,29 @@ cdef const char *CONN_CLOSE = b"Connection: close\r\n"
 cdef const char *CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 
+cdef int fl_match_path(const fl_static *routes, int n, const char *p, fl_span path) noexcept nogil:
+    """Index of the route whose path is p's span, or -1."""
+    cdef int i
+    for i in range(n):
+        if routes[i].path_len == path.len and memcmp(routes[i].path, p + path.off, path.len) == 0:
+            return i
+    return -1
+
+
+cdef inline size_t fl_error_len(const fl_static *s) noexcept nogil:
+    return s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len
+
+
+cdef size_t fl_put_error(char *out, const fl_static *s, const char *date_line) noexcept nogil:
+    """Writes the prebuilt error answer s, with the Date line, at out (fl_error_len(s) bytes
+    of room); returns its length."""
+    memcpy(out, s.head, s.head_len)
+    memcpy(out + s.head_len, date_line, FL_DATE_LINE_LEN)
+    memcpy(out + s.head_len + FL_DATE_LINE_LEN, b"\r\n", 2)
+    memcpy(out + s.head_len + FL_DATE_LINE_LEN + 2, s.body, s.body_len)
+    return fl_error_len(s)
+
+
 cdef inline uint64_t fl_token(fl_conn *c) noexcept nogil:
     return (<uint64_t>c.gen << 32) | c.slot
 
@@ -307,17 +330,8 @@ cdef class Worker(Loop):
         """Over limit_concurrency: one best-effort 503, then close (counted as a rejection)."""
         cdef char buf[512]
         cdef fl_static *s = &fl_error_responses[fl_status_index(503)]
-        cdef size_t n = 0
-        if s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len <= sizeof(buf):
-            memcpy(buf, s.head, s.head_len)
-            n = s.head_len
-            memcpy(buf + n, self.date_line, FL_DATE_LINE_LEN)
-            n += FL_DATE_LINE_LEN
-            memcpy(buf + n, b"\r\n", 2)
-            n += 2
-            memcpy(buf + n, s.body, s.body_len)
-            n += s.body_len
-            send(fd, buf, n, MSG_NOSIGNAL)
+        if fl_error_len(s) <= sizeof(buf):
+            send(fd, buf, fl_put_error(buf, s, self.date_line), MSG_NOSIGNAL)
             shutdown(fd, SHUT_WR)
             # Whatever the client already sent would turn the close into a reset that can
             # destroy the 503 in flight: swallow what is there (without waiting for more).
@@ -455,10 +469,9 @@ cdef class Worker(Loop):
         cdef char *p
         cdef uint32_t avail
         cdef Py_ssize_t end
-        cdef int rc, i
+        cdef int rc
         cdef int64_t cl
         cdef bint complete
-        cdef fl_static *s
         while True:
             if c.flags & CONN_F_CLOSE_AFTER:
                 return FL_PROC_STOP
@@ -498,20 +511,13 @@ cdef class Worker(Loop):
                     c.req_len = <uint32_t>(end + cl)
                 c.route = -1
                 if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
-                    for i in range(self.nstatics):
-                        s = &self.statics[i]
-                        if s.path_len == self.req.path.len and memcmp(s.path, p + self.req.path.off, s.path_len) == 0:
-                            c.route = i
-                            break
-                if c.route < 0:
-                    for i in range(self.nstreams):
-                        s = &self.streams[i]
-                        if s.path_len == self.req.path.len and memcmp(s.path, p + self.req.path.off, s.path_len) == 0:
-                            # A streaming route: its handler runs now and reads the body as it
-                            # arrives (Request.stream), instead of after all of it is buffered.
-                            c.flags |= CONN_F_STREAM
-                            c.state = CONN_IN_HANDLER
-                            return FL_PROC_PY
+                    c.route = fl_match_path(self.statics, self.nstatics, p, self.req.path)
+                if c.route < 0 and fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
+                    # A streaming route: its handler runs now and reads the body as it arrives
+                    # (Request.stream), instead of after all of it is buffered.
+                    c.flags |= CONN_F_STREAM
+                    c.state = CONN_IN_HANDLER
+                    return FL_PROC_PY
                 c.state = CONN_READ_BODY
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
@@ -583,12 +589,9 @@ cdef class Worker(Loop):
         c.rpos = c.rlen = c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
-        if self.conn_reserve(c, s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len) < 0:
+        if self.conn_reserve(c, fl_error_len(s)) < 0:
             return
-        self.put_raw(c, s.head, s.head_len)
-        self.put_raw(c, self.date_line, FL_DATE_LINE_LEN)
-        self.put_raw(c, b"\r\n", 2)
-        self.put_raw(c, s.body, s.body_len)
+        c.wlen += fl_put_error(c.wbuf + c.wlen, s, self.date_line)
 
     cdef int conn_flush(self, fl_conn *c) noexcept nogil:
         """Sends buffered output until done or EAGAIN. Returns -1 if the connection closed."""
