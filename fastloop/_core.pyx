@@ -9,6 +9,7 @@ log = logging.getLogger("fastloop")
 include "core/errors.pyx"
 include "core/poller.pyx"
 include "core/http.pyx"
+include "core/answer.pyx"
 include "core/response.pyx"
 include "core/request.pyx"
 include "core/loop.pyx"

@@ -149,7 +149,9 @@ class _Answer:
             if lower == "content-type":
                 content_type = value
             elif lower == "content-length":
-                declared = int(value) if value.strip().isdigit() else -1
+                text = value.strip(" \t")
+                # ASCII digits only: str.isdigit() also takes other scripts' digits.
+                declared = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
             elif lower not in _DROPPED_HEADERS:
                 headers.append((name, value))
         length: Optional[int] = None

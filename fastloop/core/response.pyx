@@ -1,9 +1,9 @@
-# The answers of Python handlers, written into the connection's output with the GIL held;
-# and the prebuilt answers C sends by itself (errors, static routes).
+# The answers of Python handlers, written into the connection's output with the GIL held
+# (what to write was decided by plan_answer, answer.pyx); and the prebuilt answers C sends by
+# itself (errors, static routes).
 
 import os as _os
 from http import HTTPStatus as _HTTPStatus
-from json import dumps as _json_dumps
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EINTR, errno
@@ -34,15 +34,6 @@ cdef int fl_status_index(int status) noexcept nogil:
     return 7
 
 
-cdef bytes status_line(int status):
-    try:
-        phrase = _HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Unknown"
-    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
-
-
-cdef dict STATUS_LINES = {s.value: status_line(s.value) for s in _HTTPStatus}
 cdef bytes SERVER = b"Server: fastloop\r\n"
 
 cdef fl_static fl_error_responses[FL_NSTATUS]
@@ -73,64 +64,11 @@ def static_response_head(int status, str content_type, headers, Py_ssize_t body_
         b"Content-Length: %d\r\n" % body_len + encode_headers(headers)
 
 
-cdef bytes encode_headers(headers):
-    if not headers:
-        return b""
-    if hasattr(headers, "items"):
-        headers = headers.items()
-    parts = []
-    for name, value in headers:
-        line = f"{name}: {value}"
-        if "\r" in line or "\n" in line or ":" in str(name):
-            raise ValueError(f"invalid response header {name!r}")  # header injection
-        parts.append(line.encode("latin-1") + b"\r\n")
-    return b"".join(parts)
-
-
-cdef class Response:
-    """An answer: a status, headers and a body, with its content type.
-
-    body: bytes-like; str (sent as UTF-8, text/plain by default); a dict or list (sent as JSON,
-    application/json); a binary file object (sent with sendfile from its current position); or
-    any other iterable of bytes/str pieces, streamed as they come (chunked, or as is when
-    content_length is given). A handler may also return bytes, str, a dict or a list directly.
-    content_type: None for the body's default, "" for no Content-Type header.
-    reason: the status line's phrase, if not the standard one.
-    content_length: the length to announce when it is known but not the body's own, e.g. for
-    an iterable, or for HEAD answers whose body is left out."""
-
-    cdef public object body
-    cdef public int status
-    cdef public object headers
-    cdef public str content_type
-    cdef public str reason
-    cdef public object content_length
-
-    def __init__(self, body=b"", int status=200, headers=None, content_type=None, reason=None,
-                 content_length=None):
-        self.body = body
-        self.status = status
-        self.headers = headers
-        self.content_type = content_type
-        self.reason = reason
-        self.content_length = content_length
-
-
 cdef Response NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
 cdef Response SERVER_ERROR = Response(b"Internal Server Error", 500, content_type="text/plain")
 
 cdef enum:
     FL_DIRECT_SEND = 65536  # bodies from this size are sent from their bytes object, not copied
-
-cdef bytes OCTETS = b"application/octet-stream"
-cdef bytes TEXT = b"text/plain; charset=utf-8"
-cdef bytes JSON = b"application/json"
-
-# How a body goes out
-cdef enum:
-    BODY_BYTES = 0
-    BODY_FILE = 1
-    BODY_ITER = 2
 
 
 cdef object call_handler(Worker w, Request request):
@@ -155,45 +93,16 @@ cdef object call_handler(Worker w, Request request):
 
 cdef void respond(Worker w, fl_conn *c, Request request, int flags) except *:
     """Runs the handler for request and appends its answer to c's output."""
+    cdef Answer a
     result = call_handler(w, request)
     try:
-        emit(w, c, result, flags)
+        a = plan_answer(result, flags)
     except Exception:
+        # Nothing of it is written yet: the client gets a clean 500 instead.
         log.exception("fastloop: handler for %s %s returned an invalid answer", request.method, request.path)
-        emit(w, c, SERVER_ERROR, flags)
-
-
-cdef tuple body_of(object body, bytes ctype):
-    """(kind, bytes or the object, default content type) for a body."""
-    if isinstance(body, bytes):
-        return BODY_BYTES, body, ctype or OCTETS
-    if isinstance(body, str):
-        return BODY_BYTES, (<str>body).encode("utf-8"), ctype or TEXT
-    if isinstance(body, (dict, list)):
-        return BODY_BYTES, _json_dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), ctype or JSON
-    if isinstance(body, (bytearray, memoryview)):
-        return BODY_BYTES, bytes(body), ctype or OCTETS
-    if body is None:
-        return BODY_BYTES, b"", ctype or OCTETS
-    if hasattr(body, "fileno") and hasattr(body, "seek"):
-        return BODY_FILE, body, ctype or OCTETS
-    if hasattr(body, "__iter__"):
-        return BODY_ITER, body, ctype or OCTETS
-    raise TypeError(f"cannot send a body of type {type(body).__name__}")
-
-
-cdef dict CTYPES = {}  # content type -> its encoded header value, for the few an app uses
-
-
-cdef bytes content_type_bytes(str content_type):
-    cdef bytes value = CTYPES.get(content_type)
-    if value is None:
-        if "\r" in content_type or "\n" in content_type:
-            raise ValueError(f"invalid content type {content_type!r}")  # header injection
-        value = content_type.encode("latin-1")
-        if len(CTYPES) < 256:
-            CTYPES[content_type] = value
-    return value
+        close_body(getattr(result, "body", None))
+        a = plan_answer(SERVER_ERROR, flags)
+    emit(w, c, a, flags)
 
 
 cdef inline void put_bytes(Worker w, fl_conn *c, bytes b):
@@ -213,105 +122,58 @@ cdef void put_decimal(Worker w, fl_conn *c, uint64_t n):
     w.put_raw(c, digits + i, 24 - i)
 
 
-cdef void emit(Worker w, fl_conn *c, result, int flags) except *:
-    """Appends the answer to c's output; a file or an iterable body is then sent at once,
-    blocking this thread while the client reads (as a synchronous WSGI worker does)."""
-    cdef int status = 200, kind
-    cdef bytes ctype = b"", extra = b"", head, framing = b""
+cdef void emit(Worker w, fl_conn *c, Answer a, int flags) except *:
+    """Appends answer a to c's output; a file or an iterable body is then sent at once,
+    blocking this thread while the client reads (as a synchronous WSGI worker does).
+    Every check was made by plan_answer: nothing here can fail half way through the head."""
     cdef const char *ch
     cdef size_t chlen, blen = 0
-    cdef object body, length = None
-    cdef bint send_body, chunked = False
-    cdef int64_t file_off = 0, file_len = 0
     cdef size_t sent
     cdef const char *data
-    if (c.flags & CONN_F_STREAM) and c.body_left:
-        flags &= ~FL_REQ_KEEP_ALIVE  # part of the body was not read: close after answering
-    if isinstance(result, Response):
-        r = <Response>result
-        status = r.status
-        if r.content_type is not None:
-            ctype = content_type_bytes(r.content_type)
-        if type(r.body) is bytes:  # the common case, without the general dispatch
-            kind = BODY_BYTES
-            body = r.body
-            if r.content_type is None:
-                ctype = OCTETS
-        else:
-            kind, body, default_ctype = body_of(r.body, ctype)
-            if r.content_type is None:
-                ctype = default_ctype
-        if r.headers:
-            extra = encode_headers(r.headers)
-        length = r.content_length
-        if r.reason is not None:
-            if "\r" in r.reason or "\n" in r.reason:
-                raise ValueError("invalid reason phrase")
-            head = f"HTTP/1.1 {status} {r.reason}\r\n".encode("latin-1")
-        else:
-            head = STATUS_LINES.get(status) or status_line(status)
-    else:
-        kind, body, ctype = body_of(result, b"")
-        head = STATUS_LINES[200]
-    if status < 100 or status > 999:
-        raise ValueError(f"invalid status {status}")
-    # RFC 9110 6.4.1: no body for HEAD, 1xx, 204 and 304; 204 and 1xx carry no Content-Length.
-    send_body = not ((flags & FL_REQ_HEAD) or status < 200 or status == 204 or status == 304)
-    if kind == BODY_BYTES:
-        blen = len(body) if send_body else 0
-        if length is None:
-            length = len(body)
-        elif send_body and length != len(body):
-            raise ValueError(f"content_length {length} but a body of {len(body)} bytes")
-    elif kind == BODY_FILE:
-        file_off = body.tell()
-        file_len = _os.fstat(body.fileno()).st_size - file_off
-        if length is None:
-            length = file_len
-        file_len = min(file_len, length)
-    elif length is None and send_body:
-        if flags & FL_REQ_HTTP10:
-            flags &= ~FL_REQ_KEEP_ALIVE  # no chunked coding in 1.0: the close ends the body
-        else:
-            chunked = True
-            framing = b"Transfer-Encoding: chunked\r\n"
-    if status < 200 or status == 204:
-        length = None
+    if a.close or ((c.flags & CONN_F_STREAM) and c.body_left):
+        # The answer ends with the connection, or part of a streamed body was not read.
+        flags &= ~FL_REQ_KEEP_ALIVE
+        c.req_flags &= ~FL_REQ_KEEP_ALIVE
+    if a.kind == BODY_BYTES and a.send_body:
+        blen = len(a.body)
     ch = w.conn_header(flags)
     chlen = strlen(ch)
-    if w.conn_reserve(c, len(head) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(ctype) + 40
-                      + len(framing) + len(extra) + chlen + 2
+    if w.conn_reserve(c, len(a.status_line) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(a.ctype) + 40
+                      + 28 + len(a.fields) + chlen + 2
                       + (blen if blen < FL_DIRECT_SEND else 0)) < 0:
         return
-    put_bytes(w, c, head)
-    put_bytes(w, c, SERVER)
-    w.put_raw(c, w.date_line, FL_DATE_LINE_LEN)
-    if ctype:
+    put_bytes(w, c, a.status_line)
+    if not a.own_server:
+        put_bytes(w, c, SERVER)
+    if not a.own_date:
+        w.put_raw(c, w.date_line, FL_DATE_LINE_LEN)
+    if a.ctype:
         w.put_raw(c, b"Content-Type: ", 14)
-        put_bytes(w, c, ctype)
+        put_bytes(w, c, a.ctype)
         w.put_raw(c, b"\r\n", 2)
-    if length is not None:
+    if a.length is not None:
         w.put_raw(c, b"Content-Length: ", 16)
-        put_decimal(w, c, <uint64_t>length)  # digits written here: no bytes % formatting
+        put_decimal(w, c, <uint64_t>a.length)  # digits written here: no bytes % formatting
         w.put_raw(c, b"\r\n", 2)
-    put_bytes(w, c, framing)
-    put_bytes(w, c, extra)
+    elif a.chunked:
+        w.put_raw(c, b"Transfer-Encoding: chunked\r\n", 28)
+    put_bytes(w, c, a.fields)
     w.put_raw(c, ch, chlen)
     w.put_raw(c, b"\r\n", 2)
-    if kind == BODY_BYTES:
+    if a.kind == BODY_BYTES:
         if blen < FL_DIRECT_SEND:
-            w.put_raw(c, body, blen)
+            w.put_raw(c, a.body, blen)
         else:
-            sent = send_direct(w, c, body, blen)
+            sent = send_direct(w, c, a.body, blen)
             if c.fd >= 0 and sent < blen:
-                data = <const char *>body  # SAFETY: body lives through this call
+                data = <const char *>a.body  # SAFETY: a holds the body through this call
                 w.conn_put(c, data + sent, blen - sent)
-    elif not send_body:
-        close_body(body)
-    elif kind == BODY_FILE:
-        send_file(w, c, body, file_off, file_len)
+    elif not a.send_body:
+        close_body(a.body)
+    elif a.kind == BODY_FILE:
+        send_file(w, c, a)
     else:
-        send_pieces(w, c, body, chunked, length)
+        send_pieces(w, c, a.body, a.chunked, a.length)
 
 
 cdef size_t send_direct(Worker w, fl_conn *c, bytes body, size_t n):
@@ -351,16 +213,23 @@ cdef void abort_answer(fl_conn *c, str what, object error):
     c.flags &= ~CONN_F_LINGER
 
 
-cdef void send_file(Worker w, fl_conn *c, object body, int64_t off, int64_t count) except *:
+cdef void send_file(Worker w, fl_conn *c, Answer a) except *:
+    """Sends a's file from its position, as much as the announced length. A file shorter than
+    that cuts the connection once its end is sent: the client must not take the next answer
+    for the rest of this body."""
     cdef int rc
-    cdef int fd = body.fileno()
+    cdef int fd
+    cdef int64_t count = min(a.file_len, <int64_t>a.length)
     try:
+        fd = a.body.fileno()
         with nogil:
-            rc = w.conn_sendfile_blocking(c, fd, off, count)
+            rc = w.conn_sendfile_blocking(c, fd, a.file_off, count)
         if rc < 0:
             abort_answer(c, "sending a file", OSError(-rc, _os.strerror(-rc)))
+        elif count < a.length:
+            abort_answer(c, "sending a file", f"{count} bytes, shorter than its content_length {a.length}")
     finally:
-        close_body(body)
+        close_body(a.body)
 
 
 cdef void send_pieces(Worker w, fl_conn *c, object body, bint chunked, object length) except *:
@@ -369,12 +238,10 @@ cdef void send_pieces(Worker w, fl_conn *c, object body, bint chunked, object le
     cdef int rc
     cdef Py_ssize_t n
     cdef uint64_t sent = 0
+    cdef bytes piece
     try:
-        for piece in body:
-            if isinstance(piece, str):
-                piece = (<str>piece).encode("utf-8")
-            elif not isinstance(piece, bytes):
-                piece = bytes(piece)
+        for item in body:
+            piece = piece_bytes(item)
             n = len(piece)
             if n == 0:
                 continue
