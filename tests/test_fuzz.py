@@ -1,5 +1,6 @@
-"""A short run of the atheris harness (fuzz/fuzz_http.py) over the request-head parser and
-the chunked decoder, plus the regressions fuzzing and fault testing found. The long run is in
+"""Short runs of the atheris harnesses: fuzz/fuzz_http.py over the request-head parser and the
+chunked decoder, fuzz/fuzz_response.py over the framing of handler results on real sockets;
+plus the regressions fuzzing and fault testing found. The long run is in
 docs/reliability.md; without atheris (pip install atheris) the short run is skipped."""
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def test_short_fuzz_run(tmp_path):
             shutil.copy(tmp_path / name, kept)
     assert proc.returncode == 0 and not crashes, proc.stderr[-4000:]
     assert f"Done {RUNS} runs" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(FUZZ, "fuzz_response.py")),
+                    reason="fuzz/ is not beside these tests (installed tests only)")
+def test_short_response_fuzz_run(tmp_path):
+    pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
+    runs = 5000
+    proc = subprocess.run(
+        [sys.executable, os.path.join(FUZZ, "fuzz_response.py"), f"-runs={runs}",
+         "-max_total_time=60", f"-artifact_prefix={tmp_path}{os.sep}", "-seed=1"],
+        cwd=tmp_path, env=env_importing_this_fastloop(), capture_output=True, text=True, timeout=120)
+    crashes = [p.name for p in tmp_path.iterdir() if p.name.startswith("crash-")]
+    assert proc.returncode == 0 and not crashes, proc.stderr[-4000:]
+    assert f"Done {runs} runs" in proc.stderr, proc.stderr[-2000:]
 
 
 # ---- regressions ----------------------------------------------------------------------------
