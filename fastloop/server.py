@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from ._core import Acceptor, ConnLimit, Worker
+from ._core import Acceptor, ConnLimit, HandlerPool, Worker
 from .app import App
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
@@ -45,7 +45,8 @@ class Server:
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, threads: int = 1,
                  dispatch: str | None = None, backlog: int = 2048, uds: str | None = None,
                  limits: dict | None = None, timeouts: dict | None = None,
-                 limit_concurrency: int | None = None, sockets: list | None = None) -> None:
+                 limit_concurrency: int | None = None, sockets: list | None = None,
+                 handler_threads: int = 4) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         if sockets is not None:
@@ -74,6 +75,10 @@ class Server:
         self.limits = limits
         self.timeouts = timeouts
         self.limit_concurrency = limit_concurrency
+        if handler_threads < 1:
+            raise ValueError("handler_threads must be at least 1")
+        self.handler_threads = handler_threads
+        self._handlers: Any = None
         self._sockets = sockets
         self._close_lock = threading.Lock()
         self._closing = False
@@ -92,7 +97,8 @@ class Server:
         try:
             conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
             is_tcp = listeners[0].family != socket.AF_UNIX
-            self._workers = [Worker(i, self.app, is_tcp=is_tcp, limits=self.limits,
+            self._handlers = HandlerPool(self.app, self.handler_threads)
+            self._workers = [Worker(i, self.app, self._handlers, is_tcp=is_tcp, limits=self.limits,
                                     timeouts=self.timeouts, conn_limit=conn_limit)
                              for i in range(self.threads)]
             if self.dispatch == "reuseport":
@@ -105,6 +111,7 @@ class Server:
             for sock in listeners:
                 sock.close()
             raise
+        self._handlers.start()
         loops = self._workers + ([self._acceptor] if self._acceptor is not None else [])
         for loop in loops:
             name = "fastloop-acceptor" if loop is self._acceptor else f"fastloop-worker-{loop.index}"
@@ -127,6 +134,9 @@ class Server:
             t.join(timeout + 5.0)
             if t.is_alive():
                 log.error("fastloop: %s did not stop", t.name)
+        # The loops are done: their connections are closed and counted. A handler still
+        # running is left on its daemon thread; whatever it answers is dropped and counted.
+        self._handlers.stop(0.05)
         with self._close_lock:  # no stop_now() may wake a poller once it is closed
             self._closing = True
             if not any(t.is_alive() for t in self._threads):
@@ -203,6 +213,8 @@ class Server:
             merge(totals, {k: v for k, v in a.items() if k not in ("open", "accepted")})
             totals["accepted"] = a["accepted"]
             totals["open"] = totals.get("open", 0) + in_transit
+        if self._handlers is not None:
+            totals.update(self._handlers.stats())
         totals["workers"] = per_worker
         return totals
 

@@ -45,24 +45,10 @@ cdef class Acceptor(Loop):
 
     cdef void hand_off(self, int fd) noexcept nogil:
         cdef fl_inbox *box = self.inboxes[self.next_worker]
-        cdef bint was_empty
-        cdef void *p
         self.next_worker = (self.next_worker + 1) % self.ninboxes
-        pthread_mutex_lock(&box.lock)
-        if box.n == box.cap:
-            p = realloc(box.fds, (box.cap * 2 + 64) * sizeof(int))
-            if p == NULL:
-                pthread_mutex_unlock(&box.lock)
-                close(fd)
-                self.counters.closed += 1
-                self.count_errno(self.counters.io_errors, ENOMEM)
-                return
-            box.fds = <int *>p
-            box.cap = box.cap * 2 + 64
-        box.fds[box.n] = fd
-        box.n += 1
-        was_empty = box.n == 1
-        pthread_mutex_unlock(&box.lock)
+        if fl_inbox_push_fd(box, fd) < 0:
+            close(fd)
+            self.counters.closed += 1
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            return
         self.counters.handed_off += 1
-        if was_empty:
-            fl_poller_wake(box.poller)  # one wake-up per batch: the worker takes all at once

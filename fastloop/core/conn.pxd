@@ -7,7 +7,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 cdef enum:
     CONN_READ_HEAD = 0    # waiting for (the rest of) a request head; also an idle keep-alive
     CONN_READ_BODY = 1    # head complete, waiting for the rest of a Content-Length body
-    CONN_IN_HANDLER = 2   # a complete request waits for the Python phase of this loop turn
+    CONN_IN_HANDLER = 2   # a request is with a handler thread (c.job): nothing more is parsed
     CONN_CLOSING = 3      # last response sent, write side shut: input is discarded until EOF
 
 # Bits of fl_conn.flags
@@ -16,12 +16,13 @@ cdef enum:
     CONN_F_PEER_EOF = 2       # the client shut its write side
     CONN_F_PAUSED = 4         # unsent output above the high-water mark: stop reading requests
     CONN_F_CONTINUE_SENT = 8  # "100 Continue" already sent for the current request
-    CONN_F_QUEUED_PY = 16     # in this turn's Python batch
+    CONN_F_ANSWERED = 16      # the current job's answer has begun (no 100 Continue any more)
     CONN_F_NEW_REQUEST = 32   # a request completed: the header timer restarts for the next one
     CONN_F_LINGER = 64        # input may be left unread: shut down writing and drain before close
     CONN_F_STREAM = 128       # its handler reads the body as it arrives (a streaming route)
     CONN_F_USED = 256         # at least one request was answered (else: fresh, its first may be coming)
     CONN_F_READ_MORE = 512    # reading stopped short of EAGAIN (or an edge went unread): read again
+    CONN_F_BODY_FULL = 1024   # a streaming route's handler holds enough body: stop reading
 
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:
@@ -49,6 +50,13 @@ ctypedef struct fl_conn:
     uint32_t body_len         # its decoded body, which follows the head in rbuf
     fl_chunked chunked        # the decoder's state, for a chunked body
     uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
+    fl_job *job               # the request a handler thread has, while CONN_IN_HANDLER
+    fl_msg *outq              # answer messages waiting behind a file being sent, in order
+    fl_msg *outq_tail
+    int file_fd               # a file being sent with sendfile, or -1
+    int64_t file_off
+    int64_t file_left
+    int file_end              # MSG_F_END | END_* flags to apply once the file is sent, or 0
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
     fl_request_line line      # its method, path, query and version

@@ -79,6 +79,7 @@ cdef class Loop:
             "accepted": c.accepted, "closed": c.closed, "open": c.open,
             "handed_off": c.handed_off, "shed": c.shed, "requests": c.requests,
             "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "parse_errors": c.parse_errors,
+            "aborted": c.aborted, "late_answers": c.late,
             "rejected": {str(FL_STATUSES[i]): c.rejected[i] for i in range(FL_NSTATUS) if c.rejected[i]},
             "timeouts": {TIMER_NAMES[i]: c.timeouts[i] for i in range(1, FL_NTIMERS) if c.timeouts[i]},
             "accept_errors": errno_table(c.accept_errors),

@@ -1,12 +1,15 @@
-# The Request a Python handler gets, built from the connection buffer with the GIL held.
+# The Request a Python handler gets, built on its handler thread from the job the loop filled.
 #
-# It is built only when a handler needs it: method, path and query are decoded once, the head
-# and body are copied once, and headers, query arguments and addresses are worked out only if
-# the handler asks for them.
+# Method, path and query are decoded once, the head and body are copied once, and headers,
+# query arguments and addresses are worked out only if the handler asks for them. While the
+# handler runs the Request holds its job (the handler's reference): addresses are read from
+# the connection's socket under the job's lock, and a streaming body is taken from the job.
 
 from urllib.parse import parse_qsl as _parse_qsl
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memmove
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 
@@ -20,14 +23,14 @@ cdef class Request:
     cdef int minor
     cdef bytes _head
     cdef object _headers
-    cdef int _fd                  # the connection's socket while the handler runs, else -1
     cdef object _client
     cdef object _server
     cdef object _args
     cdef object _items
     cdef object _body             # bytes; None while a streaming route's body is unread
-    cdef Worker _worker           # streaming, while the handler runs: who reads the body
-    cdef uint64_t _token
+    cdef fl_job *_job             # while the handler runs, else NULL
+    cdef bint _streaming          # the body comes from the job as it arrives
+    cdef bint _continue_asked     # MSG_CONTINUE was posted
 
     @property
     def body(self):
@@ -40,29 +43,82 @@ cdef class Request:
         """Yields the body in pieces of at most about size bytes, as it arrives: a streaming
         route (App.route(..., stream=True)) reads a large body without buffering all of it.
         For other routes the body is already complete and comes as one piece."""
-        if self._worker is None:
+        if not self._streaming:
             if self._body:
                 yield self._body
             return
         while True:
-            piece = self._worker.stream_read(self._token, size)
+            piece = self.read_body(size)
             if not piece:
                 return
             yield piece
+
+    cdef bytes read_body(self, size_t size):
+        """At most size of the body bytes that have arrived (waiting for some), or b"" at its
+        end."""
+        cdef fl_job *j = self._job
+        cdef char *data = NULL
+        cdef size_t n = 0
+        cdef int end = 0, gone = 0
+        cdef bint resume = False
+        if j == NULL:
+            raise ConnectionError("the request is over: its body can only be read by its handler")
+        if not self._continue_asked:
+            self._continue_asked = True
+            if (j.req_flags & FL_REQ_EXPECT_CONTINUE) and not (j.req_flags & FL_REQ_HTTP10):
+                fl_job_post(j, fl_msg_new(0, MSG_CONTINUE))  # now the handler wants the body
+        # SAFETY: the job lives while this Request holds it; the loop appends under the lock,
+        # and the buffer taken here is ours alone once the lock is released.
+        with nogil:
+            pthread_mutex_lock(&j.lock)
+            while j.body_n == 0 and j.body_end == 0 and not j.gone:
+                j.wait_body = 1
+                pthread_cond_wait(&j.cond, &j.lock)
+            if j.body_n <= size:
+                data = j.body  # all of it: the buffer changes hands
+                n = j.body_n
+                j.body = NULL
+                j.body_n = j.body_cap = 0
+            else:
+                data = <char *>malloc(size)
+                if data != NULL:
+                    n = size
+                    memcpy(data, j.body, n)
+                    memmove(j.body, j.body + n, j.body_n - n)
+                    j.body_n -= n
+            end = j.body_end if j.body_n == 0 else 0
+            gone = j.gone
+            if j.body_paused and j.body_n < FL_LOW_WATER:
+                j.body_paused = 0
+                resume = True
+            pthread_mutex_unlock(&j.lock)
+            if resume:
+                fl_job_post(j, fl_msg_new(0, MSG_READ))
+        try:
+            if n:
+                return PyBytes_FromStringAndSize(data, n)
+        finally:
+            free(data)
+        if end == 1:
+            return b""
+        if end < -1:
+            raise BodyError(-end, "malformed chunked body" if end == -400 else
+                            "request body timeout" if end == -408 else "request body too large")
+        raise ConnectionResetError("the client closed before sending the whole body")
 
     @property
     def client(self):
         """The client's (host, port), or its socket path ("" if unnamed) over a Unix socket.
         Read while the handler runs (then cached); None after, or if the client has gone."""
         if self._client is None:
-            self._client = socket_address(self._fd, 1)
+            self._client = socket_address(self._job, 1)
         return self._client
 
     @property
     def server(self):
         """The local (host, port) the connection arrived on, or the Unix socket path."""
         if self._server is None:
-            self._server = socket_address(self._fd, 0)
+            self._server = socket_address(self._job, 0)
         return self._server
 
     @property
@@ -108,14 +164,19 @@ cdef class Request:
         return f"<Request {self.method} {self.path}{'?' if self.query else ''}{self.query}>"
 
 
-cdef object socket_address(int fd, int peer):
-    # Asked only when a handler reads it: no syscall per request otherwise.
+cdef object socket_address(fl_job *j, int peer):
+    # Asked only when a handler reads it: no syscall per request otherwise. Under the job's
+    # lock, so the loop cannot close the descriptor (and the number be reused) meanwhile.
     cdef char host[256]
     cdef int port = -1
-    cdef int family
-    if fd < 0:
+    cdef int family = -1
+    if j == NULL:
         return None
-    family = fl_socket_address(fd, peer, host, sizeof(host), &port)
+    with nogil:
+        pthread_mutex_lock(&j.lock)
+        if j.fd >= 0:
+            family = fl_socket_address(j.fd, peer, host, sizeof(host), &port)
+        pthread_mutex_unlock(&j.lock)
     if family < 0:
         return None
     text = host.decode("utf-8", "surrogateescape")
@@ -126,19 +187,29 @@ cdef str decode_span(const char *p, fl_span s):
     return PyUnicode_DecodeLatin1(p + s.off, s.len, NULL)
 
 
-cdef Request make_request(const char *p, fl_conn *c, uint32_t body_len):
-    """The Request for c's current request, whose head starts at p."""
+cdef Request request_from_job(fl_job *j):
+    """The Request for j, holding j until release_request()."""
     cdef Request r = Request.__new__(Request)
-    cdef fl_request_line *line = &c.line
-    r._fd = c.fd
-    r.method = "GET" if c.req_flags & FL_REQ_GET else decode_span(p, line.method)
+    cdef fl_request_line *line = &j.line
+    cdef const char *p = j.req
+    r._job = j
+    r.method = "GET" if j.req_flags & FL_REQ_GET else decode_span(p, line.method)
     r.path = decode_span(p, line.path) if line.path.len else "/"
     r.query = decode_span(p, line.query) if line.query.len else ""
     r.minor = line.minor
-    r.keep_alive = (c.req_flags & FL_REQ_KEEP_ALIVE) != 0
-    r._head = PyBytes_FromStringAndSize(p, c.head_len - 4)
-    r._body = PyBytes_FromStringAndSize(p + c.head_len, body_len) if body_len else b""
+    r.keep_alive = (j.req_flags & FL_REQ_KEEP_ALIVE) != 0
+    r._head = PyBytes_FromStringAndSize(p, j.head_len - 4)
+    r._streaming = j.stream != 0
+    if r._streaming:
+        r._body = None
+    else:
+        r._body = PyBytes_FromStringAndSize(p + j.head_len, j.body_len) if j.body_len else b""
     return r
+
+
+cdef void release_request(Request r) noexcept:
+    """The handler is done: the Request no longer reaches the connection."""
+    r._job = NULL
 
 
 class Headers(list):

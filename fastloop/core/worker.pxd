@@ -17,6 +17,8 @@ ctypedef struct fl_counters:
     uint64_t bytes_in
     uint64_t bytes_out
     uint64_t parse_errors
+    uint64_t aborted            # connections closed while their handler was still running
+    uint64_t late               # answer messages for a connection that had closed
     uint64_t rejected[FL_NSTATUS]
     uint64_t timeouts[FL_NTIMERS]
     uint64_t accept_errors[FL_NERRNO]
@@ -25,15 +27,6 @@ ctypedef struct fl_counters:
 ctypedef struct fl_listener:
     int fd                      # -1 when this loop has none (acceptor dispatch)
     int retry                   # the last drain ended on an error, not EAGAIN: retry soon
-
-ctypedef struct fl_inbox:
-    # Descriptors an acceptor hands to one worker: pushed under the lock, then the worker's
-    # poller is woken (only when the inbox was empty: one wake-up per batch, not per fd).
-    pthread_mutex_t lock
-    int *fds
-    int n
-    int cap
-    fl_poller *poller
 
 ctypedef struct fl_static:
     const char *path
@@ -74,10 +67,15 @@ cdef class Worker(Loop):
     cdef fl_timer_list timers[FL_NTIMERS]
     cdef char **pool            # spare FL_BUF_SIZE buffers
     cdef int npool
-    cdef uint64_t *pyq          # tokens of connections waiting for the Python phase
-    cdef int npyq, cap_pyq
+    cdef fl_pool *handlers      # where jobs go (the pool of handler_pool)
+    cdef object handler_pool    # the HandlerPool: keeps pool alive
+    cdef fl_job *jobs_first     # this turn's jobs, queued on the pool at the end of the turn
+    cdef fl_job *jobs_last
+    cdef int njobs
     cdef uint64_t *resume       # tokens of connections to read again next turn
     cdef int nresume, cap_resume
+    cdef uint64_t *touched      # tokens of connections that got answer messages this turn
+    cdef int ntouched, cap_touched
     cdef fl_request req         # scratch for the one request being parsed
     cdef fl_limits limits
     cdef int64_t now_ms
@@ -89,8 +87,6 @@ cdef class Worker(Loop):
     cdef object static_keep     # the bytes the fl_static pointers point into
     cdef fl_static *streams     # exact paths of streaming routes (only .path is used)
     cdef int nstreams
-    cdef object routes          # path -> (handler, methods); touched only with the GIL
-    cdef object app
     cdef fl_inbox *inbox
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush
@@ -130,15 +126,15 @@ cdef class Worker(Loop):
     cdef int64_t next_deadline(self) noexcept nogil
     cdef void refresh_date(self) noexcept nogil
     cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
-    cdef void run_python(self) noexcept
+    cdef int conn_start_job(self, fl_conn *c) noexcept nogil
+    cdef void take_messages(self, fl_msg *m) noexcept nogil
+    cdef void conn_pump(self, fl_conn *c) noexcept nogil
+    cdef void conn_answer_done(self, fl_conn *c, int flags) noexcept nogil
+    cdef int conn_deliver_body(self, fl_conn *c) noexcept nogil
+    cdef void conn_read_body(self, fl_conn *c) noexcept nogil
+    cdef void conn_drop_output(self, fl_conn *c) noexcept nogil
     cdef void note(self, int what) noexcept nogil
     cdef void flush_notes(self) noexcept
-    cdef void run_handlers(self, fl_conn *c) except *
-    cdef object stream_read(self, uint64_t token, size_t size)
-    cdef int conn_wait(self, fl_conn *c, int for_write) noexcept nogil
-    cdef int conn_recv_blocking(self, fl_conn *c) noexcept nogil
-    cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil
-    cdef int conn_sendfile_blocking(self, fl_conn *c, int in_fd, int64_t off, int64_t count) noexcept nogil
     cdef void begin_stop(self) noexcept nogil
     cdef void close_idle(self, bint fresh_too) noexcept nogil
 

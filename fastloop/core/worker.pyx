@@ -29,8 +29,6 @@ cdef enum:
     FL_BUF_SIZE = 16384           # pooled buffer size; larger requests get a malloc'd one
     FL_POOL_MAX = 256             # spare buffers a worker keeps
     FL_READ_BUDGET = 262144       # bytes read from one connection per turn before yielding
-    FL_HIGH_WATER = 1048576       # unsent bytes that pause reading a connection's requests
-    FL_LOW_WATER = 262144         # ... and resume it
     FL_WAIT_EVENTS = 512
     FL_DATE_LINE_LEN = 37         # "Date: " + 29 + CRLF
     FL_ACCEPT_RETRY_MS = 100      # after accept() failed on EMFILE and the like (nginx: 500)
@@ -75,22 +73,24 @@ cdef inline uint64_t fl_token(fl_conn *c) noexcept nogil:
     return (<uint64_t>c.gen << 32) | c.slot
 
 
+cdef inline bint fl_has_output(fl_conn *c) noexcept nogil:
+    """Bytes, a file or queued answer messages still to go out on c."""
+    return c.wsent < c.wlen or c.file_fd >= 0 or c.outq != NULL
+
+
 cdef class Worker(Loop):
     """An event loop that owns connections. Built by Server; run() blocks its thread."""
 
     def __cinit__(self, *args, **kwargs):
-        self.inbox = <fl_inbox *>malloc(sizeof(fl_inbox))
+        self.inbox = fl_inbox_new(&self.poller)
         if self.inbox == NULL:
             raise MemoryError()
-        memset(self.inbox, 0, sizeof(fl_inbox))
-        pthread_mutex_init(&self.inbox.lock, NULL)
-        self.inbox.poller = &self.poller
         self.now_ms = fl_now_ms()
         self.date_sec = -1
         self.refresh_date()
 
-    def __init__(self, int index, app, *, bint is_tcp=True, dict limits=None, dict timeouts=None,
-                 ConnLimit conn_limit=None):
+    def __init__(self, int index, app, HandlerPool handlers, *, bint is_tcp=True,
+                 dict limits=None, dict timeouts=None, ConnLimit conn_limit=None):
         tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
         self.index = index
         self.is_tcp = is_tcp
@@ -104,8 +104,9 @@ cdef class Worker(Loop):
         for i, name in enumerate(TIMER_NAMES):
             if i:
                 self.timers[i].duration_ms = <int64_t>(tmo[name] * 1000)
-        self.app = app
-        self.routes = app._routes
+        # SAFETY: self.handler_pool keeps the pool alive as long as this worker.
+        self.handler_pool = handlers
+        self.handlers = handlers.c_pool()
         statics = app._static_responses()
         self.static_keep = statics
         self.statics = <fl_static *>malloc(max(1, len(statics)) * sizeof(fl_static))
@@ -137,7 +138,7 @@ cdef class Worker(Loop):
         for i in range(self.nslots):
             c = self.slots[i]
             if c.fd >= 0:
-                close(c.fd)
+                self.conn_close(c)
             if c.rbuf != NULL:
                 free(c.rbuf)
             if c.wbuf != NULL:
@@ -148,16 +149,13 @@ cdef class Worker(Loop):
         for i in range(<uint32_t>self.npool):
             free(self.pool[i])
         free(self.pool)
-        free(self.pyq)
         free(self.resume)
+        free(self.touched)
         free(self.statics)
         free(self.streams)
         if self.inbox != NULL:
-            for i in range(<uint32_t>self.inbox.n):
-                close(self.inbox.fds[i])
-            free(self.inbox.fds)
-            pthread_mutex_destroy(&self.inbox.lock)
-            free(self.inbox)
+            fl_inbox_close(self.inbox)  # late answers are dropped from now on
+            fl_inbox_release(self.inbox)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -208,8 +206,7 @@ cdef class Worker(Loop):
                     c = self.conn_for(res[j])
                     if c != NULL:
                         self.conn_read(c, 0)
-                        if not (c.flags & CONN_F_QUEUED_PY):
-                            self.conn_settle(c)
+                        self.conn_settle(c)
                 free(res)
             for i in range(n):
                 tok = events[i].token
@@ -222,24 +219,11 @@ cdef class Worker(Loop):
                     c = self.conn_for(tok)
                     if c != NULL:  # NULL: closed earlier in this batch, maybe its slot reused
                         self.conn_event(c, events[i].mask)
-            if self.npyq:
-                # The one GIL acquisition of this turn, for every request that needs Python.
-                with gil:
-                    self.run_python()
-                # Handlers take their time: timers set from here on start from now.
-                self.now_ms = fl_now_ms()
-                self.refresh_date()
-                for j in range(self.npyq):
-                    c = self.conn_for(self.pyq[j])
-                    if c != NULL:
-                        c.flags &= ~CONN_F_QUEUED_PY
-                        self.conn_settle(c)
-                        # Reading stopped for Python before the socket was known to be drained:
-                        # no new edge may come for what it holds, so read it next turn.
-                        if c.fd >= 0 and (c.flags & CONN_F_READ_MORE) and c.state != CONN_CLOSING \
-                                and not (c.flags & CONN_F_CLOSE_AFTER):
-                            self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
-                self.npyq = 0
+            if self.njobs:
+                # Every request of this turn that needs Python, to the handler threads at once.
+                fl_pool_push(self.handlers, self.jobs_first, self.jobs_last, self.njobs)
+                self.jobs_first = self.jobs_last = NULL
+                self.njobs = 0
             # Expire as of the wait: a connection whose request arrived while a handler held
             # this thread has its event in the next wait, and is served, not timed out.
             self.timers_expire(wait_now)
@@ -247,6 +231,13 @@ cdef class Worker(Loop):
         for i in range(<int>self.nslots):
             if self.slots[i].fd >= 0:
                 self.conn_close(self.slots[i])
+        while self.jobs_first != NULL:  # made by the last messages, never queued
+            c_job = self.jobs_first
+            self.jobs_first = c_job.next
+            fl_job_release(c_job)
+        self.jobs_last = NULL
+        self.njobs = 0
+        fl_inbox_close(self.inbox)  # answers still coming are dropped and counted
         self.close_listener()
         return 0
 
@@ -263,17 +254,43 @@ cdef class Worker(Loop):
     cdef void take_inbox(self) noexcept nogil:
         cdef int *fds
         cdef int n, i
-        pthread_mutex_lock(&self.inbox.lock)
-        fds = self.inbox.fds
-        n = self.inbox.n
-        self.inbox.fds = NULL
-        self.inbox.n = self.inbox.cap = 0
-        pthread_mutex_unlock(&self.inbox.lock)
+        cdef fl_msg *m = fl_inbox_take(self.inbox, &fds, &n)
         for i in range(n):
             self.counters.accepted += 1
             self.counters.open += 1
             self.adopt(fds[i])
         free(fds)
+        if m != NULL:
+            self.take_messages(m)
+
+    cdef void take_messages(self, fl_msg *m) noexcept nogil:
+        """Appends each answer message to its connection's queue, in order, then writes each
+        connection touched once: answers that arrived together leave together."""
+        cdef fl_msg *nxt
+        cdef fl_conn *c
+        cdef fl_conn *touched = NULL
+        while m != NULL:
+            nxt = m.next
+            m.next = NULL
+            c = self.conn_for(m.token)
+            if c == NULL or c.job == NULL:
+                self.counters.late += 1  # its connection closed (or its answer was cut) meanwhile
+                fl_msg_free(m)
+            else:
+                if c.outq_tail != NULL:
+                    c.outq_tail.next = m
+                else:
+                    c.outq = m
+                    self.queue(&self.touched, &self.ntouched, &self.cap_touched, c)
+                c.outq_tail = m
+            m = nxt
+        for i in range(self.ntouched):
+            c = self.conn_for(self.touched[i])
+            if c != NULL and c.outq != NULL:
+                self.conn_pump(c)
+                if c.fd >= 0:
+                    self.conn_settle(c)
+        self.ntouched = 0
 
     cdef void adopt(self, int fd) noexcept nogil:
         """Registers an accepted descriptor, already counted as accepted and open."""
@@ -317,6 +334,10 @@ cdef class Worker(Loop):
         c.rpos = c.rlen = c.scanned = 0
         c.wsent = c.wlen = 0
         c.timer = FL_TIMER_NONE
+        c.job = NULL
+        c.outq = c.outq_tail = NULL
+        c.file_fd = -1
+        c.file_end = 0
         if self.is_tcp:
             fl_set_nodelay(fd)
         cdef int rc = fl_poller_add(&self.poller, fd, fl_token(c))
@@ -378,12 +399,12 @@ cdef class Worker(Loop):
     # ---- one connection -------------------------------------------------------------------
 
     cdef void conn_event(self, fl_conn *c, int mask) noexcept nogil:
-        if (mask & FL_WRITABLE) and c.wsent < c.wlen:
+        if (mask & FL_WRITABLE) and fl_has_output(c):
             if self.conn_flush(c) < 0:
                 return
         if mask & FL_READABLE:
             self.conn_read(c, mask)
-        if c.fd >= 0 and not (c.flags & CONN_F_QUEUED_PY):
+        if c.fd >= 0:
             self.conn_settle(c)
 
     cdef void conn_read(self, fl_conn *c, int mask) noexcept nogil:
@@ -405,7 +426,10 @@ cdef class Worker(Loop):
                 if n == 0 or errno != EAGAIN:
                     self.conn_close(c)
                 return
-        if c.state == CONN_IN_HANDLER or (c.flags & CONN_F_QUEUED_PY):
+        if c.state == CONN_IN_HANDLER:
+            if (c.flags & CONN_F_STREAM) and c.body_left and not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF)):
+                self.conn_read_body(c)  # a streaming route's handler takes the body as it comes
+                return
             c.flags |= CONN_F_READ_MORE  # an edge goes unread now: read once it is answered
             return
         if c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_PEER_EOF):
@@ -416,8 +440,10 @@ cdef class Worker(Loop):
             # phase): answer them before reading more, as no new edge will announce them.
             rc = self.conn_process(c)
             if rc == FL_PROC_PY:
-                c.flags |= CONN_F_QUEUED_PY | CONN_F_READ_MORE  # the socket was not read yet
-                self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
+                if (c.flags & CONN_F_STREAM) and c.body_left and not (c.flags & CONN_F_BODY_FULL):
+                    self.conn_read_body(c)
+                    return
+                c.flags |= CONN_F_READ_MORE  # the socket was not read yet
                 return
             if rc == FL_PROC_STOP or c.fd < 0:
                 return
@@ -433,10 +459,12 @@ cdef class Worker(Loop):
                 self.counters.bytes_in += n
                 rc = self.conn_process(c)
                 if rc == FL_PROC_PY:
-                    c.flags |= CONN_F_QUEUED_PY
+                    if (c.flags & CONN_F_STREAM) and c.state == CONN_IN_HANDLER:
+                        if c.body_left and not (c.flags & CONN_F_BODY_FULL):
+                            self.conn_read_body(c)  # the body goes on to its handler
+                        return
                     if <size_t>n == space or (mask & FL_HUP):
                         c.flags |= CONN_F_READ_MORE  # not known to be drained (see below)
-                    self.queue(&self.pyq, &self.npyq, &self.cap_pyq, c)
                     return
                 if rc == FL_PROC_STOP or c.fd < 0:
                     return
@@ -516,8 +544,7 @@ cdef class Worker(Loop):
                     # A streaming route: its handler runs now and reads the body as it arrives
                     # (Request.stream), instead of after all of it is buffered.
                     c.flags |= CONN_F_STREAM
-                    c.state = CONN_IN_HANDLER
-                    return FL_PROC_PY
+                    return FL_PROC_PY if self.conn_start_job(c) == 0 else FL_PROC_STOP
                 c.state = CONN_READ_BODY
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
@@ -558,8 +585,7 @@ cdef class Worker(Loop):
                         return FL_PROC_STOP
                 return FL_PROC_MORE
             if c.route < 0:
-                c.state = CONN_IN_HANDLER
-                return FL_PROC_PY
+                return FL_PROC_PY if self.conn_start_job(c) == 0 else FL_PROC_STOP
             if self.conn_put_static(c, &self.statics[c.route], c.req_flags) < 0:
                 return FL_PROC_STOP
             self.consume(c)
@@ -594,43 +620,302 @@ cdef class Worker(Loop):
         c.wlen += fl_put_error(c.wbuf + c.wlen, s, self.date_line)
 
     cdef int conn_flush(self, fl_conn *c) noexcept nogil:
-        """Sends buffered output until done or EAGAIN. Returns -1 if the connection closed."""
+        """Sends buffered output, then the file being sent, then what waits behind it, until
+        done or EAGAIN. Returns -1 if the connection closed."""
         cdef ssize_t n
-        cdef int err
-        while c.wsent < c.wlen:
-            n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
-            if n >= 0:
-                c.wsent += n
-                self.counters.bytes_out += n
-                continue
-            err = errno
-            if err == EAGAIN or err == EWOULDBLOCK:
-                break  # the next writable edge resumes
-            if err == EINTR:
-                continue
-            self.count_errno(self.counters.io_errors, err)
-            self.conn_close(c)
-            return -1
-        if c.wsent == c.wlen:
+        cdef int err, end
+        while True:
+            while c.wsent < c.wlen:
+                n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
+                if n >= 0:
+                    c.wsent += n
+                    self.counters.bytes_out += n
+                    if c.job != NULL:
+                        fl_job_sent(c.job, <uint64_t>n)  # a streaming producer may go on
+                    continue
+                err = errno
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    break  # the next writable edge resumes
+                if err == EINTR:
+                    continue
+                self.count_errno(self.counters.io_errors, err)
+                self.conn_close(c)
+                return -1
+            if c.wsent < c.wlen:
+                break
             c.wsent = c.wlen = 0
             if c.wbuf != NULL:
                 self.pool_put(c.wbuf, c.wcap)
                 c.wbuf = NULL
                 c.wcap = 0
-        if (c.flags & CONN_F_PAUSED) and c.wlen - c.wsent < FL_LOW_WATER:
+            if c.file_fd >= 0:
+                while c.file_left > 0:
+                    n = fl_sendfile(c.fd, c.file_fd, &c.file_off, <size_t>min(c.file_left, <int64_t>1 << 30))
+                    if n > 0:
+                        c.file_left -= n
+                        self.counters.bytes_out += n
+                        if c.job != NULL:
+                            fl_job_sent(c.job, <uint64_t>n)
+                    elif n == 0:
+                        # The file shrank since its length was announced: cut the answer.
+                        c.file_left = 0
+                        c.file_end |= END_CLOSE | END_CUT
+                    elif n == -EAGAIN or n == -EWOULDBLOCK:
+                        break
+                    elif n != -EINTR:
+                        self.count_errno(self.counters.io_errors, <int>-n)
+                        self.conn_close(c)
+                        return -1
+                if c.file_left > 0:
+                    break
+                close(c.file_fd)
+                c.file_fd = -1
+                end = c.file_end
+                c.file_end = 0
+                if end:
+                    self.conn_answer_done(c, end)  # may answer pipelined requests behind it
+                    if c.fd < 0:
+                        return -1
+                continue
+            if c.outq != NULL:
+                self.conn_pump(c)
+                if c.fd < 0:
+                    return -1
+                if c.wsent < c.wlen or c.file_fd >= 0:
+                    continue
+            break
+        if (c.flags & CONN_F_PAUSED) and c.wlen - c.wsent < FL_LOW_WATER and c.file_fd < 0:
             # Room again: buffered requests are answered, and reading resumes, next turn.
             c.flags &= ~CONN_F_PAUSED
             self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
         return 0 if c.fd >= 0 else -1
 
+    cdef void conn_pump(self, fl_conn *c) noexcept nogil:
+        """Moves c's answer messages into its output, in order, up to the next file (which
+        conn_flush sends first). The message that ends an answer lets the next request in."""
+        cdef fl_msg *m
+        cdef int flags
+        while c.outq != NULL and c.file_fd < 0 and c.fd >= 0:
+            m = c.outq
+            c.outq = m.next
+            if c.outq == NULL:
+                c.outq_tail = NULL
+            flags = m.flags
+            if m.kind == MSG_DATA:
+                if m.len:
+                    c.flags |= CONN_F_ANSWERED
+                    if c.wsent == c.wlen and m.data != NULL:
+                        # Nothing else waits to be sent: the message's buffer becomes the output.
+                        if c.wbuf != NULL:
+                            self.pool_put(c.wbuf, c.wcap)
+                        c.wbuf = m.data
+                        c.wcap = m.len
+                        c.wsent = 0
+                        c.wlen = m.len
+                        m.data = NULL
+                    elif self.conn_put(c, m.data, m.len) < 0:
+                        fl_msg_free(m)
+                        return
+            elif m.kind == MSG_FILE:
+                c.flags |= CONN_F_ANSWERED
+                c.file_fd = m.fd
+                m.fd = -1
+                c.file_off = m.off
+                c.file_left = m.count
+            elif m.kind == MSG_CONTINUE:
+                # RFC 9110 10.1.1: only while it can still help: no answer begun, body to come.
+                if not (c.flags & (CONN_F_ANSWERED | CONN_F_CONTINUE_SENT)) and c.body_left:
+                    c.flags |= CONN_F_CONTINUE_SENT
+                    if self.conn_put(c, CONTINUE_100, 25) < 0:
+                        fl_msg_free(m)
+                        return
+            elif m.kind == MSG_READ:
+                if c.flags & CONN_F_BODY_FULL:
+                    c.flags &= ~CONN_F_BODY_FULL
+                    self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+            fl_msg_free(m)
+            if flags & MSG_F_END:
+                if c.file_fd >= 0:
+                    c.file_end = flags  # applied once the file is sent
+                else:
+                    self.conn_answer_done(c, flags)
+
+    cdef void conn_answer_done(self, fl_conn *c, int flags) noexcept nogil:
+        """The handler's answer to c's current request is complete (and queued in order):
+        finish the request and answer what is buffered after it."""
+        cdef fl_job *j = c.job
+        c.job = NULL
+        if j != NULL:
+            fl_job_release(j)
+        if flags & END_CUT:
+            # The head is out already: no 500 can follow. Cut the connection, so the client
+            # sees an incomplete answer rather than a wrong one.
+            c.flags |= CONN_F_CLOSE_AFTER
+            c.flags &= ~CONN_F_LINGER
+        elif flags & END_CLOSE:
+            c.req_flags &= ~FL_REQ_KEEP_ALIVE
+        if c.flags & CONN_F_STREAM:
+            c.flags &= ~(CONN_F_STREAM | CONN_F_BODY_FULL)
+            c.req_len = 0  # what was read of the body is consumed already
+            if c.body_left:
+                # The handler left part of the body unread: the answer said close, and a
+                # lingering close swallows the rest.
+                c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+        self.consume(c)
+        if c.rpos < c.rlen and not (c.flags & CONN_F_CLOSE_AFTER):
+            self.conn_process(c)  # pipelined requests waited for this answer
+        if c.fd >= 0 and c.state != CONN_IN_HANDLER and (c.flags & CONN_F_READ_MORE):
+            c.flags &= ~CONN_F_READ_MORE
+            self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+
+    cdef int conn_start_job(self, fl_conn *c) noexcept nogil:
+        """Hands c's current request (complete, or its head for a streaming route) to the
+        handler threads: copied into a job queued at the end of this turn. 0, or -1 (closed)."""
+        cdef bint stream = (c.flags & CONN_F_STREAM) != 0
+        cdef size_t size = c.head_len + (0 if stream else c.body_len)
+        cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, size)
+        if j == NULL:
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            self.conn_close(c)
+            return -1
+        # SAFETY: the head (and body) are complete in c.rbuf from rpos; copied, so the buffer
+        # may move or be reused while the handler runs.
+        memcpy(j.req, c.rbuf + c.rpos, size)
+        j.head_len = c.head_len
+        j.body_len = 0 if stream else c.body_len
+        j.line = c.line
+        j.req_flags = c.req_flags
+        j.stream = stream
+        c.job = j
+        c.state = CONN_IN_HANDLER
+        c.flags &= ~CONN_F_ANSWERED
+        j.next = NULL
+        if self.jobs_last != NULL:
+            self.jobs_last.next = j
+        else:
+            self.jobs_first = j
+        self.jobs_last = j
+        self.njobs += 1
+        if stream:
+            # The head is in the job: drop it, so the body starts at rpos.
+            c.rpos += c.head_len
+            if c.req_flags & FL_REQ_CHUNKED:
+                fl_chunked_start(&c.chunked, 0)
+                c.body_left = 1
+            else:
+                c.body_left = c.body_len  # the Content-Length, set with the head
+            c.body_len = 0  # from here: body bytes handed to the handler
+            if c.body_left == 0:
+                fl_job_give_body(j, NULL, 0, 1)
+            elif c.rpos < c.rlen:
+                self.conn_deliver_body(c)
+        return 0
+
+    cdef int conn_deliver_body(self, fl_conn *c) noexcept nogil:
+        """Hands the body bytes buffered for a streaming route to its handler: 0 for more,
+        1 to stop reading (the handler holds enough, or the body ended or failed)."""
+        cdef uint32_t avail = c.rlen - c.rpos
+        cdef uint32_t n
+        cdef int rc, full
+        cdef int64_t room
+        if c.req_flags & FL_REQ_CHUNKED:
+            room = self.limits.body_bytes - <int64_t>c.body_len
+            rc = fl_decode_chunked(c.rbuf + c.rpos, avail, &c.chunked, room)
+            if rc < 0:
+                fl_job_give_body(c.job, NULL, 0, rc)
+                c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+                c.rpos = c.rlen = 0
+                return 1
+            n = c.chunked.out  # decoded bytes sit at the start of the buffer
+            full = fl_job_give_body(c.job, c.rbuf + c.rpos, n, 1 if rc == 1 else 0)
+            # Rebase the decoder on what remains: decoded bytes are the handler's now.
+            c.rpos += c.chunked.in_
+            c.chunked.in_ = c.chunked.out = 0
+            c.body_len += n
+            if rc == 1:
+                c.body_left = 0
+        else:
+            n = <uint32_t>min(<uint64_t>avail, c.body_left)
+            c.body_left -= n
+            full = fl_job_give_body(c.job, c.rbuf + c.rpos, n, 1 if c.body_left == 0 else 0)
+            c.rpos += n
+            c.body_len += n
+        if c.rpos == c.rlen:
+            c.rpos = c.rlen = 0
+        if full < 0:
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            self.conn_close(c)
+            return 1
+        if full:
+            c.flags |= CONN_F_BODY_FULL
+            return 1
+        return 1 if c.body_left == 0 else 0
+
+    cdef void conn_read_body(self, fl_conn *c) noexcept nogil:
+        """Reads a streaming route's body from the socket for its handler, until EAGAIN, the
+        end of the body, or the handler holding enough (it posts MSG_READ to resume)."""
+        cdef ssize_t n
+        cdef int err
+        cdef int64_t budget = FL_READ_BUDGET
+        while True:
+            if self.rbuf_ensure(c, 1) < 0:
+                self.count_errno(self.counters.io_errors, ENOMEM)
+                self.conn_close(c)
+                return
+            n = recv(c.fd, c.rbuf + c.rlen, c.rcap - c.rlen, 0)
+            if n > 0:
+                c.rlen += <uint32_t>n
+                self.counters.bytes_in += n
+                if self.conn_deliver_body(c):
+                    c.flags |= CONN_F_READ_MORE  # the rest waits for the handler or its answer
+                    return
+                budget -= n
+                if budget <= 0:
+                    self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+                    return
+            elif n == 0:
+                fl_job_give_body(c.job, NULL, 0, -1)  # the body can never be complete
+                c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
+                return
+            else:
+                err = errno
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    return
+                if err == EINTR:
+                    continue
+                self.count_errno(self.counters.io_errors, err)
+                self.conn_close(c)
+                return
+
+    cdef void conn_drop_output(self, fl_conn *c) noexcept nogil:
+        """Frees what c had still to send: queued messages and a file being sent."""
+        cdef fl_msg *m
+        while c.outq != NULL:
+            m = c.outq
+            c.outq = m.next
+            fl_msg_free(m)
+        c.outq_tail = NULL
+        if c.file_fd >= 0:
+            close(c.file_fd)
+            c.file_fd = -1
+        c.file_end = 0
+
     cdef void conn_settle(self, fl_conn *c) noexcept nogil:
         """After c was served: flush, then close it or put it on the timer its state needs."""
-        if c.fd < 0 or (c.wsent < c.wlen and self.conn_flush(c) < 0):
+        if c.fd < 0 or (fl_has_output(c) and self.conn_flush(c) < 0):
             return
-        if c.wsent < c.wlen:
+        if fl_has_output(c):
             self.timer_set(c, FL_TIMER_WRITE)  # progress (or new output) restarts the clock
             return
         if c.state == CONN_CLOSING:
+            return
+        if c.state == CONN_IN_HANDLER:
+            # Its answer is still to come, even when the client stopped sending (half-close).
+            if (c.flags & CONN_F_STREAM) and c.body_left and \
+                    not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER)):
+                self.timer_set(c, FL_TIMER_BODY)  # the client owes body bytes
+            else:
+                self.timer_unlink(c)  # the handler's time is its own
             return
         if c.flags & CONN_F_CLOSE_AFTER:
             if (c.flags & (CONN_F_LINGER | CONN_F_PEER_EOF)) == CONN_F_LINGER or \
@@ -642,8 +927,6 @@ cdef class Worker(Loop):
                 self.conn_read(c, 0)  # the client may have closed already
             else:
                 self.conn_close(c)
-            return
-        if c.state == CONN_IN_HANDLER:
             return
         if c.state == CONN_READ_BODY:
             self.timer_set(c, FL_TIMER_BODY)  # restarted by every step of progress
@@ -663,6 +946,12 @@ cdef class Worker(Loop):
         if c.fd < 0:
             return
         self.timer_unlink(c)
+        if c.job != NULL:
+            # Its handler is still running: it stops waiting, and what it posts is dropped.
+            self.counters.aborted += 1
+            fl_job_gone(c.job)  # before close(): the descriptor number may be reused at once
+            c.job = NULL
+        self.conn_drop_output(c)
         close(c.fd)  # also removes it from the poller
         c.fd = -1
         c.gen += 1
@@ -691,6 +980,7 @@ cdef class Worker(Loop):
         if self.listener.fd >= 0:
             self.accept_all()
         self.close_listener()
+        self.inbox.stopping = 1  # answers from now on say Connection: close (a relaxed flag)
         self.close_idle(False)
 
     cdef void close_idle(self, bint fresh_too) noexcept nogil:
@@ -698,11 +988,10 @@ cdef class Worker(Loop):
         cdef fl_conn *c
         for i in range(self.nslots):
             c = self.slots[i]
-            if c.fd < 0 or c.state != CONN_READ_HEAD or c.rpos != c.rlen or c.wsent != c.wlen \
-                    or (c.flags & CONN_F_QUEUED_PY):
+            if c.fd < 0 or c.state != CONN_READ_HEAD or c.rpos != c.rlen or fl_has_output(c):
                 continue
             self.conn_read(c, FL_HUP)
-            if c.fd < 0 or (c.flags & CONN_F_QUEUED_PY):
+            if c.fd < 0 or c.state == CONN_IN_HANDLER:
                 continue
             if fresh_too and not (c.flags & CONN_F_USED) and c.state == CONN_READ_HEAD \
                     and c.rpos == c.rlen and c.wsent == c.wlen:
@@ -906,6 +1195,12 @@ cdef class Worker(Loop):
                 self.timer_unlink(c)  # off the list even if closing fails below
                 self.counters.timeouts[kind] += 1
                 self.note(-kind)
+                if kind == FL_TIMER_BODY and c.state == CONN_IN_HANDLER:
+                    # A streaming route's client stopped sending its body: its handler's read
+                    # fails with 408, and the connection closes after the handler's answer.
+                    fl_job_give_body(c.job, NULL, 0, -408)
+                    c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+                    continue
                 if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rpos < c.rlen:
                     # Best effort: one send of a 408, then close, whether it went out or not.
                     self.conn_put_error(c, 408)
@@ -935,192 +1230,3 @@ cdef class Worker(Loop):
         except BaseException:
             pass  # a failing log handler must not take the worker down
         self.nevents_to_log = 0
-
-    cdef void run_python(self) noexcept:
-        cdef int j
-        cdef fl_conn *c
-        for j in range(self.npyq):
-            c = self.conn_for(self.pyq[j])
-            if c == NULL or c.state != CONN_IN_HANDLER:
-                continue
-            try:
-                self.run_handlers(c)
-            except BaseException:
-                # Handler errors became 500s already; this is a fault in fastloop itself.
-                log.exception("fastloop: internal error while answering a request; connection closed")
-                self.count_errno(self.counters.io_errors, 0)
-                self.conn_close(c)
-
-    cdef void run_handlers(self, fl_conn *c):
-        """Answers c's waiting request, then every request after it in the buffer."""
-        cdef char *p
-        cdef Request request
-        cdef bint streaming
-        while True:
-            # SAFETY: the head was validated when it arrived and c.rbuf has not moved since:
-            # nothing reads into a connection in the handler state but Request.stream(), and
-            # only after make_request() has copied the head.
-            p = c.rbuf + c.rpos
-            streaming = (c.flags & CONN_F_STREAM) != 0
-            request = make_request(p, c, 0 if streaming else c.body_len)
-            if streaming:
-                # The head now lives in the Request: drop it, so the body starts at rpos.
-                c.rpos += c.head_len
-                if c.req_flags & FL_REQ_CHUNKED:
-                    fl_chunked_start(&c.chunked, 0)
-                    c.body_left = 1
-                else:
-                    c.body_left = c.body_len  # the Content-Length, set with the head
-                c.body_len = 0  # from here: body bytes handed to the handler
-                request._worker = self
-                request._token = fl_token(c)
-                request._body = None
-            try:
-                respond(self, c, request, c.req_flags)
-            finally:
-                request._fd = -1  # the descriptor may be closed and reused once we return
-                request._worker = None
-            if c.fd < 0:
-                return
-            if streaming:
-                c.flags &= ~CONN_F_STREAM
-                c.req_len = 0  # what was read of the body is consumed already
-                if c.body_left:
-                    # The handler left part of the body unread: the answer said close (see
-                    # emit), and a lingering close swallows the rest.
-                    c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
-            self.consume(c)
-            if self.conn_process(c) != FL_PROC_PY:
-                return
-
-    cdef object stream_read(self, uint64_t token, size_t size):
-        """The next piece of a streaming request's body (at most about size bytes), b"" at its
-        end. Blocks this worker's thread while waiting for the client, up to the body timeout:
-        a streaming handler holds its thread as a synchronous WSGI worker would."""
-        cdef fl_conn *c = self.conn_for(token)
-        cdef int rc
-        cdef uint32_t avail, n
-        cdef int64_t room
-        if c == NULL or not (c.flags & CONN_F_STREAM):
-            raise ConnectionError("the request is over: its body can only be read by its handler")
-        if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) \
-                and not (c.flags & CONN_F_CONTINUE_SENT) and c.body_left:
-            c.flags |= CONN_F_CONTINUE_SENT  # the handler reads the body: now ask for it
-            if self.conn_put(c, CONTINUE_100, 25) < 0:
-                raise ConnectionError("the client is gone")
-            with nogil:
-                rc = self.conn_flush_blocking(c)
-            if rc < 0:
-                raise_errno(-rc, "send")
-        while c.body_left:
-            avail = c.rlen - c.rpos
-            if c.req_flags & FL_REQ_CHUNKED:
-                if avail:
-                    room = self.limits.body_bytes - c.body_len
-                    rc = fl_decode_chunked(c.rbuf + c.rpos, avail, &c.chunked, room)
-                    if rc < 0:
-                        c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
-                        raise BodyError(-rc, "malformed chunked body" if rc == -400 else "request body too large")
-                    n = c.chunked.out  # decoded bytes sit at the start of the buffer
-                    data = PyBytes_FromStringAndSize(c.rbuf + c.rpos, n) if n else b""
-                    # Rebase the decoder on what remains: decoded bytes are in Python now.
-                    c.rpos += c.chunked.in_
-                    c.chunked.in_ = c.chunked.out = 0
-                    c.body_len += n
-                    if rc == 1:
-                        c.body_left = 0
-                    if n:
-                        return data
-                    if rc == 1:
-                        break
-            elif avail:
-                n = <uint32_t>min(<uint64_t>avail, c.body_left, <uint64_t>size)
-                data = PyBytes_FromStringAndSize(c.rbuf + c.rpos, n)
-                c.rpos += n
-                c.body_left -= n
-                c.body_len += n
-                return data
-            if c.rpos == c.rlen:
-                c.rpos = c.rlen = 0
-            with nogil:
-                rc = self.conn_recv_blocking(c)
-            if rc == 0:
-                c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
-                raise ConnectionResetError("the client closed before sending the whole body")
-            if rc < 0:
-                c.flags |= CONN_F_CLOSE_AFTER
-                raise_errno(-rc, "recv (request body)")
-        if c.rpos == c.rlen:
-            c.rpos = c.rlen = 0
-        return b""
-
-    cdef int conn_wait(self, fl_conn *c, int for_write) noexcept nogil:
-        """Waits until c is readable (or writable): 0, or -ETIMEDOUT after the body (or the
-        write) timeout, counted as that timeout."""
-        cdef pollfd pfd
-        cdef int rc
-        cdef int kind = FL_TIMER_WRITE if for_write else FL_TIMER_BODY
-        pfd.fd = c.fd
-        pfd.events = POLLOUT if for_write else POLLIN
-        while True:
-            rc = poll(&pfd, 1, <int>self.timers[kind].duration_ms)
-            if rc > 0:
-                return 0
-            if rc == 0:
-                self.counters.timeouts[kind] += 1
-                self.note(-kind)
-                return -ETIMEDOUT
-            if errno != EINTR:
-                return -errno
-
-    cdef int conn_recv_blocking(self, fl_conn *c) noexcept nogil:
-        """Reads more of c into its buffer, waiting for it: bytes read, 0 at EOF, or -errno."""
-        cdef ssize_t n
-        cdef int rc
-        if self.rbuf_ensure(c, FL_BUF_SIZE // 4) < 0:
-            return -ENOMEM
-        while True:
-            n = recv(c.fd, c.rbuf + c.rlen, c.rcap - c.rlen, 0)
-            if n > 0:
-                c.rlen += <uint32_t>n
-                self.counters.bytes_in += n
-                return <int>n
-            if n == 0:
-                return 0
-            if errno == EINTR:
-                continue
-            if errno != EAGAIN and errno != EWOULDBLOCK:
-                return -errno
-            rc = self.conn_wait(c, 0)
-            if rc < 0:
-                return rc
-
-    cdef int conn_sendfile_blocking(self, fl_conn *c, int in_fd, int64_t off, int64_t count) noexcept nogil:
-        """Sends c's buffered output, then count bytes of file in_fd from off, with sendfile,
-        waiting for room. Returns 0 or -errno (-EIO if the file ended early)."""
-        cdef ssize_t n
-        cdef int rc = self.conn_flush_blocking(c)
-        while rc == 0 and count > 0:
-            n = fl_sendfile(c.fd, in_fd, &off, <size_t>min(count, <int64_t>1 << 30))
-            if n > 0:
-                count -= n
-                self.counters.bytes_out += n
-            elif n == 0:
-                rc = -EIO  # the file is shorter than the Content-Length already sent
-            elif n == -EAGAIN or n == -EWOULDBLOCK:
-                rc = self.conn_wait(c, 1)
-            elif n != -EINTR:
-                rc = <int>n
-        return rc
-
-    cdef int conn_flush_blocking(self, fl_conn *c) noexcept nogil:
-        """Sends all of c's output, waiting for room. Returns 0 or -errno."""
-        cdef int rc
-        while c.fd >= 0 and c.wsent < c.wlen:
-            if self.conn_flush(c) < 0:
-                return -EPIPE
-            if c.wsent < c.wlen:
-                rc = self.conn_wait(c, 1)
-                if rc < 0:
-                    return rc
-        return 0 if c.fd >= 0 else -EPIPE

@@ -23,6 +23,13 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_destroy(pthread_mutex_t *m)
     int pthread_mutex_lock(pthread_mutex_t *m)
     int pthread_mutex_unlock(pthread_mutex_t *m)
+    ctypedef struct pthread_cond_t:
+        pass
+    int pthread_cond_init(pthread_cond_t *c, void *attr)
+    int pthread_cond_destroy(pthread_cond_t *c)
+    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+    int pthread_cond_signal(pthread_cond_t *c)
+    int pthread_cond_broadcast(pthread_cond_t *c)
 
 
 cdef extern from "compat.h" nogil:
@@ -56,6 +63,7 @@ cdef extern from "compat.h" nogil:
 
 cdef extern from "atomic.h" nogil:
     int64_t fl_atomic_add(int64_t *p, int64_t v)
+    int fl_atomic_add_int(int *p, int v)
 
 
 cdef extern from "compat.h" nogil:

@@ -1,0 +1,370 @@
+# Handler threads: Python threads that run the application beside the event loops.
+#
+# Each thread waits (GIL released) on the pool, then, holding the GIL, takes jobs one after
+# the other while any is queued: one wake-up and one GIL acquisition for a whole batch. For
+# each job it builds the Request, routes it, runs the handler, checks the answer
+# (plan_answer) and posts it to the connection's loop as messages: the head with a small or
+# whole bytes body in one MSG_DATA; a file as MSG_FILE, sent by the loop with sendfile as the
+# socket takes it; an iterable piece by piece, each posted as it comes, waiting (GIL released)
+# while the client is more than FL_HIGH_WATER behind. The message that ends an answer carries
+# MSG_F_END. See handoff.pyx for the exchange itself.
+
+import threading as _threading
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, strlen
+from posix.unistd cimport dup
+
+
+cdef enum:
+    MSG_F_END = 4       # fl_msg.flags: this message completes the answer (END_* may be set too)
+
+
+cdef const char *CONN_CLOSE_LINE = b"Connection: close\r\n"
+cdef const char *CONN_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
+cdef const char *NO_LINE = b""
+
+
+cdef class HandlerPool:
+    """The handler threads of one server, shared by all its event loops."""
+
+    cdef fl_pool pool
+    cdef object app
+    cdef dict routes
+    cdef object resolve
+    cdef list threads
+    cdef readonly int size
+    cdef uint64_t handled
+    cdef uint64_t failed
+
+    def __cinit__(self, *args, **kwargs):
+        memset(&self.pool, 0, sizeof(fl_pool))
+        pthread_mutex_init(&self.pool.lock, NULL)
+        pthread_cond_init(&self.pool.cond, NULL)
+
+    def __init__(self, app, int threads):
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        self.app = app
+        self.routes = app._routes
+        self.resolve = app._resolve
+        self.size = threads
+        self.threads = []
+
+    def __dealloc__(self):
+        cdef fl_job *j
+        while True:
+            j = fl_pool_take(&self.pool)
+            if j == NULL:
+                break
+            fl_job_release(j)
+        pthread_cond_destroy(&self.pool.cond)
+        pthread_mutex_destroy(&self.pool.lock)
+
+    def start(self):
+        for i in range(self.size):
+            t = _threading.Thread(target=self._run, name=f"fastloop-handler-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self, double timeout=0.1):
+        """Idle threads end at once; a handler still running is left to finish on its own
+        daemon thread (its answers are dropped and counted by the loop that is gone)."""
+        with nogil:
+            pthread_mutex_lock(&self.pool.lock)
+            self.pool.stopping = 1
+            pthread_cond_broadcast(&self.pool.cond)
+            pthread_mutex_unlock(&self.pool.lock)
+        for t in self.threads:
+            t.join(timeout)
+        self.threads = [t for t in self.threads if t.is_alive()]
+        cdef fl_job *j
+        while True:  # never taken: their connections are closed with their loops
+            j = fl_pool_take(&self.pool)
+            if j == NULL:
+                break
+            fl_job_release(j)
+
+    def stats(self):
+        return {"handled": self.handled, "handler_errors": self.failed,
+                "handlers_busy": len([t for t in self.threads if t.is_alive()])}
+
+    cdef fl_pool *c_pool(self) noexcept:
+        return &self.pool
+
+    def _run(self):
+        cdef Responder r = Responder()
+        cdef fl_job *j
+        cdef int more
+        while True:
+            with nogil:
+                more = fl_pool_wait(&self.pool)
+            if not more:
+                return
+            while True:
+                j = fl_pool_take(&self.pool)
+                if j == NULL:
+                    break
+                try:
+                    r.answer(self, j)
+                except BaseException:
+                    # A fault in fastloop itself, not in the handler (that is a 500 already).
+                    self.failed += 1
+                    log.exception("fastloop: internal error while answering a request")
+                    end_answer(j, END_CLOSE | END_CUT)
+                finally:
+                    self.handled += 1
+                    fl_job_release(j)
+
+
+cdef class Responder:
+    """What one handler thread keeps between jobs: its Date line."""
+
+    cdef char date_line[40]
+    cdef int64_t date_sec
+
+    def __cinit__(self):
+        self.date_sec = -1
+
+    cdef const char *date(self) noexcept:
+        cdef int64_t sec = fl_wall_seconds()
+        if sec != self.date_sec:
+            self.date_sec = sec
+            memcpy(self.date_line, b"Date: ", 6)
+            fl_format_date(sec, self.date_line + 6)
+            memcpy(self.date_line + 35, b"\r\n", 2)
+        return self.date_line
+
+    cdef void answer(self, HandlerPool pool, fl_job *j) except *:
+        cdef Request request = request_from_job(j)
+        cdef Answer a
+        cdef int flags = j.req_flags
+        try:
+            result = call_handler(pool.routes, pool.resolve, request)
+            try:
+                a = plan_answer(result, flags)
+            except Exception:
+                # Nothing of it was posted: the client gets a clean 500 instead.
+                log.exception("fastloop: handler for %s %s returned an invalid answer",
+                              request.method, request.path)
+                close_body(getattr(result, "body", None))
+                a = plan_answer(SERVER_ERROR, flags)
+            if j.stream and not fl_job_body_read(j):
+                a.close = True  # part of the body was not read: close after answering
+            self.post(j, a, flags)
+        finally:
+            release_request(request)
+
+    cdef void post(self, fl_job *j, Answer a, int flags) except *:
+        # inbox.stopping is a relaxed flag: an answer racing the stop may lack "close", and
+        # its connection still closes after it (consume() checks the loop's own flag).
+        cdef bint keep = (flags & FL_REQ_KEEP_ALIVE) and not a.close and not j.inbox.stopping
+        cdef const char *ch = CONN_CLOSE_LINE
+        cdef int end = 0 if keep else END_CLOSE
+        if keep:
+            ch = CONN_KEEP_ALIVE_LINE if flags & FL_REQ_HTTP10 else NO_LINE
+        cdef size_t body = len(a.body) if a.kind == BODY_BYTES and a.send_body else 0
+        cdef fl_msg *m = head_message(a, self.date(), ch, body)
+        if m == NULL:
+            raise MemoryError()
+        if a.kind == BODY_BYTES or not a.send_body:
+            if body:
+                memcpy(m.data + m.len, PyBytes_AS_STRING(a.body), body)
+                m.len += body
+            m.flags = MSG_F_END | end
+            fl_job_post(j, m)
+            if a.kind != BODY_BYTES:
+                close_body(a.body)
+        elif a.kind == BODY_FILE:
+            fl_job_post(j, m)
+            post_file(j, a, end)
+        else:
+            fl_job_post(j, m)
+            post_pieces(j, a, end)
+
+
+cdef fl_msg *head_message(Answer a, const char *date_line, const char *conn_line, size_t room):
+    """MSG_DATA holding a's head, with room more bytes for the body. NULL without memory."""
+    cdef size_t chlen = strlen(conn_line)
+    cdef size_t need = (len(a.status_line) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(a.ctype)
+                        + 2 + 40 + 28 + len(a.fields) + chlen + 2 + room)
+    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
+    cdef char *p
+    if m == NULL:
+        return NULL
+    m.data = <char *>malloc(need)
+    if m.data == NULL:
+        fl_msg_free(m)
+        return NULL
+    p = m.data
+    p = put(p, a.status_line)
+    if not a.own_server:
+        p = put(p, SERVER)
+    if not a.own_date:
+        memcpy(p, date_line, FL_DATE_LINE_LEN)
+        p += FL_DATE_LINE_LEN
+    if a.ctype:
+        memcpy(p, b"Content-Type: ", 14)
+        p = put(p + 14, a.ctype)
+        memcpy(p, b"\r\n", 2)
+        p += 2
+    if a.length is not None:
+        memcpy(p, b"Content-Length: ", 16)
+        p = put_decimal(p + 16, <uint64_t>a.length)
+        memcpy(p, b"\r\n", 2)
+        p += 2
+    elif a.chunked:
+        memcpy(p, b"Transfer-Encoding: chunked\r\n", 28)
+        p += 28
+    p = put(p, a.fields)
+    memcpy(p, conn_line, chlen)
+    p += chlen
+    memcpy(p, b"\r\n", 2)
+    p += 2
+    m.len = p - m.data
+    return m
+
+
+cdef inline char *put(char *p, bytes b):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    memcpy(p, PyBytes_AS_STRING(b), n)
+    return p + n
+
+
+cdef char *put_decimal(char *p, uint64_t n) noexcept:
+    cdef char digits[24]
+    cdef int i = 24
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + n % 10)
+        n //= 10
+        if n == 0:
+            break
+    memcpy(p, digits + i, 24 - i)
+    return p + 24 - i
+
+
+cdef void end_answer(fl_job *j, int flags) noexcept:
+    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
+    if m != NULL:
+        m.flags = MSG_F_END | flags
+        fl_job_post(j, m)
+
+
+cdef void close_body(object body):
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
+cdef void post_file(fl_job *j, Answer a, int end) except *:
+    """The file goes out from the loop, with sendfile, as the socket takes it. A file shorter
+    than the announced length cuts the connection once its end is sent."""
+    cdef int64_t count = min(a.file_len, <int64_t>a.length)
+    cdef fl_msg *m
+    cdef int fd
+    try:
+        fd = dup(a.body.fileno())
+        if fd < 0:
+            raise OSError("dup of the file to send failed")
+        m = fl_msg_new(0, MSG_FILE)
+        if m == NULL:
+            close(fd)
+            raise MemoryError()
+        m.fd = fd
+        m.off = a.file_off
+        m.count = count
+        m.flags = MSG_F_END | end
+        if count < a.length:
+            log.error("fastloop: sending a file: %d bytes, shorter than its content_length %d",
+                      count, a.length)
+            m.flags |= END_CLOSE | END_CUT
+        fl_job_post(j, m)
+    except BaseException:
+        end_answer(j, END_CLOSE | END_CUT)
+        raise
+    finally:
+        close_body(a.body)
+
+
+cdef void post_pieces(fl_job *j, Answer a, int end) except *:
+    """Streams an iterable body: each piece is posted as it comes (the loop sends it at once),
+    and the producer waits while the client is FL_HIGH_WATER behind."""
+    cdef uint64_t total = 0
+    cdef Py_ssize_t n
+    cdef bytes piece
+    cdef fl_msg *m
+    cdef char *p
+    cdef int rc
+    cdef object length = a.length
+    try:
+        for item in a.body:
+            piece = piece_bytes(item)
+            n = PyBytes_GET_SIZE(piece)
+            if n == 0:
+                continue
+            total += n
+            if length is not None and total > length:
+                log.error("fastloop: an iterable body: longer than its content_length")
+                end_answer(j, END_CLOSE | END_CUT)
+                return
+            m = fl_msg_new(0, MSG_DATA)
+            if m == NULL:
+                raise MemoryError()
+            m.data = <char *>malloc(n + 24)
+            if m.data == NULL:
+                fl_msg_free(m)
+                raise MemoryError()
+            p = m.data
+            if a.chunked:
+                p += fmt_hex(p, n)
+            memcpy(p, PyBytes_AS_STRING(piece), n)
+            p += n
+            if a.chunked:
+                memcpy(p, b"\r\n", 2)
+                p += 2
+            m.len = p - m.data
+            if fl_job_post(j, m) < 0:
+                return  # the connection is gone
+            with nogil:
+                rc = fl_job_wait_room(j)
+            if rc < 0:
+                return
+        if length is not None and total != length:
+            log.error("fastloop: an iterable body: shorter than its content_length")
+            end_answer(j, END_CLOSE | END_CUT)
+            return
+        m = fl_msg_new(0, MSG_DATA)
+        if m == NULL:
+            raise MemoryError()
+        if a.chunked:
+            m.data = <char *>malloc(5)
+            if m.data == NULL:
+                fl_msg_free(m)
+                raise MemoryError()
+            memcpy(m.data, b"0\r\n\r\n", 5)
+            m.len = 5
+        m.flags = MSG_F_END | end
+        fl_job_post(j, m)
+    except Exception:
+        log.exception("fastloop: the body iterable of an answer raised")
+        end_answer(j, END_CLOSE | END_CUT)
+    finally:
+        close_body(a.body)
+
+
+cdef int fmt_hex(char *out, uint64_t n) noexcept:
+    """Writes n in hex and CRLF at out; returns the length."""
+    cdef char digits[20]
+    cdef int i = 20, k
+    while True:
+        i -= 1
+        digits[i] = b"0123456789abcdef"[n & 15]
+        n >>= 4
+        if n == 0:
+            break
+    k = 20 - i
+    memcpy(out, digits + i, k)
+    memcpy(out + k, b"\r\n", 2)
+    return k + 2

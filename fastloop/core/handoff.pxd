@@ -1,0 +1,88 @@
+# What event loops and handler threads share: a loop's inbox, the messages that answers travel
+# in, the job that carries one request to a handler thread, and the pool of handler threads.
+# Every field that both sides touch is read and written under the lock of its struct, or is an
+# atomic reference count; see the theory of operation in handoff.pyx.
+
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+# fl_msg.kind: what a handler thread asks of the loop that owns the connection
+cdef enum:
+    MSG_DATA = 1        # bytes of the answer, in order (data, len: owned by the message)
+    MSG_FILE = 2        # count bytes of file fd from off, with sendfile (fd: a dup, owned)
+    MSG_END = 3         # the answer is complete: the connection's next request may be parsed
+    MSG_CONTINUE = 4    # the handler is reading the body: send "100 Continue" if still due
+    MSG_READ = 5        # the handler took body bytes: reading the socket may resume
+
+# fl_msg.flags of MSG_END
+cdef enum:
+    END_CLOSE = 1       # close the connection after this answer (it said so, or was cut)
+    END_CUT = 2         # the answer is incomplete: close without a lingering drain
+
+ctypedef struct fl_msg:
+    fl_msg *next
+    uint64_t token      # the connection, in its loop
+    int kind
+    int flags
+    char *data
+    size_t len
+    int fd
+    int64_t off
+    int64_t count
+
+ctypedef struct fl_inbox:
+    # One per loop. An Acceptor pushes new descriptors; handler threads post messages. The
+    # poller is woken, under the lock, only when the inbox turns non-empty: one wake-up per
+    # batch. Once closed (its loop has stopped), everything posted is dropped and counted.
+    pthread_mutex_t lock
+    int refs            # atomic: the loop's, and one per job that may post here
+    int closed
+    int stopping        # the loop is stopping: answers say Connection: close
+    int *fds
+    int n
+    int cap
+    fl_msg *head
+    fl_msg *tail
+    fl_poller *poller
+    uint64_t dropped    # messages posted after the loop was gone (late answers)
+
+ctypedef struct fl_job:
+    # One request on its way to a handler thread and its answer on the way back. The loop
+    # fills the request part before the job is queued and never changes it after; the shared
+    # part is under lock. Two references: the loop's (dropped when the connection closes or the
+    # answer ends) and the handler's (dropped when it is done).
+    fl_job *next        # in the pool's queue
+    int refs            # atomic
+    uint64_t token
+    fl_inbox *inbox     # a reference: answers go there
+    void *route         # the Python handler entry chosen by the loop (borrowed from the pool)
+    char *req           # the head, then the body when it was buffered whole (malloc'd, owned)
+    uint32_t head_len
+    uint64_t body_len   # bytes of body in req (0 for a streaming route)
+    fl_request_line line
+    int req_flags
+    int stream          # the handler reads the body as it arrives (fl_job.body below)
+    # shared, under lock
+    pthread_mutex_t lock
+    pthread_cond_t cond
+    int fd              # the connection's socket while it is open, else -1 (for addresses)
+    int gone            # the connection closed: producing more is pointless
+    uint64_t posted     # answer bytes the handler posted
+    uint64_t sent       # answer bytes the loop wrote to the socket
+    int wait_room       # the handler waits for sent to catch up with posted
+    char *body          # a streaming route's body bytes, received and not yet taken
+    size_t body_n
+    size_t body_cap
+    int body_end        # 0 more to come, 1 complete, or -status (400, 408, 413; -1: reset)
+    int wait_body       # the handler waits for body bytes
+    int body_paused     # the loop stopped reading because body_n passed the high-water mark
+
+ctypedef struct fl_pool:
+    # The jobs waiting for a handler thread, FIFO, shared by every loop of a server.
+    pthread_mutex_t lock
+    pthread_cond_t cond
+    fl_job *head
+    fl_job *tail
+    int idle            # threads waiting on cond
+    int stopping
+    uint64_t queued     # jobs ever queued (for stats)

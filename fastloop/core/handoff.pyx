@@ -1,0 +1,331 @@
+# Handing requests from event loops to handler threads, and answers back.
+#
+# Theory of operation. An event loop never runs application code. When a request needs
+# Python, the loop copies it into an fl_job and, at the end of its turn, queues every job of
+# the turn on the server's fl_pool with one lock and at most one wake-up. A handler thread
+# takes jobs only while it holds the GIL (so a thread woken while another runs Python does
+# not strand a job it cannot run yet), and wakes one more idle thread when it leaves work
+# behind: when a handler blocks and releases the GIL, the next thread runs the next job.
+#
+# Answers travel back as fl_msg messages posted to the connection's loop inbox (MSG_DATA,
+# MSG_FILE, then MSG_END), each as soon as it exists; the loop is woken only when its inbox
+# turns non-empty, and appends every message of a turn before it writes, so answers that are
+# ready together leave together. A connection has at most one job at a time: the loop parses
+# its next pipelined request only after MSG_END, which keeps answers in request order.
+#
+# Backpressure both ways, and neither side waits for the other: a handler that streams an
+# answer waits (on the job's condition variable, GIL released) while more than FL_HIGH_WATER
+# of what it posted is unsent; the loop signals once the socket took enough. A streaming
+# route's body goes the other way: the loop appends body bytes to the job and stops reading the
+# socket while FL_HIGH_WATER of them wait; the handler takes them and posts MSG_READ.
+#
+# Lifetimes. A job has two references (loop, handler), an inbox one per job plus its loop's;
+# the last release frees. When a connection closes, the loop marks its job gone (the handler
+# stops producing; what it still posts is dropped), and when a loop ends its inbox is closed
+# (later posts are dropped and counted as late answers). Nothing here relies on the GIL.
+
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+from posix.unistd cimport close
+
+
+cdef enum:
+    FL_HIGH_WATER = 1048576       # unsent (or untaken body) bytes that pause the producer
+    FL_LOW_WATER = 262144         # ... and let it go on
+
+
+# ---- messages and inboxes -----------------------------------------------------------------
+
+cdef fl_msg *fl_msg_new(uint64_t token, int kind) noexcept nogil:
+    cdef fl_msg *m = <fl_msg *>malloc(sizeof(fl_msg))
+    if m != NULL:
+        memset(m, 0, sizeof(fl_msg))
+        m.token = token
+        m.kind = kind
+        m.fd = -1
+    return m
+
+
+cdef void fl_msg_free(fl_msg *m) noexcept nogil:
+    if m.fd >= 0:
+        close(m.fd)
+    free(m.data)
+    free(m)
+
+
+cdef fl_inbox *fl_inbox_new(fl_poller *poller) noexcept nogil:
+    cdef fl_inbox *box = <fl_inbox *>malloc(sizeof(fl_inbox))
+    if box == NULL:
+        return NULL
+    memset(box, 0, sizeof(fl_inbox))
+    pthread_mutex_init(&box.lock, NULL)
+    box.refs = 1
+    box.poller = poller
+    return box
+
+
+cdef void fl_inbox_drop_pending(fl_inbox *box) noexcept nogil:
+    # Under box.lock, or once nobody else holds a reference.
+    cdef fl_msg *m
+    cdef fl_msg *nxt
+    cdef int i
+    m = box.head
+    while m != NULL:
+        nxt = m.next
+        fl_msg_free(m)
+        box.dropped += 1
+        m = nxt
+    box.head = box.tail = NULL
+    for i in range(box.n):
+        close(box.fds[i])
+    box.n = 0
+
+
+cdef void fl_inbox_close(fl_inbox *box) noexcept nogil:
+    """The loop is done: from now on posts are dropped, and the poller is never woken."""
+    pthread_mutex_lock(&box.lock)
+    box.closed = 1
+    box.poller = NULL
+    fl_inbox_drop_pending(box)
+    pthread_mutex_unlock(&box.lock)
+
+
+cdef void fl_inbox_release(fl_inbox *box) noexcept nogil:
+    if fl_atomic_add_int(&box.refs, -1) == 0:
+        fl_inbox_drop_pending(box)
+        free(box.fds)
+        pthread_mutex_destroy(&box.lock)
+        free(box)
+
+
+cdef int fl_inbox_post(fl_inbox *box, fl_msg *m) noexcept nogil:
+    """Appends m (taking ownership) and wakes the loop if the inbox was empty. Returns 0, or
+    -1 when the loop is gone (m is freed and counted as dropped)."""
+    cdef bint was_empty
+    m.next = NULL
+    pthread_mutex_lock(&box.lock)
+    if box.closed:
+        box.dropped += 1
+        pthread_mutex_unlock(&box.lock)
+        fl_msg_free(m)
+        return -1
+    was_empty = box.head == NULL and box.n == 0
+    if box.tail != NULL:
+        box.tail.next = m
+    else:
+        box.head = m
+    box.tail = m
+    if was_empty:
+        # Under the lock: fl_inbox_close clears poller first, so it is never a closed one.
+        fl_poller_wake(box.poller)
+    pthread_mutex_unlock(&box.lock)
+    return 0
+
+
+cdef int fl_inbox_push_fd(fl_inbox *box, int fd) noexcept nogil:
+    """An acceptor hands over fd. Returns 0, or -1 (fd not taken) without memory or loop."""
+    cdef void *p
+    cdef bint was_empty
+    pthread_mutex_lock(&box.lock)
+    if box.closed:
+        pthread_mutex_unlock(&box.lock)
+        return -1
+    if box.n == box.cap:
+        p = realloc(box.fds, (box.cap * 2 + 64) * sizeof(int))
+        if p == NULL:
+            pthread_mutex_unlock(&box.lock)
+            return -1
+        box.fds = <int *>p
+        box.cap = box.cap * 2 + 64
+    was_empty = box.head == NULL and box.n == 0
+    box.fds[box.n] = fd
+    box.n += 1
+    if was_empty:
+        fl_poller_wake(box.poller)  # one wake-up per batch: the loop takes all at once
+    pthread_mutex_unlock(&box.lock)
+    return 0
+
+
+cdef fl_msg *fl_inbox_take(fl_inbox *box, int **fds, int *nfds) noexcept nogil:
+    """Everything posted so far: the messages (a list the caller frees) and the handed-over
+    descriptors (an array the caller frees)."""
+    cdef fl_msg *m
+    pthread_mutex_lock(&box.lock)
+    m = box.head
+    box.head = box.tail = NULL
+    fds[0] = box.fds
+    nfds[0] = box.n
+    box.fds = NULL
+    box.n = box.cap = 0
+    pthread_mutex_unlock(&box.lock)
+    return m
+
+
+# ---- jobs ---------------------------------------------------------------------------------
+
+cdef fl_job *fl_job_new(fl_inbox *box, uint64_t token, int fd, size_t req_bytes) noexcept nogil:
+    """A job for one request of connection token, with req_bytes of room for its copy; the
+    caller fills the request fields. Holds two references (loop, handler)."""
+    cdef fl_job *j = <fl_job *>malloc(sizeof(fl_job))
+    if j == NULL:
+        return NULL
+    memset(j, 0, sizeof(fl_job))
+    j.req = <char *>malloc(req_bytes if req_bytes else 1)
+    if j.req == NULL:
+        free(j)
+        return NULL
+    pthread_mutex_init(&j.lock, NULL)
+    pthread_cond_init(&j.cond, NULL)
+    j.refs = 2
+    j.token = token
+    j.fd = fd
+    fl_atomic_add_int(&box.refs, 1)
+    j.inbox = box
+    return j
+
+
+cdef void fl_job_release(fl_job *j) noexcept nogil:
+    if fl_atomic_add_int(&j.refs, -1) == 0:
+        fl_inbox_release(j.inbox)
+        pthread_cond_destroy(&j.cond)
+        pthread_mutex_destroy(&j.lock)
+        free(j.body)
+        free(j.req)
+        free(j)
+
+
+cdef void fl_job_gone(fl_job *j) noexcept nogil:
+    """The loop's side: the connection is closing (fd is still open, closed right after).
+    The handler stops waiting and producing; the loop drops its reference."""
+    pthread_mutex_lock(&j.lock)
+    j.gone = 1
+    j.fd = -1
+    pthread_cond_broadcast(&j.cond)
+    pthread_mutex_unlock(&j.lock)
+    fl_job_release(j)
+
+
+cdef int fl_job_post(fl_job *j, fl_msg *m) noexcept nogil:
+    """Posts m for j's connection (taking ownership): 0, or -1 if the connection or its loop
+    is gone. DATA bytes count toward j.posted for backpressure."""
+    if m == NULL:
+        return -1
+    m.token = j.token
+    if m.kind == MSG_DATA or m.kind == MSG_FILE:
+        pthread_mutex_lock(&j.lock)
+        j.posted += m.len if m.kind == MSG_DATA else <uint64_t>m.count
+        pthread_mutex_unlock(&j.lock)
+    return fl_inbox_post(j.inbox, m)
+
+
+cdef int fl_job_wait_room(fl_job *j) noexcept nogil:
+    """The handler's side: waits while more than FL_HIGH_WATER posted bytes are unsent.
+    Returns 0, or -1 once the connection is gone."""
+    cdef int rc
+    pthread_mutex_lock(&j.lock)
+    while not j.gone and j.posted - j.sent > FL_HIGH_WATER:
+        j.wait_room = 1
+        pthread_cond_wait(&j.cond, &j.lock)
+    rc = -1 if j.gone else 0
+    pthread_mutex_unlock(&j.lock)
+    return rc
+
+
+cdef void fl_job_sent(fl_job *j, uint64_t n) noexcept nogil:
+    """The loop's side: n more bytes of j's connection went out; wakes a waiting producer
+    once little is left."""
+    pthread_mutex_lock(&j.lock)
+    j.sent += n
+    if j.wait_room and j.posted - j.sent < FL_LOW_WATER:
+        j.wait_room = 0
+        pthread_cond_signal(&j.cond)
+    pthread_mutex_unlock(&j.lock)
+
+
+cdef int fl_job_give_body(fl_job *j, const char *p, size_t n, int end) noexcept nogil:
+    """The loop's side of a streaming body: appends n bytes (end: 0, 1 or -status). Returns
+    1 when the handler holds FL_HIGH_WATER or more untaken (stop reading), 0, or -1 without
+    memory."""
+    cdef void *q
+    cdef size_t cap
+    cdef int rc = 0
+    pthread_mutex_lock(&j.lock)
+    if n:
+        if j.body_n + n > j.body_cap:
+            cap = j.body_cap * 2 if j.body_cap else 65536
+            while cap < j.body_n + n:
+                cap *= 2
+            q = realloc(j.body, cap)
+            if q == NULL:
+                pthread_mutex_unlock(&j.lock)
+                return -1
+            j.body = <char *>q
+            j.body_cap = cap
+        memcpy(j.body + j.body_n, p, n)
+        j.body_n += n
+    if end:
+        j.body_end = end
+    if j.body_n >= FL_HIGH_WATER:
+        j.body_paused = 1
+        rc = 1
+    if j.wait_body:
+        j.wait_body = 0
+        pthread_cond_signal(&j.cond)
+    pthread_mutex_unlock(&j.lock)
+    return rc
+
+
+cdef bint fl_job_body_read(fl_job *j) noexcept nogil:
+    """A streaming route's body arrived whole and the handler took all of it."""
+    cdef bint done
+    pthread_mutex_lock(&j.lock)
+    done = j.body_end == 1 and j.body_n == 0
+    pthread_mutex_unlock(&j.lock)
+    return done
+
+
+# ---- the pool -----------------------------------------------------------------------------
+
+cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept nogil:
+    """Queues a batch of n jobs (linked through next) with one lock and at most one wake-up."""
+    pthread_mutex_lock(&p.lock)
+    if p.tail != NULL:
+        p.tail.next = first
+    else:
+        p.head = first
+    p.tail = last
+    last.next = NULL
+    p.queued += n
+    if p.idle:
+        pthread_cond_signal(&p.cond)
+    pthread_mutex_unlock(&p.lock)
+
+
+cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
+    """The next job, or NULL if none is queued. Wakes one more idle thread if work is left
+    behind, so that a handler that blocks does not hold up the jobs after it."""
+    cdef fl_job *j
+    pthread_mutex_lock(&p.lock)
+    j = p.head
+    if j != NULL:
+        p.head = j.next
+        if p.head == NULL:
+            p.tail = NULL
+        j.next = NULL
+        if p.head != NULL and p.idle:
+            pthread_cond_signal(&p.cond)
+    pthread_mutex_unlock(&p.lock)
+    return j
+
+
+cdef int fl_pool_wait(fl_pool *p) noexcept nogil:
+    """Waits until a job is queued (1) or the pool stops (0). Call without the GIL."""
+    cdef int rc
+    pthread_mutex_lock(&p.lock)
+    while p.head == NULL and not p.stopping:
+        p.idle += 1
+        pthread_cond_wait(&p.cond, &p.lock)
+        p.idle -= 1
+    rc = 0 if p.stopping else 1
+    pthread_mutex_unlock(&p.lock)
+    return rc
