@@ -23,9 +23,10 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 from . import POLLER, __version__
 from .app import App
 from .config import ENV_PREFIX, REPEATABLE, Config, setting_type
-from .listen import STARTUP_FAILURE, StartupError, listeners_for
+from .listen import STARTUP_FAILURE, Listeners, StartupError, listeners_for
 from .loader import AppLoadError, as_app, load_app
-from .process import run_until_signal
+from .process import WorkerLink, run_until_signal
+from .reload import Reloader
 from .server import Server
 from .supervisor import Supervisor
 
@@ -107,6 +108,9 @@ def run(app: Union[App, Callable, str], **settings: Any) -> None:
         spec = app
         status = serve(lambda: load_app(spec, config), config)
     else:
+        if config.reload:
+            raise ValueError("reload restarts by importing the application anew: give it as "
+                             '"module:attribute"')
         ready = as_app(app, config)  # checked here, so errors raise in the caller
         status = serve(lambda: ready, config)
     if status:
@@ -114,9 +118,10 @@ def run(app: Union[App, Callable, str], **settings: Any) -> None:
 
 
 def serve(load: Callable[[], App], config: Config) -> int:
-    """Binds per config, then serves load()'s App in this process or under a Supervisor.
-    Returns the exit status; a listening socket that cannot be had is one line on stderr and
-    STARTUP_FAILURE. AppLoadError from load() propagates (in-process and with --preload)."""
+    """Binds per config, then serves load()'s App in this process, under a Supervisor, or
+    under a Reloader. Returns the exit status; a listening socket that cannot be had is one
+    line on stderr and STARTUP_FAILURE. AppLoadError from load() propagates (in-process and
+    with --preload)."""
     if config.log_config:
         configure_logging_from_file(config.log_config)
     try:
@@ -125,23 +130,45 @@ def serve(load: Callable[[], App], config: Config) -> int:
         print(f"fastloop: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     try:
+        if config.reload:
+            setup_logging(config)  # the reloader's own lines: it never imports the app
+
+            def serve_child(link: WorkerLink) -> int:
+                try:
+                    return serve_here(load, config, listeners, link)
+                except AppLoadError as exc:
+                    print(f"fastloop: {exc}", file=sys.stderr)
+                    return 1
+
+            return Reloader(serve_child, Config.paths(config.reload_dir),
+                            Config.paths(config.reload_include),
+                            Config.paths(config.reload_exclude),
+                            config.timeout_graceful_shutdown).run()
         if config.supervised():
             if config.preload:
                 preloaded = load()
                 load = lambda: preloaded  # noqa: E731
             setup_logging(config)  # the supervisor's own lines: before any fork
             return Supervisor(load, config, listeners).run()
-        app = load()
-        setup_logging(config)  # after the application configured logging, if it does
-        server = Server(app, sockets=list(listeners.sets[0]), **config.server_kwargs())
-
-        def announce() -> None:
-            log.info("fastloop: listening on %s (%s, %d thread(s), %s dispatch, pid %d)",
-                     listeners.url, POLLER, server.threads, server.dispatch, os.getpid())
-
-        return run_until_signal(server, config.timeout_graceful_shutdown, started=announce)
+        return serve_here(load, config, listeners)
     finally:
         listeners.close()
+
+
+def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
+               link: Optional[WorkerLink] = None) -> int:
+    """Imports the application, then serves it in this process on listeners' first slot
+    until a signal says stop (linked to a reloader if link is given)."""
+    app = load()
+    setup_logging(config)  # after the application configured logging, if it does
+    server = Server(app, sockets=list(listeners.sets[0]), **config.server_kwargs())
+
+    def announce() -> None:
+        log.info("fastloop: listening on %s (%s, %d thread(s), %s dispatch, pid %d)",
+                 listeners.url, POLLER, server.threads, server.dispatch, os.getpid())
+
+    return run_until_signal(server, config.timeout_graceful_shutdown, started=announce,
+                            link=link)
 
 
 def configure_logging_from_file(path: str) -> None:

@@ -15,7 +15,7 @@ from helpers import env_importing_this_fastloop, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _LISTENING = re.compile(r"(?:listening on|thread\(s\) on) (\S+)")
-_WORKER = re.compile(r"worker (\d+) started")
+_WORKER = re.compile(r"(?:worker|server process) (\d+) started")  # killed by stop()
 
 
 class ServeProcess:
