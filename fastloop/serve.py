@@ -123,7 +123,12 @@ def serve(load: Callable[[], App], config: Config) -> int:
     line on stderr and STARTUP_FAILURE. AppLoadError from load() propagates (in-process and
     with --preload)."""
     if config.log_config:
-        configure_logging_from_file(config.log_config)
+        try:
+            configure_logging_from_file(config.log_config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
+            # What dictConfig and fileConfig raise for a file they cannot use.
+            print(f"fastloop: --log-config {config.log_config}: {exc}", file=sys.stderr)
+            return 1
     try:
         listeners = listeners_for(config, config.workers if config.supervised() else 1)
     except StartupError as exc:
@@ -174,6 +179,8 @@ def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
 def configure_logging_from_file(path: str) -> None:
     """--log-config: a .json file is a logging.config.dictConfig dictionary, anything else an
     INI file for fileConfig. Loggers that exist already (fastloop's) stay enabled."""
+    if not os.path.isfile(path):  # fileConfig would read nothing and fail on a missing key
+        raise FileNotFoundError("no such file")
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             spec = json.load(f)
