@@ -24,12 +24,13 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["SignalInbox", "WorkerLink", "run_until_signal", "serve_worker", "TICK", "FORCE_WAIT",
-           "HEARTBEAT"]
+__all__ = ["SignalInbox", "WorkerLink", "run_until_signal", "serve_worker", "fork_linked", "TICK",
+           "FORCE_WAIT", "HEARTBEAT"]
 
 log = logging.getLogger("fastloop")
 
@@ -216,3 +217,40 @@ def serve_worker(load: Callable[[], Any], sockets: list, config: Any, link: Work
             log.exception("fastloop: worker %d could not load the application", os.getpid())
         return boot_error
     return run_until_signal(server, config.timeout_graceful_shutdown, link=link)
+
+
+def fork_linked(inbox: SignalInbox, body: Callable[[WorkerLink], int], what: str,
+                max_requests: Optional[int] = None) -> Tuple[int, int]:
+    """Forks a child linked to this process by a status pipe, and returns (its pid, the read
+    end of the pipe). The child resets its signals first, before anything can block (SIGINT
+    and SIGHUP ignored: a terminal sends them to the whole group and the parent decides),
+    closes the parent's inbox, and exits with body(link)'s status; it never returns."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        return pid, r
+    status = 1  # pragma: no cover - the rest runs in the child
+    try:
+        os.close(r)
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        for signum in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        for fd in inbox.fds():
+            os.close(fd)
+        status = body(WorkerLink(w, parent, max_requests))
+    except KeyboardInterrupt:  # a forced stop left a handler running
+        status = 1
+    except BaseException:
+        log.exception("fastloop: %s %d failed", what, os.getpid())
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Skip the parent's atexit handlers and finally blocks: they are not ours to run.
+        os._exit(status)

@@ -19,11 +19,10 @@ import fnmatch
 import logging
 import os
 import signal
-import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from .process import TICK, SignalInbox, WorkerLink
+from .process import TICK, SignalInbox, WorkerLink, fork_linked
 
 __all__ = ["Reloader", "FileFilter", "PollWatcher", "make_watcher"]
 
@@ -163,38 +162,9 @@ class Reloader:
                     self.spawn()
 
     def spawn(self) -> None:
-        r, w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os.close(r)
-            self._child_main(w)
-        os.close(w)
-        self.child, self.pipe = pid, r
-        log.info("fastloop: reload: server process %d started", pid)
-
-    def _child_main(self, status_fd: int) -> None:
-        status = 1
-        try:
-            parent = os.getppid()
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the reloader decides
-            assert self.inbox is not None
-            for fd in self.inbox.fds():
-                os.close(fd)
-            status = self.serve_child(WorkerLink(status_fd, parent))
-        except KeyboardInterrupt:
-            status = 1
-        except BaseException:
-            log.exception("fastloop: reload: the server process failed")
-        finally:
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)
+        assert self.inbox is not None
+        self.child, self.pipe = fork_linked(self.inbox, self.serve_child, "server process")
+        log.info("fastloop: reload: server process %d started", self.child)
 
     def _drain(self) -> None:
         try:

@@ -32,14 +32,13 @@ import logging
 import os
 import random
 import signal
-import sys
 import time
 from typing import Callable, Deque, Dict, List, Optional
 
 from .app import App
 from .config import Config
 from .listen import Listeners
-from .process import FORCE_WAIT, TICK, SignalInbox, WorkerLink, serve_worker
+from .process import FORCE_WAIT, TICK, SignalInbox, WorkerLink, fork_linked, serve_worker
 
 __all__ = ["Supervisor", "BOOT_ERROR"]
 
@@ -297,14 +296,9 @@ class Supervisor:
         if self.config.limit_max_requests:
             max_requests = self.config.limit_max_requests + \
                 random.randint(0, self.config.limit_max_requests_jitter)
-        r, w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os.close(r)
-            self._child_main(slot, w, max_requests)
-        os.close(w)
+        assert self.inbox is not None
+        pid, r = fork_linked(self.inbox, lambda link: self._worker_body(slot, link), "worker",
+                             max_requests)
         self.children[pid] = _Child(pid, slot, r)
         if not successor:
             self.serving[slot] = pid
@@ -312,36 +306,14 @@ class Supervisor:
                  ", replacing a worker" if successor else "")
         return pid
 
-    def _child_main(self, slot: int, status_fd: int, max_requests: Optional[int]) -> None:
-        """The worker process: never returns."""
-        status = 1
-        try:
-            parent = os.getppid()
-            mine = self.listeners.sets[slot]
-            # Signals first, before anything can block: the inbox of the parent is not ours.
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
-            for signum in (signal.SIGINT, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_IGN)
-            assert self.inbox is not None
-            for fd in self.inbox.fds():
-                os.close(fd)
-            for child in self.children.values():
-                if child.pipe >= 0:
-                    os.close(child.pipe)
-            for sock in self.listeners.all():
-                if all(sock is not m for m in mine):
-                    sock.close()
-            link = WorkerLink(status_fd, parent, max_requests)
-            status = serve_worker(self.load, list(mine), self.config, link, BOOT_ERROR)
-        except KeyboardInterrupt:  # a forced stop left a handler running
-            status = 1
-        except BaseException:
-            log.exception("fastloop: worker %d failed", os.getpid())
-        finally:
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # Skip the parent's atexit handlers and finally blocks: they are not ours to run.
-            os._exit(status)
+    def _worker_body(self, slot: int, link: WorkerLink) -> int:
+        """In the worker process, after fork: drops what belongs to the supervisor and the
+        other slots, then serves (fastloop.process.serve_worker)."""
+        mine = self.listeners.sets[slot]
+        for child in self.children.values():
+            if child.pipe >= 0:
+                os.close(child.pipe)
+        for sock in self.listeners.all():
+            if all(sock is not m for m in mine):
+                sock.close()
+        return serve_worker(self.load, list(mine), self.config, link, BOOT_ERROR)

@@ -126,3 +126,17 @@ def get(url: str, path: str = "/", timeout: float = 5.0, close: bool = True) -> 
         return body
     finally:
         conn.close()
+
+
+def hanging_request(port: int, outcome: list, path: str = "/slow?8") -> None:
+    """GET path (slow to answer) on a new connection; appends the status, or the name of the
+    error that cut the request, to outcome."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", path)
+        outcome.append(conn.getresponse().status)
+    except OSError as exc:
+        outcome.append(type(exc).__name__)
+    finally:
+        conn.close()

@@ -1,17 +1,16 @@
-"""fastloop.process.run_until_signal behind every entry point: Server.serve_started() in a
-program and `fastloop demo` stop on a signal like `fastloop serve` does, and a second SIGINT
-forces the stop the same way (see test_processes.test_second_sigint_forces_the_stop for
-`fastloop serve`, alone and supervised)."""
+"""fastloop.process.run_until_signal behind every entry point: `fastloop serve` alone and
+supervised, Server.serve_started() in a program and `fastloop demo` stop on a signal, and a
+second SIGINT forces the stop the same way in each."""
 
-import http.client
 import signal
 import subprocess
 import sys
 import threading
 import time
 
+import pytest
 from helpers import env_importing_this_fastloop
-from serving import HERE, ServeProcess, get
+from serving import HERE, ServeProcess, get, hanging_request
 
 PROGRAM = r"""
 import logging, sys, time
@@ -37,19 +36,20 @@ sys.exit(status)
 """
 
 
-def hanging_request(port, outcome):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", "/slow")
-        outcome.append(conn.getresponse().status)
-    except OSError as exc:
-        outcome.append(type(exc).__name__)
-    finally:
-        conn.close()
+# entry point -> (arguments of ServeProcess, command, workers to wait for)
+ENTRY_POINTS = {
+    "fastloop serve": (["serve_apps:app", "--port", "0", "--timeout-graceful-shutdown", "30"],
+                       None, 0),
+    "supervisor": (["serve_apps:app", "--port", "0", "-w", "2",
+                    "--timeout-graceful-shutdown", "30"], None, 2),
+    "Server.serve_started": ([], [sys.executable, "-c", PROGRAM], 0),
+}
 
 
-def test_server_serve_started_stops_gracefully_and_a_second_sigint_forces():
-    with ServeProcess([], command=[sys.executable, "-c", PROGRAM]) as srv:
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_a_second_sigint_forces_the_stop_the_same_way_everywhere(entry):
+    args, command, workers = ENTRY_POINTS[entry]
+    with ServeProcess(args, command=command, ready_workers=workers) as srv:
         outcome: list = []
         t = threading.Thread(target=hanging_request, args=(srv.port, outcome))
         t.start()
@@ -61,9 +61,10 @@ def test_server_serve_started_stops_gracefully_and_a_second_sigint_forces():
         assert srv.wait(10) == 1
         assert time.monotonic() - started < 5.0
         t.join(15)
-    assert outcome and outcome[0] != 200
-    assert "second SIGINT: closing every connection now" in srv.log()
-    assert "left a handler behind" in srv.log()
+    assert outcome and outcome[0] != 200  # the request was cut, as asked
+    assert "second SIGINT: closing every connection now" in srv.log()  # by the serving process
+    if command is not None:
+        assert "left a handler behind" in srv.log()
 
 
 def test_server_serve_started_returns_0_after_sigterm():
