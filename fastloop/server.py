@@ -154,7 +154,7 @@ class Server:
         return self._running and all(t.is_alive() for t in self._threads)
 
     def serve(self, timeout: float = 5.0) -> int:
-        """Starts, then serve_started(timeout)."""
+        """start(), then as serve_started(timeout)."""
         from .process import run_until_signal  # process.py serves Servers: imported late
         return run_until_signal(self, timeout)
 
