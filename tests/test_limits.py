@@ -5,7 +5,7 @@ import selectors
 import socket
 import time
 
-from helpers import wait_until, raw_request, running_server, wait_until
+from helpers import raw_request, running_server, wait_until
 
 import fastloop
 
