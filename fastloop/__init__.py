@@ -1,5 +1,7 @@
 """fastloop: an HTTP/1.1 server for Python with a compiled, edge-triggered core."""
 
+__version__ = "0.1.0"  # first: fastloop.serve's --version reads it while this module loads
+
 try:
     from . import _core  # noqa: F401 (imported to check that the extension loads)
 except ImportError as exc:  # never fall back to a pure-Python stand-in
@@ -18,4 +20,3 @@ from .serve import run
 
 __all__ = ["App", "Server", "Request", "Response", "Config", "run", "DEFAULT_LIMITS",
            "DEFAULT_TIMEOUTS", "POLLER"]
-__version__ = "0.1.0"

@@ -17,7 +17,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: fastloop [COMMAND] [ARGS...]", "", "commands:"]
+    lines = ["usage: fastloop [--version] [COMMAND] [ARGS...]", "", "commands:"]
     lines += [f"  {name:8} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`fastloop COMMAND --help` explains each one."]
     return "\n".join(lines)
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if args and args[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"fastloop {__version__}")
         return 0
     name = args.pop(0) if args and not args[0].startswith("-") else "demo"
     if name not in COMMANDS:

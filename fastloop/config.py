@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_HEADERS
 
-__all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES"]
+__all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES", "REPEATABLE"]
 
 ENV_PREFIX = "FASTLOOP_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 INTERFACES = ("auto", "fastloop", "wsgi")
 # The parser keeps header positions in a fixed array (core/http.pxd FL_MAX_HEADERS).
 MAX_REQUEST_FIELDS = MAX_HEADERS  # the core's cap
+# Settings a flag may repeat: their values are kept comma-separated (FASTLOOP_RELOAD_DIR=a,b).
+REPEATABLE = ("reload_dir", "reload_include", "reload_exclude")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -43,6 +45,11 @@ class Config:
     uds: Optional[str] = _setting(None, "bind a Unix socket at this path instead of TCP", "PATH")
     fd: Optional[int] = _setting(None, "serve an already listening socket inherited as this "
                                  "descriptor (systemd, a supervisor) instead of binding", "FD")
+    uds_perms: str = _setting("666", "mode of the --uds socket file, in octal (666: a proxy "
+                              "running as another user can connect)", "MODE")
+    reuse_port: bool = _setting(False, "join other servers already listening on --port with "
+                                "SO_REUSEPORT and share its connections (off: a busy port is "
+                                "refused)")
     backlog: int = _setting(2048, "queue of connections not accepted yet (capped by the kernel's "
                             "somaxconn)", "N")
     # ---- processes and threads
@@ -52,6 +59,11 @@ class Config:
     dispatch: Optional[str] = _setting(None, "how connections reach threads: reuseport (the "
                                        "kernel spreads them; Linux default) or acceptor (one "
                                        "thread hands them out)", choices=("reuseport", "acceptor"))
+    preload: bool = _setting(False, "import the application once, before forking the "
+                             "workers (off: each worker imports it after the fork, so SIGHUP "
+                             "deploys new code)")
+    timeout_worker: Optional[float] = _setting(None, "kill and replace a worker process that "
+                                               "shows no sign of life for this long", "SECONDS")
     # ---- timeouts, in seconds
     timeout_keep_alive: float = _setting(DEFAULT_TIMEOUTS["idle"], "close a keep-alive "
                                          "connection idle this long", "SECONDS")
@@ -82,11 +94,23 @@ class Config:
     access_log: bool = _setting(False, "log every request, gunicorn-style (static routes are "
                                 "then answered from Python, so they are logged too)")
     log_level: str = _setting("info", "level of the error log", choices=LOG_LEVELS)
+    log_config: Optional[str] = _setting(None, "configure all logging from this file: JSON "
+                                         "for logging.config.dictConfig, else INI for "
+                                         "fileConfig", "FILE")
     # ---- the application
     interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "
                               "to detect it", choices=INTERFACES)
     factory: bool = _setting(False, "APP is a factory: call it with no arguments to get the "
                              "application")
+    # ---- development
+    reload: bool = _setting(False, "restart the server when a source file changes (watchfiles "
+                            "when installed, else polling)")
+    reload_dir: Optional[str] = _setting(None, "with --reload, a directory to watch (repeat "
+                                         "the flag for more; default: the current one)", "DIR")
+    reload_include: Optional[str] = _setting(None, "with --reload, a glob of files that count "
+                                             "(repeatable; default: *.py)", "GLOB")
+    reload_exclude: Optional[str] = _setting(None, "with --reload, a glob of files to ignore "
+                                             "(repeatable; default: .*, *.pyc, *~)", "GLOB")
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "Config":
@@ -116,6 +140,7 @@ class Config:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
+        self._validate_operations()
         for name in ("workers", "threads", "backlog", "timeout_keep_alive",
                      "timeout_request_header", "limit_request_line", "limit_request_fields",
                      "limit_request_field_size", "limit_request_body"):
@@ -139,6 +164,38 @@ class Config:
                 and self.threads > 1:
             raise ValueError("one Unix or inherited socket cannot be spread over threads with "
                              "SO_REUSEPORT: use dispatch acceptor")
+
+    def _validate_operations(self) -> None:
+        self.uds_mode()
+        if self.timeout_worker is not None and self.timeout_worker <= 0:
+            raise ValueError(f"timeout_worker must be a positive number, not {self.timeout_worker!r}")
+        if self.reload and (self.workers > 1 or self.limit_max_requests is not None):
+            raise ValueError("--reload runs one server process: not with workers > 1 or "
+                             "limit_max_requests")
+
+    def supervised(self) -> bool:
+        """True when a supervisor runs worker processes (else the server runs in-process)."""
+        return self.workers > 1 or self.limit_max_requests is not None
+
+    def uds_mode(self) -> int:
+        """uds_perms as a mode: octal text ("660", "0o660"), or an int given from Python."""
+        value: object = self.uds_perms
+        if isinstance(value, int) and not isinstance(value, bool):
+            mode = value
+        else:
+            try:
+                mode = int(str(value).strip(), 8)  # "0o660" too
+            except ValueError:
+                raise ValueError(f"uds_perms must be an octal mode such as 660, not "
+                                 f"{value!r}") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"uds_perms must be within 0..777 (octal), not {oct(mode)}")
+        return mode
+
+    @staticmethod
+    def paths(value: Optional[str]) -> List[str]:
+        """A repeatable setting's values (reload_dir, ...): given as a comma-separated list."""
+        return [part.strip() for part in (value or "").split(",") if part.strip()]
 
     # ---- what the Server takes ---------------------------------------------------------
 

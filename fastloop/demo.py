@@ -8,6 +8,8 @@ import logging
 import sys
 
 from . import POLLER, App, Request, Server
+from .listen import STARTUP_FAILURE, StartupError
+from .process import run_until_signal
 
 __all__ = ["main", "demo_app"]
 
@@ -36,18 +38,24 @@ def main(argv: list[str] | None = None) -> int:
 
     server = Server(demo_app(), host=args.host, port=args.port, threads=args.threads,
                     dispatch=args.dispatch)
-    server.start()
-    print(f"fastloop demo on {server.url} ({POLLER}, {server.threads} thread(s), "
-          f"{server.dispatch} dispatch)", flush=True)
-    print(f"  static route:  curl {server.url}", flush=True)
-    print(f"  Python route:  curl '{server.url}hello?name=you'", flush=True)
-    print("Ctrl-C stops it.", flush=True)
+
+    def announce() -> None:
+        print(f"fastloop demo on {server.url} ({POLLER}, {server.threads} thread(s), "
+              f"{server.dispatch} dispatch)", flush=True)
+        print(f"  static route:  curl {server.url}", flush=True)
+        print(f"  Python route:  curl '{server.url}hello?name=you'", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+
     try:
-        server.serve_started()
-    finally:
-        print("stopped; counters:", json.dumps({k: v for k, v in server.stats().items()
-                                                if k != "workers"}), flush=True)
-    return 0
+        status = run_until_signal(server, 5.0, started=announce)
+    except StartupError as exc:
+        print(f"fastloop: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
+    except KeyboardInterrupt:  # a second Ctrl-C left a handler running
+        status = 1
+    print("stopped; counters:", json.dumps({k: v for k, v in server.stats().items()
+                                            if k != "workers"}), flush=True)
+    return status
 
 
 if __name__ == "__main__":

@@ -13,28 +13,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import inspect
+import json
 import logging
+import logging.config
 import os
 import sys
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
-from . import POLLER
-from ._access import AccessLogApp
+from . import POLLER, __version__
 from .app import App
-from .config import ENV_PREFIX, Config, setting_type
+from .config import ENV_PREFIX, REPEATABLE, Config, setting_type
+from .listen import STARTUP_FAILURE, Listeners, StartupError, listeners_for
+from .loader import AppLoadError, as_app, load_app
+from .process import WorkerLink, run_until_signal
+from .reload import Reloader
 from .server import Server
-from .supervisor import Supervisor, inherited_socket, listener_sets, serve_process
-from .wsgi import WSGIApp
+from .supervisor import Supervisor
 
-__all__ = ["main", "run", "serve", "load_app", "as_app", "build_parser", "parse_config", "AppLoadError"]
+__all__ = ["main", "run", "serve", "load_app", "as_app", "build_parser", "parse_config",
+           "AppLoadError", "setup_logging"]
 
 log = logging.getLogger("fastloop")
-
-
-class AppLoadError(Exception):
-    """APP could not be imported, found, built or recognised."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastloop serve", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("app", metavar="APP", help='the application, as "module:attribute"')
+    parser.add_argument("--version", action="version", version=f"fastloop {__version__}")
     for f in dataclasses.fields(Config):
         meta = f.metadata
         flag = "--" + f.name.replace("_", "-")
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     default=None, help=help_)
         else:
             parser.add_argument(*names, dest=f.name, type=t, default=None, metavar=meta["metavar"],
-                                choices=meta["choices"], help=help_)
+                                choices=meta["choices"], help=help_,
+                                action="append" if f.name in REPEATABLE else "store")
     return parser
 
 
@@ -71,7 +72,8 @@ def parse_config(argv: Optional[List[str]] = None,
     status 2 and a usage message on a bad flag or value, as argparse does."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "app"}
+    given = {k: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
+             if v is not None and k != "app"}
     try:
         return args.app, Config.from_env(environ, **given)
     except ValueError as exc:
@@ -80,18 +82,16 @@ def parse_config(argv: Optional[List[str]] = None,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """`fastloop serve`: returns the exit status (0 after a graceful stop)."""
+    """`fastloop serve`: returns the exit status (0 after a graceful stop, 1 when APP cannot
+    be loaded or a stop was forced, 3 when the server cannot start listening)."""
     spec, config = parse_config(argv)
-    setup_logging(config)
     # As `python -m` does: the current directory holds the application's modules.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        if _supervised(config):
-            load_app(spec, config)  # fail fast here; each worker imports it again after fork
         return serve(lambda: load_app(spec, config), config)
     except AppLoadError as exc:
-        log.error("fastloop: %s", exc)
+        print(f"fastloop: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a forced stop left a handler running: exit anyway
         return 1
@@ -101,13 +101,16 @@ def run(app: Union[App, Callable, str], **settings: Any) -> None:
     """Serves app until SIGTERM or SIGINT, then stops gracefully. app is a fastloop App, a
     WSGI callable or a "module:attribute" string; settings are fastloop.Config's fields
     (host, port, workers, threads, limit_max_requests, ...), their defaults read from
-    FASTLOOP_* environment variables. Signals are handled only from the main thread."""
+    FASTLOOP_* environment variables. Signals are handled only from the main thread.
+    Raises SystemExit with serve()'s status when it is not 0."""
     config = Config.from_env(**settings)
-    setup_logging(config)
     if isinstance(app, str):
         spec = app
         status = serve(lambda: load_app(spec, config), config)
     else:
+        if config.reload:
+            raise ValueError("reload restarts by importing the application anew: give it as "
+                             '"module:attribute"')
         ready = as_app(app, config)  # checked here, so errors raise in the caller
         status = serve(lambda: ready, config)
     if status:
@@ -115,98 +118,93 @@ def run(app: Union[App, Callable, str], **settings: Any) -> None:
 
 
 def serve(load: Callable[[], App], config: Config) -> int:
-    """Serves load()'s App per config: in this process, or under a Supervisor."""
-    if _supervised(config):
-        sets, url = listener_sets(config, config.workers)
-        return Supervisor(load, config, sets, url).run()
-    app = load()
-    kwargs = config.server_kwargs()
-    if config.fd is not None:
-        kwargs["sockets"] = [inherited_socket(config.fd)]
-    server = Server(app, **kwargs)
-    status = serve_process_announced(server, config)
-    return status
-
-
-def serve_process_announced(server: Server, config: Config) -> int:
-    """serve_process, with the line that says where the server listens once it does."""
-    original_start = server.start
-
-    def start() -> None:
-        original_start()
-        where = f"fd:{config.fd}" if config.fd is not None else server.url
-        log.info("fastloop: listening on %s (%s, %d thread(s), %s dispatch, pid %d)",
-                 where, POLLER, server.threads, server.dispatch, os.getpid())
-
-    server.start = start  # type: ignore[method-assign]
-    return serve_process(server, config)
-
-
-def _supervised(config: Config) -> bool:
-    return config.workers > 1 or config.limit_max_requests is not None
-
-
-def load_app(spec: str, config: Config) -> App:
-    """Imports "module:attribute", calls it if config.factory, and returns it as an App."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppLoadError(f'APP must look like "module:attribute", not {spec!r}')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name == module_name:
-            raise AppLoadError(f"could not import module {module_name!r}") from exc
-        raise  # the module exists and failed to import something: show the real error
-    obj: Any = module
-    for part in attr.split("."):
+    """Binds per config, then serves load()'s App in this process, under a Supervisor, or
+    under a Reloader. Returns the exit status; a listening socket that cannot be had is one
+    line on stderr and STARTUP_FAILURE. AppLoadError from load() propagates (in-process and
+    with --preload)."""
+    if config.log_config:
         try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if config.factory:
-        if not callable(obj):
-            raise AppLoadError(f"{spec} is not callable, so it cannot be a --factory")
-        obj = obj()
-    return as_app(obj, config)
+            configure_logging_from_file(config.log_config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
+            # What dictConfig and fileConfig raise for a file they cannot use.
+            print(f"fastloop: --log-config {config.log_config}: {exc}", file=sys.stderr)
+            return 1
+    try:
+        listeners = listeners_for(config, config.workers if config.supervised() else 1)
+    except StartupError as exc:
+        print(f"fastloop: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
+    try:
+        if config.reload:
+            setup_logging(config)  # the reloader's own lines: it never imports the app
+
+            def serve_child(link: WorkerLink) -> int:
+                try:
+                    return serve_here(load, config, listeners, link)
+                except AppLoadError as exc:
+                    print(f"fastloop: {exc}", file=sys.stderr)
+                    return 1
+
+            return Reloader(serve_child, Config.paths(config.reload_dir),
+                            Config.paths(config.reload_include),
+                            Config.paths(config.reload_exclude),
+                            config.timeout_graceful_shutdown).run()
+        if config.supervised():
+            if config.preload:
+                preloaded = load()
+                load = lambda: preloaded  # noqa: E731
+            setup_logging(config)  # the supervisor's own lines: before any fork
+            return Supervisor(load, config, listeners).run()
+        return serve_here(load, config, listeners)
+    finally:
+        listeners.close()
 
 
-def as_app(obj: Any, config: Config) -> App:
-    """obj as the App to serve: a fastloop App as it is, a WSGI callable wrapped in WSGIApp
-    (per config.interface), with the access log around it if config.access_log."""
-    interface = config.interface
-    if interface == "auto":
-        if isinstance(obj, App):
-            interface = "fastloop"
-        elif callable(obj):
-            call = obj if inspect.isroutine(obj) else getattr(obj, "__call__", None)
-            if inspect.iscoroutinefunction(call):
-                raise AppLoadError("this looks like an ASGI application (a coroutine "
-                                   "function); fastloop serves fastloop Apps and WSGI")
-            interface = "wsgi"
-        else:
-            raise AppLoadError(f"a {type(obj).__name__} is neither a fastloop App nor a WSGI "
-                               "callable")
-    if interface == "fastloop":
-        if not isinstance(obj, App):
-            raise AppLoadError(f"--interface fastloop needs a fastloop.App, not a "
-                               f"{type(obj).__name__}")
-        app = obj
+def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
+               link: Optional[WorkerLink] = None) -> int:
+    """Imports the application, then serves it in this process on listeners' first slot
+    until a signal says stop (linked to a reloader if link is given)."""
+    app = load()
+    setup_logging(config)  # after the application configured logging, if it does
+    server = Server(app, sockets=list(listeners.sets[0]), **config.server_kwargs())
+
+    def announce() -> None:
+        log.info("fastloop: listening on %s (%s, %d thread(s), %s dispatch, pid %d)",
+                 listeners.url, POLLER, server.threads, server.dispatch, os.getpid())
+
+    return run_until_signal(server, config.timeout_graceful_shutdown, started=announce,
+                            link=link)
+
+
+def configure_logging_from_file(path: str) -> None:
+    """--log-config: a .json file is a logging.config.dictConfig dictionary, anything else an
+    INI file for fileConfig. Loggers that exist already (fastloop's) stay enabled."""
+    if not os.path.isfile(path):  # fileConfig would read nothing and fail on a missing key
+        raise FileNotFoundError("no such file")
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        spec.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(spec)
     else:
-        if not callable(obj):
-            raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
-        app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=_supervised(config))
-    return AccessLogApp(app) if config.access_log else app
+        logging.config.fileConfig(path, disable_existing_loggers=False)
 
 
 def setup_logging(config: Config) -> None:
-    """The error log at config.log_level, and the access log at INFO when enabled, both to
-    stderr unless the program has configured logging itself (a handler on the root logger)."""
-    root = logging.getLogger()
-    if not root.handlers:
+    """fastloop's own logs ("fastloop", "fastloop.access"): nothing with --log-config, which
+    set everything. Otherwise their levels, and, unless the program or the application has
+    configured logging (a handler on the root logger, or on "fastloop"), a handler of their
+    own to stderr. The root logger is never touched: an application's logging.basicConfig()
+    or Django's LOGGING work as they would alone."""
+    if config.log_config:
+        return
+    ours = logging.getLogger("fastloop")
+    if not ours.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(
             "%(asctime)s [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
-        root.addHandler(handler)
-    logging.getLogger("fastloop").setLevel(config.log_level.upper())
+        ours.addHandler(handler)
+        ours.propagate = False  # an application that configures the root logger later
+    ours.setLevel(config.log_level.upper())
     access = logging.getLogger("fastloop.access")
     access.setLevel(logging.INFO if config.access_log else logging.CRITICAL + 1)

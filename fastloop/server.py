@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -12,6 +11,7 @@ from typing import Any
 
 from ._core import Acceptor, ConnLimit, HandlerPool, Worker
 from .app import App
+from .listen import bind_tcp, bind_unix
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
 
@@ -163,26 +163,17 @@ class Server:
         """True while the server runs and every one of its event-loop threads is alive."""
         return self._running and all(t.is_alive() for t in self._threads)
 
-    def serve(self) -> None:
-        """Runs until SIGINT or SIGTERM, then stops gracefully."""
-        self.start()
-        self.serve_started()
+    def serve(self, timeout: float = 5.0) -> int:
+        """start(), then as serve_started(timeout)."""
+        from .process import run_until_signal  # process.py serves Servers: imported late
+        return run_until_signal(self, timeout)
 
-    def serve_started(self) -> None:
-        """serve() for a server already start()ed: blocks until SIGINT or SIGTERM, then stops."""
-        done = threading.Event()
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: done.set())
-        try:
-            while not done.wait(0.5):
-                if not any(t.is_alive() for t in self._threads):
-                    break
-        finally:
-            self.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def serve_started(self, timeout: float = 5.0) -> int:
+        """For a server already start()ed: blocks until SIGINT or SIGTERM, then stops within
+        timeout seconds; a second SIGINT closes every connection at once. Returns 0, or 1 after
+        a forced stop or when an event loop died (fastloop.process.run_until_signal)."""
+        from .process import run_until_signal
+        return run_until_signal(self, timeout, start=False)
 
     def __enter__(self) -> "Server":
         self.start()
@@ -238,49 +229,6 @@ class Server:
         socks = bind_tcp(self.host, self.port, count, self.dispatch == "reuseport", self.backlog)
         self.port = socks[0].getsockname()[1]
         return socks
-
-
-def bind_tcp(host: str, port: int, count: int, reuseport: bool, backlog: int) -> list:
-    """count listening, non-blocking TCP sockets on host:port (port 0: one free port shared by
-    all). With reuseport they form one SO_REUSEPORT group, which the kernel balances. The caller
-    owns the sockets; on failure none is left open."""
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = info[0]
-    addr: Any = sockaddr  # (host, port), or (host, port, flowinfo, scope_id) for IPv6
-    socks: list = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(addr)
-            if addr[1] == 0:  # the rest share the port the first one got
-                addr = (addr[0], sock.getsockname()[1]) + tuple(addr[2:])
-            sock.listen(backlog)  # the kernel caps it at net.core.somaxconn
-            sock.setblocking(False)
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
-def bind_unix(path: str, backlog: int) -> socket.socket:
-    """A listening, non-blocking Unix socket at path, replacing a stale socket file there.
-    The caller owns it and unlinks path when done."""
-    if os.path.exists(path):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def merge(into: dict, counters: dict) -> None:

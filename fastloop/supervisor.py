@@ -1,27 +1,28 @@
-"""Processes and signals: one server process, or a supervisor over pre-forked workers.
+"""The supervisor: pre-forked worker processes, kept running, replaced, and stopped.
 
 Theory of operation.
 
-The supervisor binds every listening socket before it forks, and keeps its copies open for
-as long as it runs. A worker process is given the sockets of its *slot*: on Linux (reuseport
-dispatch) `threads` sockets of one SO_REUSEPORT group per slot, so the kernel balances
-connections over every thread of every worker; otherwise (acceptor dispatch, a Unix socket,
-an inherited --fd) one socket shared by all workers. Because the supervisor's copies keep
-each socket open, a worker that exits loses no connection still queued on its sockets: they
-wait there for the worker that takes the slot over. That is what lets a worker be replaced,
-for SIGHUP or --limit-max-requests, without refusing a connection.
+The supervisor is handed every listening socket, bound before it forks (fastloop.listen), and
+keeps its copies open for as long as it runs. A worker process is given the sockets of its
+*slot* (see listen.listeners_for). Because the supervisor's copies keep each socket open, a
+worker that exits loses no connection still queued on its sockets: they wait there for the
+worker that takes the slot over. That is what lets a worker be replaced, for SIGHUP or
+--limit-max-requests, without refusing a connection.
 
-Workers talk to the supervisor through one pipe each, one byte per message:
-  R  the server is started and accepting        M  the worker reached its request limit
+A worker imports the application after the fork (unless --preload imported it here first),
+so each new worker runs the code on disk at its start: SIGHUP deploys. The worker runs
+fastloop.process.run_until_signal and talks to the supervisor through one pipe each, one byte
+per message (R accepting, M at its request limit, H heartbeat; see fastloop.process).
 A replacement (SIGHUP: every slot, one by one; M: that slot) forks the successor first and
 sends SIGTERM to the old worker only once the successor said R, so capacity never drops.
+With --timeout-worker, a worker that has been accepting and then sends nothing for that long
+is hung: it gets SIGTERM, SIGKILL HUNG_KILL_WAIT seconds later, and its slot a new worker.
 
-Signals. Supervisor: SIGTERM or SIGINT stops gracefully (SIGTERM to every worker, SIGKILL to
-those still alive after timeout_graceful_shutdown + SLACK); a SIGINT during that forces at
-once (SIGKILL); SIGHUP replaces the workers. Worker: SIGTERM stops gracefully; SIGINT and
-SIGHUP are ignored, since a terminal sends them to the whole process group and the supervisor
-decides. A worker whose supervisor is gone stops by itself. A single server process (workers=1)
-handles SIGTERM and SIGINT itself, the same way.
+Signals. SIGTERM or SIGINT stops gracefully (SIGTERM to every worker, SIGKILL to those still
+alive after timeout_graceful_shutdown + SLACK); a second SIGINT forces the stop: the workers
+get SIGINT, which makes each close its connections at once (as a single server process does),
+and SIGKILL if they linger FORCE_WAIT + SLACK_FORCED seconds; the exit status is then 1.
+SIGHUP replaces the workers.
 """
 
 from __future__ import annotations
@@ -30,192 +31,28 @@ import collections
 import logging
 import os
 import random
-import select
 import signal
-import socket
-import sys
-import threading
 import time
-from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional
 
 from .app import App
 from .config import Config
-from .server import Server, bind_tcp, bind_unix, default_dispatch
+from .listen import Listeners
+from .process import FORCE_WAIT, TICK, SignalInbox, WorkerLink, fork_linked, serve_worker
 
-__all__ = ["Supervisor", "SignalInbox", "serve_process", "listener_sets", "inherited_socket"]
+__all__ = ["Supervisor", "BOOT_ERROR"]
 
 log = logging.getLogger("fastloop")
 
 BOOT_ERROR = 3          # a worker's exit status when it could not load the app (gunicorn's too)
 SLACK = 5.0             # beyond the graceful timeout, for the worker's own clean-up
+SLACK_FORCED = 1.0      # beyond FORCE_WAIT after a second SIGINT, before SIGKILL
 READY_TIMEOUT = 60.0    # a successor that is not accepting after this is given up
-TICK = 0.25             # how often loops look at counters and at the parent process
-FORCE_WAIT = 1.0        # after a forced stop, how long a handler still running is waited for
-
-
-class SignalInbox:
-    """Signals, received as data: while active, each signal in `signums` is recorded and wakes
-    wait() through a self-pipe (signal.set_wakeup_fd), so no handler runs code that could
-    deadlock against the interrupted one. Main thread only. A context manager that restores
-    the previous handlers."""
-
-    def __init__(self, signums: Iterable[int], ignore: Iterable[int] = ()) -> None:
-        self.signums = tuple(signums)
-        self.ignore = tuple(ignore)
-        self.received: Deque[int] = collections.deque()
-        self._previous: Dict[int, object] = {}
-        self._old_wakeup = -1
-        self._r = self._w = -1
-
-    def __enter__(self) -> "SignalInbox":
-        self._r, self._w = os.pipe()
-        for fd in (self._r, self._w):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
-        if self.signums or self.ignore:  # only the main thread may touch signals
-            self._old_wakeup = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
-        for signum in self.signums:
-            self._previous[signum] = signal.signal(signum, self._record)
-        for signum in self.ignore:
-            self._previous[signum] = signal.signal(signum, signal.SIG_IGN)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        if self.signums or self.ignore:
-            signal.set_wakeup_fd(self._old_wakeup)
-        os.close(self._r)
-        os.close(self._w)
-
-    def fds(self) -> Tuple[int, int]:
-        """The self-pipe, which a forked child must close."""
-        return self._r, self._w
-
-    def _record(self, signum: int, frame: object) -> None:
-        self.received.append(signum)  # deque.append is atomic; the wake-up byte is already sent
-
-    def wait(self, timeout: float, fds: Sequence[int] = ()) -> Tuple[List[int], List[int]]:
-        """Blocks until a signal arrives, one of fds is readable, or timeout seconds pass.
-        Returns (signals received since the last call, readable fds among `fds`)."""
-        ready: List[int] = []
-        if not self.received:
-            readable, _, _ = select.select([self._r, *fds], [], [], timeout)
-            ready = [fd for fd in readable if fd != self._r]
-        try:
-            while os.read(self._r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        signums = []
-        while self.received:
-            signums.append(self.received.popleft())
-        return signums, ready
-
-
-def serve_process(server: Server, config: Config, *, status_fd: Optional[int] = None,
-                  parent_pid: Optional[int] = None, max_requests: Optional[int] = None) -> int:
-    """Starts server and runs it in this process until told to stop, then stops it gracefully.
-    Returns the exit status: 0, or 1 if a second SIGINT forced the stop or a loop died.
-
-    Supervised (parent_pid given): writes R, then M once `max_requests` are answered, to
-    status_fd, stops on SIGTERM or when the parent is gone, and ignores SIGINT and SIGHUP.
-    Alone: stops on SIGTERM or SIGINT; SIGINT while stopping closes every connection at once,
-    and raises KeyboardInterrupt if a handler still runs FORCE_WAIT seconds later (the event
-    loops are left to die with the process). Signals are handled only from the main thread."""
-    supervised = parent_pid is not None
-    main = threading.current_thread() is threading.main_thread()
-    signums = (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    ignore = (signal.SIGINT, signal.SIGHUP) if supervised else ()
-    inbox = SignalInbox(signums if main else (), ignore if main else ())
-    status = 0
-    with inbox:
-        server.start()
-        if status_fd is not None:
-            os.write(status_fd, b"R")
-        retiring = False
-        reason = None
-        while reason is None:
-            signals, _ = inbox.wait(TICK)
-            for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.warning("fastloop: SIGHUP ignored: replacing workers needs the supervisor "
-                                "(workers > 1 or limit_max_requests)")
-                else:
-                    reason = signal.Signals(signum).name
-            if supervised and os.getppid() != parent_pid:
-                reason = "the supervisor is gone"
-            if not server.alive:
-                log.error("fastloop: an event loop died; stopping this process")
-                reason, status = "an event loop died", 1
-            if max_requests and not retiring and server.stats()["requests"] >= max_requests:
-                retiring = True  # the supervisor starts a successor, then sends SIGTERM
-                log.info("fastloop: worker %d answered %d requests; asking to be replaced",
-                         os.getpid(), max_requests)
-                if status_fd is not None:
-                    os.write(status_fd, b"M")
-        grace = config.timeout_graceful_shutdown
-        log.info("fastloop: stopping (%s): finishing requests in flight, for up to %gs",
-                 reason, grace)
-        # A daemon thread: after a forced stop the interpreter may exit while it still waits
-        # for a handler that does not return.
-        stopper = threading.Thread(target=server.stop, args=(grace,), name="fastloop-stop",
-                                   daemon=True)
-        stopper.start()
-        forced_at = None
-        while stopper.is_alive():
-            signals, _ = inbox.wait(TICK)
-            if signal.SIGINT in signals and forced_at is None:
-                log.warning("fastloop: second SIGINT: closing every connection now")
-                server.stop_now()
-                forced_at = time.monotonic()
-                status = 1
-            if forced_at is not None and time.monotonic() - forced_at > FORCE_WAIT:
-                # A handler is still running; only leaving the process ends it.
-                log.warning("fastloop: a handler is still running; leaving it behind")
-                raise KeyboardInterrupt
-    return status
-
-
-def inherited_socket(fd: int) -> socket.socket:
-    """The listening stream socket at descriptor fd (--fd), non-blocking. Raises ValueError if
-    fd is not one."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError as exc:
-        raise ValueError(f"--fd {fd}: not a socket ({exc.strerror})") from None
-    if sock.type != socket.SOCK_STREAM:
-        sock.detach()
-        raise ValueError(f"--fd {fd}: not a stream socket")
-    accepting = getattr(socket, "SO_ACCEPTCONN", None)
-    if accepting is not None and not sock.getsockopt(socket.SOL_SOCKET, accepting):
-        sock.detach()
-        raise ValueError(f"--fd {fd}: the socket is not listening")
-    sock.setblocking(False)
-    return sock
-
-
-def listener_sets(config: Config, slots: int) -> Tuple[List[List[socket.socket]], str]:
-    """Binds (or adopts, for --fd) the listening sockets of `slots` worker processes: a list of
-    sockets per slot, and the URL they answer on. See the module docstring for the layout."""
-    if config.fd is not None:
-        sock = inherited_socket(config.fd)
-        return [[sock]] * slots, f"fd:{config.fd}"
-    if config.uds:
-        return [[bind_unix(config.uds, config.backlog)]] * slots, f"unix:{config.uds}"
-    dispatch = config.dispatch or default_dispatch()
-    if dispatch == "reuseport":
-        socks = bind_tcp(config.host, config.port, slots * config.threads, True, config.backlog)
-        sets = [socks[i * config.threads:(i + 1) * config.threads] for i in range(slots)]
-    else:
-        sets = [bind_tcp(config.host, config.port, 1, False, config.backlog)] * slots
-    host, port = sets[0][0].getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-    return sets, f"http://{host}:{port}/"
+HUNG_KILL_WAIT = 2.0    # a hung worker sent SIGTERM gets SIGKILL this much later
 
 
 class _Child:
-    __slots__ = ("pid", "slot", "pipe", "started", "ready", "retiring")
+    __slots__ = ("pid", "slot", "pipe", "started", "ready", "retiring", "seen", "kill_at")
 
     def __init__(self, pid: int, slot: int, pipe: int) -> None:
         self.pid = pid
@@ -224,6 +61,8 @@ class _Child:
         self.started = time.monotonic()
         self.ready = False
         self.retiring = False   # sent SIGTERM
+        self.seen = self.started  # when it last wrote to its pipe
+        self.kill_at: Optional[float] = None  # when SIGKILL follows a SIGTERM for hanging
 
 
 class Supervisor:
@@ -232,18 +71,18 @@ class Supervisor:
     stops it. run() returns the exit status: 0 after a graceful stop, 1 after a forced one or
     when the first workers cannot load the app."""
 
-    def __init__(self, load: Callable[[], App], config: Config,
-                 listeners: List[List[socket.socket]], url: str) -> None:
+    def __init__(self, load: Callable[[], App], config: Config, listeners: Listeners) -> None:
         self.load = load
         self.config = config
         self.listeners = listeners
-        self.url = url
+        self.slots = len(listeners.sets)
         self.children: Dict[int, _Child] = {}
-        self.serving: List[Optional[int]] = [None] * len(listeners)   # slot -> pid
+        self.serving: List[Optional[int]] = [None] * self.slots        # slot -> pid
         self.pending: Deque[int] = collections.deque()     # slots waiting to be replaced
         self.successor: Optional[int] = None                # pid booting to take a slot over
         self.respawn_at: Dict[int, float] = {}              # slot -> when to fork again
-        self.failures = [0] * len(listeners)                # quick deaths in a row, per slot
+        self.failures = [0] * self.slots                    # quick deaths in a row, per slot
+        self.hung = 0                                       # workers killed for hanging
         self.ever_ready = False
         self.stopping = False
         self.killed = False
@@ -257,8 +96,8 @@ class Supervisor:
             with SignalInbox(signums) as inbox:
                 self.inbox = inbox
                 log.info("fastloop: supervisor %d: %d workers x %d thread(s) on %s",
-                         os.getpid(), len(self.listeners), self.config.threads, self.url)
-                for slot in range(len(self.listeners)):
+                         os.getpid(), self.slots, self.config.threads, self.listeners.url)
+                for slot in range(self.slots):
                     self.spawn(slot)
                 while self.children or not self.stopping:
                     pipes = [c.pipe for c in self.children.values() if c.pipe >= 0]
@@ -276,15 +115,11 @@ class Supervisor:
                     else:
                         self.respawn_due()
                         self.advance_replacement()
+                    self.watch_hung()
         finally:
             for child in list(self.children.values()):  # only if run() itself failed
                 self.signal(child, signal.SIGKILL)
-            self.close_listeners()
-            if self.config.uds and self.config.fd is None:
-                try:
-                    os.unlink(self.config.uds)
-                except FileNotFoundError:
-                    pass
+            self.listeners.close()
         log.info("fastloop: supervisor %d stopped", os.getpid())
         return self.status
 
@@ -296,13 +131,15 @@ class Supervisor:
         if signum == signal.SIGHUP:
             if not self.stopping:
                 log.info("fastloop: SIGHUP: replacing the workers one by one")
-                self.pending = collections.deque(range(len(self.listeners)))
+                self.pending = collections.deque(range(self.slots))
             return
         if self.stopping:
-            if signum == signal.SIGINT and not self.killed:
-                log.warning("fastloop: second SIGINT: killing the workers now")
+            if signum == signal.SIGINT and not self.killed and self.status == 0:
+                log.warning("fastloop: second SIGINT: the workers close every connection now")
                 self.status = 1
-                self.kill_all()
+                self.deadline = min(self.deadline, time.monotonic() + FORCE_WAIT + SLACK_FORCED)
+                for child in list(self.children.values()):
+                    self.signal(child, signal.SIGINT)
             return
         self.begin_stop(signal.Signals(signum).name)
 
@@ -318,6 +155,7 @@ class Supervisor:
             os.close(fd)
             child.pipe = -1
             return
+        child.seen = time.monotonic()
         if b"R" in data and not child.ready:
             child.ready = True
             self.ever_ready = True
@@ -402,6 +240,27 @@ class Supervisor:
                 self.successor = self.spawn(slot, successor=True)
                 return
 
+    def watch_hung(self) -> None:
+        """--timeout-worker: SIGTERM to an accepting worker silent for that long, SIGKILL to
+        one that outlives HUNG_KILL_WAIT after it; reap() then replaces it."""
+        limit = self.config.timeout_worker
+        if not limit:
+            return
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.kill_at is not None:
+                if now >= child.kill_at:
+                    child.kill_at = float("inf")
+                    self.signal(child, signal.SIGKILL)
+            elif child.ready and child.pipe >= 0 and now - child.seen > limit:
+                self.hung += 1
+                log.error("fastloop: worker %d (slot %d) showed no sign of life for %.1fs: "
+                          "killing it (%d hung worker(s) killed so far)", child.pid, child.slot,
+                          now - child.seen, self.hung)
+                child.kill_at = now + HUNG_KILL_WAIT
+                child.retiring = False  # SIGTERM again, even if it was sent one: it did not stop
+                self.signal(child, signal.SIGTERM)
+
     # ---- actions --------------------------------------------------------------------------
 
     def begin_stop(self, reason: str) -> None:
@@ -415,7 +274,7 @@ class Supervisor:
             self.signal(child, signal.SIGTERM)
         # The workers close their copies as they stop accepting; once ours are closed too,
         # new connections are refused instead of queueing where nobody will accept them.
-        self.close_listeners()
+        self.listeners.close()
 
     def kill_all(self) -> None:
         self.killed = True
@@ -432,23 +291,14 @@ class Supervisor:
         except ProcessLookupError:
             pass  # already gone; reap() collects it
 
-    def close_listeners(self) -> None:
-        for sock in {id(s): s for socks in self.listeners for s in socks}.values():
-            sock.close()
-
     def spawn(self, slot: int, successor: bool = False) -> int:
         max_requests = None
         if self.config.limit_max_requests:
             max_requests = self.config.limit_max_requests + \
                 random.randint(0, self.config.limit_max_requests_jitter)
-        r, w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os.close(r)
-            self._child_main(slot, w, max_requests)
-        os.close(w)
+        assert self.inbox is not None
+        pid, r = fork_linked(self.inbox, lambda link: self._worker_body(slot, link), "worker",
+                             max_requests)
         self.children[pid] = _Child(pid, slot, r)
         if not successor:
             self.serving[slot] = pid
@@ -456,42 +306,14 @@ class Supervisor:
                  ", replacing a worker" if successor else "")
         return pid
 
-    def _child_main(self, slot: int, status_fd: int, max_requests: Optional[int]) -> None:
-        """The worker process: never returns."""
-        status = 1
-        try:
-            parent = os.getppid()
-            mine = {id(s) for s in self.listeners[slot]}
-            # Signals first, before anything can block: the inbox of the parent is not ours.
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
-            for signum in (signal.SIGINT, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_IGN)
-            assert self.inbox is not None
-            for fd in self.inbox.fds():
-                os.close(fd)
-            for child in self.children.values():
-                if child.pipe >= 0:
-                    os.close(child.pipe)
-            for sock in {id(s): s for socks in self.listeners for s in socks}.values():
-                if id(sock) not in mine:
-                    sock.close()
-            try:
-                app = self.load()
-                server = Server(app, sockets=list(self.listeners[slot]),
-                                **self.config.server_kwargs())
-            except BaseException:
-                log.exception("fastloop: worker %d could not load the application", os.getpid())
-                status = BOOT_ERROR
-                return
-            status = serve_process(server, self.config, status_fd=status_fd, parent_pid=parent,
-                                   max_requests=max_requests)
-        except BaseException:
-            log.exception("fastloop: worker %d failed", os.getpid())
-        finally:
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # Skip the parent's atexit handlers and finally blocks: they are not ours to run.
-            os._exit(status)
+    def _worker_body(self, slot: int, link: WorkerLink) -> int:
+        """In the worker process, after fork: drops what belongs to the supervisor and the
+        other slots, then serves (fastloop.process.serve_worker)."""
+        mine = self.listeners.sets[slot]
+        for child in self.children.values():
+            if child.pipe >= 0:
+                os.close(child.pipe)
+        for sock in self.listeners.all():
+            if all(sock is not m for m in mine):
+                sock.close()
+        return serve_worker(self.load, list(mine), self.config, link, BOOT_ERROR)

@@ -2,6 +2,7 @@
 (`fastloop serve serve_apps:NAME`); each answers with its process id where that helps a test
 tell workers apart."""
 
+import ctypes
 import logging
 import os
 import time
@@ -24,6 +25,13 @@ def make_app() -> fastloop.App:
             logging.getLogger("serve_apps").warning("handler started: %s", tag)
         time.sleep(float(seconds or 0.5))
         return f"slept {os.getpid()}"
+
+    @app.get("/freeze")
+    def freeze(request):
+        # Blocks the whole worker process hard: a C call made while holding the GIL (PyDLL
+        # does not release it), so no other Python thread of this process runs meanwhile.
+        ctypes.PyDLL(None).sleep(int(request.query or 60))
+        return "thawed"
 
     @app.get("/items/{id:int}")
     def item(request, id):

@@ -15,7 +15,7 @@ from helpers import env_importing_this_fastloop, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _LISTENING = re.compile(r"(?:listening on|thread\(s\) on) (\S+)")
-_WORKER = re.compile(r"worker (\d+) started")
+_WORKER = re.compile(r"(?:worker|server process) (\d+) started")  # killed by stop()
 
 
 class ServeProcess:
@@ -124,5 +124,19 @@ def get(url: str, path: str = "/", timeout: float = 5.0, close: bool = True) -> 
         if resp.status != 200:
             raise AssertionError(f"{path}: {resp.status} {body!r}")
         return body
+    finally:
+        conn.close()
+
+
+def hanging_request(port: int, outcome: list, path: str = "/slow?8") -> None:
+    """GET path (slow to answer) on a new connection; appends the status, or the name of the
+    error that cut the request, to outcome."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", path)
+        outcome.append(conn.getresponse().status)
+    except OSError as exc:
+        outcome.append(type(exc).__name__)
     finally:
         conn.close()

@@ -22,7 +22,8 @@ ISSUE_FLAGS = """--host --port --uds --fd -w --workers --threads --dispatch --ba
     --timeout-keep-alive --timeout-request-header --timeout-graceful-shutdown --limit-concurrency
     --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-body
     --limit-max-requests --limit-max-requests-jitter --access-log --no-access-log --log-level
-    --interface --factory""".split()
+    --interface --factory --uds-perms --reuse-port --no-reuse-port --preload --timeout-worker
+    --reload --reload-dir --reload-include --reload-exclude --log-config --version""".split()
 
 
 def test_every_flag_of_the_issue_exists_and_is_explained():
@@ -67,6 +68,33 @@ def test_bad_values_exit_with_usage(argv, env, capsys):
     with pytest.raises(SystemExit) as exc:
         parse_config(["m:app", *argv], env)
     assert exc.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_operations_settings_parse_from_flags_and_environment():
+    env = {"FASTLOOP_UDS_PERMS": "0o640", "FASTLOOP_REUSE_PORT": "yes",
+           "FASTLOOP_TIMEOUT_WORKER": "7.5", "FASTLOOP_RELOAD_EXCLUDE": "a*,b*"}
+    _, config = parse_config(["m:app", "--preload", "--reload-dir", "src", "--reload-dir",
+                              "lib", "--log-config", "log.json"], env)
+    assert (config.uds_mode(), config.reuse_port, config.timeout_worker) == (0o640, True, 7.5)
+    assert config.preload and config.log_config == "log.json"
+    assert Config.paths(config.reload_dir) == ["src", "lib"]  # the flag repeats
+    assert Config.paths(config.reload_exclude) == ["a*", "b*"]  # the variable lists
+    assert Config(uds_perms=0o600).uds_mode() == 0o600  # an int, from Python
+    assert Config().uds_mode() == 0o666 and not Config().reuse_port and not Config().preload
+
+
+@pytest.mark.parametrize("argv", [["--uds-perms", "9"], ["--uds-perms", "1777"],
+                                  ["--timeout-worker", "0"], ["--reload", "-w", "2"],
+                                  ["--reload", "--limit-max-requests", "5"]])
+def test_bad_operations_values_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_config(["m:app", *argv], {})
+    assert exc.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_run_refuses_reload_of_an_object():
+    with pytest.raises(ValueError, match="module:attribute"):
+        fastloop.run(fastloop.App(), reload=True)
 
 
 def test_run_rejects_unknown_settings():

@@ -1,0 +1,71 @@
+"""Finding the application to serve: "module:attribute" imported, a factory called, a WSGI
+callable wrapped, the access log put around it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from ._access import AccessLogApp
+from .app import App
+from .config import Config
+from .wsgi import WSGIApp
+
+__all__ = ["AppLoadError", "load_app", "as_app"]
+
+
+class AppLoadError(Exception):
+    """APP could not be imported, found, built or recognised."""
+
+
+def load_app(spec: str, config: Config) -> App:
+    """Imports "module:attribute", calls it if config.factory, and returns it as an App."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppLoadError(f'APP must look like "module:attribute", not {spec!r}')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name == module_name:
+            raise AppLoadError(f"could not import module {module_name!r}") from exc
+        raise  # the module exists and failed to import something: show the real error
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if config.factory:
+        if not callable(obj):
+            raise AppLoadError(f"{spec} is not callable, so it cannot be a --factory")
+        obj = obj()
+    return as_app(obj, config)
+
+
+def as_app(obj: Any, config: Config) -> App:
+    """obj as the App to serve: a fastloop App as it is, a WSGI callable wrapped in WSGIApp
+    (per config.interface), with the access log around it if config.access_log."""
+    interface = config.interface
+    if interface == "auto":
+        if isinstance(obj, App):
+            interface = "fastloop"
+        elif callable(obj):
+            call = obj if inspect.isroutine(obj) else getattr(obj, "__call__", None)
+            if inspect.iscoroutinefunction(call):
+                raise AppLoadError("this looks like an ASGI application (a coroutine "
+                                   "function); fastloop serves fastloop Apps and WSGI")
+            interface = "wsgi"
+        else:
+            raise AppLoadError(f"a {type(obj).__name__} is neither a fastloop App nor a WSGI "
+                               "callable")
+    if interface == "fastloop":
+        if not isinstance(obj, App):
+            raise AppLoadError(f"--interface fastloop needs a fastloop.App, not a "
+                               f"{type(obj).__name__}")
+        app = obj
+    else:
+        if not callable(obj):
+            raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
+        app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=config.supervised())
+    return AccessLogApp(app) if config.access_log else app
