@@ -58,9 +58,6 @@ class FileWrapper:
             close()
 
 
-BUFFERED = 65536  # bytes of a WSGI answer gathered before the rest is streamed
-
-
 def _close(result: Any) -> None:
     close = getattr(result, "close", None)
     if close is not None:
@@ -135,6 +132,16 @@ class _Answer:
             self.sent = True
             self.chunks.append(data)
 
+    def declared_length(self) -> int:
+        """The Content-Length the application set, or -1 (ASCII digits only: str.isdigit()
+        also takes other scripts' digits)."""
+        for name, value in self.headers:
+            if name.lower() == "content-length":
+                text = value.strip(" \t")
+                if text.isascii() and text.isdigit() and len(text) <= 18:
+                    return int(text)
+        return -1
+
     def response(self, rest: Any = None) -> Response:
         """The Response for what was gathered; rest: the body still to come, streamed (an
         iterable of bytes, or a file object sent with sendfile)."""
@@ -143,15 +150,11 @@ class _Answer:
         body: Any = b"".join(self.chunks)
         content_type = ""  # none unless the application sets one
         headers = []
-        declared = -1
+        declared = self.declared_length()
         for name, value in self.headers:
             lower = name.lower()
             if lower == "content-type":
                 content_type = value
-            elif lower == "content-length":
-                text = value.strip(" \t")
-                # ASCII digits only: str.isdigit() also takes other scripts' digits.
-                declared = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
             elif lower not in _DROPPED_HEADERS:
                 headers.append((name, value))
         length: Optional[int] = None
@@ -261,21 +264,29 @@ class WSGIHandler:
             if type(result) is FileWrapper and _sendable(result.filelike):
                 streaming = True  # the core sends the file with sendfile, then closes it
                 return answer.response(rest=result.filelike)
-            # Gather up to BUFFERED bytes: most answers end within it and go out whole, with a
-            # Content-Length (and an error in them can still become a 500). A longer one is
-            # streamed from there on, as it comes, with bounded memory.
+            if type(result) in (list, tuple):
+                # Every block exists already: one answer with its length, and an error in it
+                # can still become a 500.
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+                    answer.write(chunk)
+                return answer.response()
+            # Any other iterable may take its time between blocks, and PEP 3333 forbids holding
+            # a block back: each goes out as it is yielded. The first one is awaited here (it
+            # is when start_response has run); when it is the whole declared length, or the
+            # iterable ends at once, the answer goes out whole, as a list's would.
             chunks = iter(result)
-            gathered = 0
             for chunk in chunks:
                 if type(chunk) is not bytes:
                     raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
                 if chunk:
                     answer.write(chunk)
-                    gathered += len(chunk)
-                    if gathered >= BUFFERED:
-                        break
+                    break
             else:
                 return answer.response()
+            if 0 <= answer.declared_length() <= len(answer.chunks[0]):
+                return answer.response()  # the declared length is all there: the rest is dropped
             streaming = True
             return answer.response(rest=_pieces(chunks, result))
         finally:

@@ -23,6 +23,7 @@ cdef enum:
     CONN_F_USED = 256         # at least one request was answered (else: fresh, its first may be coming)
     CONN_F_READ_MORE = 512    # reading stopped short of EAGAIN (or an edge went unread): read again
     CONN_F_BODY_FULL = 1024   # a streaming route's handler holds enough body: stop reading
+    CONN_F_HUP = 2048         # the poller reported the peer's shutdown: read on until EOF
 
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:

@@ -413,6 +413,12 @@ cdef class Worker(Loop):
         cdef size_t space
         cdef int rc, err
         cdef int64_t budget = FL_READ_BUDGET
+        if mask & FL_HUP:
+            c.flags |= CONN_F_HUP
+        elif c.flags & CONN_F_HUP:
+            # The edge that announced the peer's FIN was spent earlier (the reading stopped for
+            # a handler): a short read no longer means the EOF is not there yet.
+            mask |= FL_HUP
         if c.state == CONN_CLOSING:
             # Lingering close: the answer is sent and the write side shut; swallow what the
             # client still sends so that closing does not reset the answer away (RFC 9112 9.6).
