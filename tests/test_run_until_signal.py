@@ -64,7 +64,9 @@ def test_a_second_sigint_forces_the_stop_the_same_way_everywhere(entry):
     assert outcome and outcome[0] != 200  # the request was cut, as asked
     assert "second SIGINT: closing every connection now" in srv.log()  # by the serving process
     if command is not None:
-        assert "left a handler behind" in srv.log()
+        # The handler still sleeps on its own thread; the loops never waited for it, so the
+        # forced stop returns (status 1) without having to leave the call stack behind.
+        assert "serve_started returned 1" in srv.log()
 
 
 def test_server_serve_started_returns_0_after_sigterm():
