@@ -58,6 +58,8 @@ ctypedef struct fl_conn:
     int64_t file_off
     int64_t file_left
     int file_end              # MSG_F_END | END_* flags to apply once the file is sent, or 0
+    int file_answered         # ... and the count of requests that end answered
+    int resume_state          # the state to take again when the job's answers are done
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
     fl_request_line line      # its method, path, query and version

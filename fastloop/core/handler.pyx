@@ -10,9 +10,10 @@
 # MSG_F_END. See handoff.pyx for the exchange itself.
 
 import threading as _threading
+from time import perf_counter_ns as _perf_ns
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, strlen
 from posix.unistd cimport dup
 
@@ -109,23 +110,36 @@ cdef class HandlerPool:
                 try:
                     r.answer(self, j)
                 except BaseException:
-                    # A fault in fastloop itself, not in the handler (that is a 500 already).
+                    # A fault in fastloop itself, not in the handler (that is a 500 already);
+                    # answer() has cut the connection.
                     self.failed += 1
                     log.exception("fastloop: internal error while answering a request")
-                    end_answer(j, END_CLOSE | END_CUT)
                 finally:
                     self.handled += 1
                     fl_job_release(j)
 
 
+cdef enum:
+    FL_BATCH_FLUSH = 262144     # answer bytes gathered for one connection before they are posted
+    FL_SLOW_HANDLER_NS = 200000  # a handler this slow: what was gathered before it goes out now
+
+
 cdef class Responder:
-    """What one handler thread keeps between jobs: its Date line."""
+    """What one handler thread keeps between jobs: its Date line, and the answers of the job
+    at hand gathered into one buffer, so that pipelined answers leave in one message (and one
+    send) unless one of them streams or takes its time."""
 
     cdef char date_line[40]
     cdef int64_t date_sec
+    cdef char *buf
+    cdef size_t len
+    cdef size_t cap
 
     def __cinit__(self):
         self.date_sec = -1
+
+    def __dealloc__(self):
+        free(self.buf)
 
     cdef const char *date(self) noexcept:
         cdef int64_t sec = fl_wall_seconds()
@@ -136,68 +150,113 @@ cdef class Responder:
             memcpy(self.date_line + 35, b"\r\n", 2)
         return self.date_line
 
-    cdef void answer(self, HandlerPool pool, fl_job *j) except *:
-        cdef Request request = request_from_job(j)
-        cdef Answer a
-        cdef int flags = j.req_flags
-        try:
-            result = call_handler(pool.routes, pool.resolve, request)
-            try:
-                a = plan_answer(result, flags)
-            except Exception:
-                # Nothing of it was posted: the client gets a clean 500 instead.
-                log.exception("fastloop: handler for %s %s returned an invalid answer",
-                              request.method, request.path)
-                close_body(getattr(result, "body", None))
-                a = plan_answer(SERVER_ERROR, flags)
-            if j.stream and not fl_job_body_read(j):
-                a.close = True  # part of the body was not read: close after answering
-            self.post(j, a, flags)
-        finally:
-            release_request(request)
+    cdef char *room(self, size_t n) except NULL:
+        """n bytes at the end of the gathered answers, to be filled (then self.len += n)."""
+        cdef size_t cap
+        cdef void *p
+        if self.len + n > self.cap:
+            cap = self.cap * 2 if self.cap else 16384
+            while cap < self.len + n:
+                cap *= 2
+            p = realloc(self.buf, cap)
+            if p == NULL:
+                raise MemoryError()
+            self.buf = <char *>p
+            self.cap = cap
+        return self.buf + self.len
 
-    cdef void post(self, fl_job *j, Answer a, int flags) except *:
+    cdef void flush(self, fl_job *j, int flags, int answered) except *:
+        """Posts what was gathered (with flags, MSG_F_END for the last message of the job)."""
+        cdef fl_msg *m
+        if self.len == 0 and not flags:
+            return
+        m = fl_msg_new(0, MSG_DATA)
+        if m == NULL:
+            raise MemoryError()
+        if self.len:
+            # The gathered buffer changes hands; the next answers start a new one.
+            m.data = self.buf
+            m.len = self.len
+            self.buf = NULL
+            self.len = self.cap = 0
+        m.flags = flags
+        m.count = answered
+        fl_job_post(j, m)
+
+    cdef void answer(self, HandlerPool pool, fl_job *j) except *:
+        """Answers every request of j, in order; stops after one that closes the connection."""
+        cdef Request request
+        cdef Answer a
+        cdef int k, flags, end = 0, answered = 0
+        cdef object t0
+        for k in range(j.nreqs):
+            flags = j.reqs[k].req_flags
+            request = request_from_job(j, k)
+            try:
+                t0 = _perf_ns() if j.nreqs > 1 else None
+                result = call_handler(pool.routes, pool.resolve, request)
+                try:
+                    a = plan_answer(result, flags)
+                except Exception:
+                    # Nothing of it was posted: the client gets a clean 500 instead.
+                    log.exception("fastloop: handler for %s %s returned an invalid answer",
+                                  request.method, request.path)
+                    close_body(getattr(result, "body", None))
+                    a = plan_answer(SERVER_ERROR, flags)
+                if j.stream and not fl_job_body_read(j):
+                    a.close = True  # part of the body was not read: close after answering
+                end = self.post(j, a, flags)
+            except BaseException:
+                end = END_CLOSE | END_CUT
+                raise
+            finally:
+                release_request(request)
+                answered += 1
+                if end or k == j.nreqs - 1:
+                    self.flush(j, MSG_F_END | end, answered)
+            if end:
+                return
+            if t0 is not None and (self.len > FL_BATCH_FLUSH or _perf_ns() - t0 > FL_SLOW_HANDLER_NS):
+                self.flush(j, 0, 0)  # the next handler may be as slow: send what is ready
+
+    cdef int post(self, fl_job *j, Answer a, int flags) except -1:
+        """Gathers (or, for files and iterables, posts) answer a. Returns END_* flags: END_CLOSE
+        when the connection closes after it, END_CUT when it was cut."""
         # inbox.stopping is a relaxed flag: an answer racing the stop may lack "close", and
-        # its connection still closes after it (consume() checks the loop's own flag).
+        # its connection still closes after it (the loop checks its own flag).
         cdef bint keep = (flags & FL_REQ_KEEP_ALIVE) and not a.close and not j.inbox.stopping
         cdef const char *ch = CONN_CLOSE_LINE
         cdef int end = 0 if keep else END_CLOSE
+        cdef size_t body = len(a.body) if a.kind == BODY_BYTES and a.send_body else 0
+        cdef char *p
         if keep:
             ch = CONN_KEEP_ALIVE_LINE if flags & FL_REQ_HTTP10 else NO_LINE
-        cdef size_t body = len(a.body) if a.kind == BODY_BYTES and a.send_body else 0
-        cdef fl_msg *m = head_message(a, self.date(), ch, body)
-        if m == NULL:
-            raise MemoryError()
-        if a.kind == BODY_BYTES or not a.send_body:
-            if body:
-                memcpy(m.data + m.len, PyBytes_AS_STRING(a.body), body)
-                m.len += body
-            m.flags = MSG_F_END | end
-            fl_job_post(j, m)
-            if a.kind != BODY_BYTES:
-                close_body(a.body)
-        elif a.kind == BODY_FILE:
-            fl_job_post(j, m)
-            post_file(j, a, end)
-        else:
-            fl_job_post(j, m)
-            post_pieces(j, a, end)
+        p = self.room(head_size(a, ch) + body)
+        p = write_head(p, a, self.date(), ch)
+        if body:
+            memcpy(p, PyBytes_AS_STRING(a.body), body)
+            p += body
+        self.len = p - self.buf
+        if a.kind == BODY_BYTES:
+            return end
+        if not a.send_body:
+            close_body(a.body)
+            return end
+        self.flush(j, 0, 0)  # the head, and the answers before it
+        if a.kind == BODY_FILE:
+            return end | post_file(j, a)
+        return end | post_pieces(self, j, a)
 
 
-cdef fl_msg *head_message(Answer a, const char *date_line, const char *conn_line, size_t room):
-    """MSG_DATA holding a's head, with room more bytes for the body. NULL without memory."""
+cdef size_t head_size(Answer a, const char *conn_line):
+    """The most bytes write_head() writes for a."""
+    return (len(a.status_line) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(a.ctype) + 2 + 40
+            + 28 + len(a.fields) + strlen(conn_line) + 2)
+
+
+cdef char *write_head(char *p, Answer a, const char *date_line, const char *conn_line):
+    """Writes a's head at p (head_size() bytes of room); returns the end."""
     cdef size_t chlen = strlen(conn_line)
-    cdef size_t need = (len(a.status_line) + len(SERVER) + FL_DATE_LINE_LEN + 16 + len(a.ctype)
-                        + 2 + 40 + 28 + len(a.fields) + chlen + 2 + room)
-    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
-    cdef char *p
-    if m == NULL:
-        return NULL
-    m.data = <char *>malloc(need)
-    if m.data == NULL:
-        fl_msg_free(m)
-        return NULL
-    p = m.data
     p = put(p, a.status_line)
     if not a.own_server:
         p = put(p, SERVER)
@@ -221,9 +280,7 @@ cdef fl_msg *head_message(Answer a, const char *date_line, const char *conn_line
     memcpy(p, conn_line, chlen)
     p += chlen
     memcpy(p, b"\r\n", 2)
-    p += 2
-    m.len = p - m.data
-    return m
+    return p + 2
 
 
 cdef inline char *put(char *p, bytes b):
@@ -245,22 +302,15 @@ cdef char *put_decimal(char *p, uint64_t n) noexcept:
     return p + 24 - i
 
 
-cdef void end_answer(fl_job *j, int flags) noexcept:
-    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
-    if m != NULL:
-        m.flags = MSG_F_END | flags
-        fl_job_post(j, m)
-
-
 cdef void close_body(object body):
     close = getattr(body, "close", None)
     if close is not None:
         close()
 
 
-cdef void post_file(fl_job *j, Answer a, int end) except *:
+cdef int post_file(fl_job *j, Answer a) except -1:
     """The file goes out from the loop, with sendfile, as the socket takes it. A file shorter
-    than the announced length cuts the connection once its end is sent."""
+    than the announced length cuts the connection once its end is sent (returns END_* flags)."""
     cdef int64_t count = min(a.file_len, <int64_t>a.length)
     cdef fl_msg *m
     cdef int fd
@@ -275,22 +325,19 @@ cdef void post_file(fl_job *j, Answer a, int end) except *:
         m.fd = fd
         m.off = a.file_off
         m.count = count
-        m.flags = MSG_F_END | end
+        fl_job_post(j, m)
         if count < a.length:
             log.error("fastloop: sending a file: %d bytes, shorter than its content_length %d",
                       count, a.length)
-            m.flags |= END_CLOSE | END_CUT
-        fl_job_post(j, m)
-    except BaseException:
-        end_answer(j, END_CLOSE | END_CUT)
-        raise
+            return END_CLOSE | END_CUT
+        return 0
     finally:
         close_body(a.body)
 
 
-cdef void post_pieces(fl_job *j, Answer a, int end) except *:
+cdef int post_pieces(Responder r, fl_job *j, Answer a) except -1:
     """Streams an iterable body: each piece is posted as it comes (the loop sends it at once),
-    and the producer waits while the client is FL_HIGH_WATER behind."""
+    and the producer waits while the client is FL_HIGH_WATER behind. Returns END_* flags."""
     cdef uint64_t total = 0
     cdef Py_ssize_t n
     cdef bytes piece
@@ -307,8 +354,7 @@ cdef void post_pieces(fl_job *j, Answer a, int end) except *:
             total += n
             if length is not None and total > length:
                 log.error("fastloop: an iterable body: longer than its content_length")
-                end_answer(j, END_CLOSE | END_CUT)
-                return
+                return END_CLOSE | END_CUT
             m = fl_msg_new(0, MSG_DATA)
             if m == NULL:
                 raise MemoryError()
@@ -326,30 +372,21 @@ cdef void post_pieces(fl_job *j, Answer a, int end) except *:
                 p += 2
             m.len = p - m.data
             if fl_job_post(j, m) < 0:
-                return  # the connection is gone
+                return END_CLOSE | END_CUT  # the connection is gone
             with nogil:
                 rc = fl_job_wait_room(j)
             if rc < 0:
-                return
+                return END_CLOSE | END_CUT
         if length is not None and total != length:
             log.error("fastloop: an iterable body: shorter than its content_length")
-            end_answer(j, END_CLOSE | END_CUT)
-            return
-        m = fl_msg_new(0, MSG_DATA)
-        if m == NULL:
-            raise MemoryError()
+            return END_CLOSE | END_CUT
         if a.chunked:
-            m.data = <char *>malloc(5)
-            if m.data == NULL:
-                fl_msg_free(m)
-                raise MemoryError()
-            memcpy(m.data, b"0\r\n\r\n", 5)
-            m.len = 5
-        m.flags = MSG_F_END | end
-        fl_job_post(j, m)
+            memcpy(r.room(5), b"0\r\n\r\n", 5)
+            r.len += 5
+        return 0
     except Exception:
         log.exception("fastloop: the body iterable of an answer raised")
-        end_answer(j, END_CLOSE | END_CUT)
+        return END_CLOSE | END_CUT
     finally:
         close_body(a.body)
 

@@ -46,6 +46,14 @@ ctypedef struct fl_inbox:
     fl_poller *poller
     uint64_t dropped    # messages posted after the loop was gone (late answers)
 
+ctypedef struct fl_jobreq:
+    # One request of a job: where its head (and body, right after it) is in fl_job.req.
+    uint32_t off
+    uint32_t head_len
+    uint64_t body_len
+    fl_request_line line
+    int req_flags
+
 ctypedef struct fl_job:
     # One request on its way to a handler thread and its answer on the way back. The loop
     # fills the request part before the job is queued and never changes it after; the shared
@@ -55,13 +63,10 @@ ctypedef struct fl_job:
     int refs            # atomic
     uint64_t token
     fl_inbox *inbox     # a reference: answers go there
-    void *route         # the Python handler entry chosen by the loop (borrowed from the pool)
-    char *req           # the head, then the body when it was buffered whole (malloc'd, owned)
-    uint32_t head_len
-    uint64_t body_len   # bytes of body in req (0 for a streaming route)
-    fl_request_line line
-    int req_flags
-    int stream          # the handler reads the body as it arrives (fl_job.body below)
+    char *req           # the requests' heads and whole bodies, one after the other (owned)
+    fl_jobreq *reqs     # nreqs requests of one connection, pipelined, answered in order
+    int nreqs
+    int stream          # one request whose body the handler reads as it arrives (body below)
     # shared, under lock
     pthread_mutex_t lock
     pthread_cond_t cond

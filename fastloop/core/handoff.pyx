@@ -163,17 +163,18 @@ cdef fl_msg *fl_inbox_take(fl_inbox *box, int **fds, int *nfds) noexcept nogil:
 
 # ---- jobs ---------------------------------------------------------------------------------
 
-cdef fl_job *fl_job_new(fl_inbox *box, uint64_t token, int fd, size_t req_bytes) noexcept nogil:
-    """A job for one request of connection token, with req_bytes of room for its copy; the
-    caller fills the request fields. Holds two references (loop, handler)."""
-    cdef fl_job *j = <fl_job *>malloc(sizeof(fl_job))
+cdef fl_job *fl_job_new(fl_inbox *box, uint64_t token, int fd, size_t req_bytes, int nreqs) noexcept nogil:
+    """A job for nreqs requests of connection token, with req_bytes of room for their copy;
+    the caller fills j.req and j.reqs. Holds two references (loop, handler)."""
+    # One allocation for the job, its request records and the copied bytes.
+    cdef size_t size = sizeof(fl_job) + nreqs * sizeof(fl_jobreq) + req_bytes
+    cdef fl_job *j = <fl_job *>malloc(size)
     if j == NULL:
         return NULL
     memset(j, 0, sizeof(fl_job))
-    j.req = <char *>malloc(req_bytes if req_bytes else 1)
-    if j.req == NULL:
-        free(j)
-        return NULL
+    j.reqs = <fl_jobreq *>(<char *>j + sizeof(fl_job))
+    j.nreqs = nreqs
+    j.req = <char *>j.reqs + nreqs * sizeof(fl_jobreq)
     pthread_mutex_init(&j.lock, NULL)
     pthread_cond_init(&j.cond, NULL)
     j.refs = 2
@@ -190,8 +191,7 @@ cdef void fl_job_release(fl_job *j) noexcept nogil:
         pthread_cond_destroy(&j.cond)
         pthread_mutex_destroy(&j.lock)
         free(j.body)
-        free(j.req)
-        free(j)
+        free(j)  # the records and the request bytes are in the same allocation
 
 
 cdef void fl_job_gone(fl_job *j) noexcept nogil:

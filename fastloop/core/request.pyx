@@ -65,7 +65,7 @@ cdef class Request:
             raise ConnectionError("the request is over: its body can only be read by its handler")
         if not self._continue_asked:
             self._continue_asked = True
-            if (j.req_flags & FL_REQ_EXPECT_CONTINUE) and not (j.req_flags & FL_REQ_HTTP10):
+            if (j.reqs[0].req_flags & FL_REQ_EXPECT_CONTINUE) and not (j.reqs[0].req_flags & FL_REQ_HTTP10):
                 fl_job_post(j, fl_msg_new(0, MSG_CONTINUE))  # now the handler wants the body
         # SAFETY: the job lives while this Request holds it; the loop appends under the lock,
         # and the buffer taken here is ours alone once the lock is released.
@@ -187,23 +187,24 @@ cdef str decode_span(const char *p, fl_span s):
     return PyUnicode_DecodeLatin1(p + s.off, s.len, NULL)
 
 
-cdef Request request_from_job(fl_job *j):
-    """The Request for j, holding j until release_request()."""
+cdef Request request_from_job(fl_job *j, int k):
+    """The Request for j's k-th request, holding j until release_request()."""
     cdef Request r = Request.__new__(Request)
-    cdef fl_request_line *line = &j.line
-    cdef const char *p = j.req
+    cdef fl_jobreq *q = &j.reqs[k]
+    cdef fl_request_line *line = &q.line
+    cdef const char *p = j.req + q.off
     r._job = j
-    r.method = "GET" if j.req_flags & FL_REQ_GET else decode_span(p, line.method)
+    r.method = "GET" if q.req_flags & FL_REQ_GET else decode_span(p, line.method)
     r.path = decode_span(p, line.path) if line.path.len else "/"
     r.query = decode_span(p, line.query) if line.query.len else ""
     r.minor = line.minor
-    r.keep_alive = (j.req_flags & FL_REQ_KEEP_ALIVE) != 0
-    r._head = PyBytes_FromStringAndSize(p, j.head_len - 4)
+    r.keep_alive = (q.req_flags & FL_REQ_KEEP_ALIVE) != 0
+    r._head = PyBytes_FromStringAndSize(p, q.head_len - 4)
     r._streaming = j.stream != 0
     if r._streaming:
         r._body = None
     else:
-        r._body = PyBytes_FromStringAndSize(p + j.head_len, j.body_len) if j.body_len else b""
+        r._body = PyBytes_FromStringAndSize(p + q.head_len, q.body_len) if q.body_len else b""
     return r
 
 

@@ -69,6 +69,9 @@ cdef class Worker(Loop):
     cdef int npool
     cdef fl_pool *handlers      # where jobs go (the pool of handler_pool)
     cdef object handler_pool    # the HandlerPool: keeps pool alive
+    cdef fl_jobreq stage[64]    # pipelined requests of one connection gathered for one job
+    cdef int nstage
+    cdef size_t stage_bytes
     cdef fl_job *jobs_first     # this turn's jobs, queued on the pool at the end of the turn
     cdef fl_job *jobs_last
     cdef int njobs
@@ -129,7 +132,10 @@ cdef class Worker(Loop):
     cdef int conn_start_job(self, fl_conn *c) noexcept nogil
     cdef void take_messages(self, fl_msg *m) noexcept nogil
     cdef void conn_pump(self, fl_conn *c) noexcept nogil
-    cdef void conn_answer_done(self, fl_conn *c, int flags) noexcept nogil
+    cdef void conn_answer_done(self, fl_conn *c, int flags, int answered) noexcept nogil
+    cdef int conn_stage(self, fl_conn *c) noexcept nogil
+    cdef int conn_end_process(self, fl_conn *c, int rc) noexcept nogil
+    cdef void queue_job(self, fl_job *j) noexcept nogil
     cdef int conn_deliver_body(self, fl_conn *c) noexcept nogil
     cdef void conn_read_body(self, fl_conn *c) noexcept nogil
     cdef void conn_drop_output(self, fl_conn *c) noexcept nogil

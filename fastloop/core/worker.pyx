@@ -33,6 +33,7 @@ cdef enum:
     FL_DATE_LINE_LEN = 37         # "Date: " + 29 + CRLF
     FL_ACCEPT_RETRY_MS = 100      # after accept() failed on EMFILE and the like (nginx: 500)
     FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
+    FL_STAGE_MAX = 64             # pipelined requests gathered into one job (Worker.stage)
 
 # conn_process results
 cdef enum:
@@ -499,7 +500,11 @@ cdef class Worker(Loop):
                 return
 
     cdef int conn_process(self, fl_conn *c) noexcept nogil:
-        """Answers every complete request in c's buffer that C can answer."""
+        """Answers every complete request in c's buffer that C can answer, and gathers the
+        ones that need Python (with every complete request after them, in order) into one job
+        (conn_stage, conn_end_process): pipelined requests reach a handler thread together and
+        their answers come back together. Every return goes through conn_end_process, and so
+        does everything that could move the buffer while requests are staged in it."""
         cdef char *p
         cdef uint32_t avail
         cdef Py_ssize_t end
@@ -508,12 +513,14 @@ cdef class Worker(Loop):
         cdef bint complete
         while True:
             if c.flags & CONN_F_CLOSE_AFTER:
-                return FL_PROC_STOP
+                return self.conn_end_process(c, FL_PROC_STOP)
+            if self.nstage == FL_STAGE_MAX:
+                return self.conn_end_process(c, FL_PROC_MORE)
             if c.wlen - c.wsent > FL_HIGH_WATER:
                 # Backpressure: the client is not reading its answers, so stop reading its
                 # requests; TCP flow control then slows it down. Memory stays bounded.
                 c.flags |= CONN_F_PAUSED
-                return FL_PROC_STOP
+                return self.conn_end_process(c, FL_PROC_STOP)
             p = c.rbuf + c.rpos
             avail = c.rlen - c.rpos
             if c.state == CONN_READ_HEAD:
@@ -523,12 +530,18 @@ cdef class Worker(Loop):
                     p += 2
                     avail -= 2
                 if avail == 0:
+                    # (Staged bytes stay where they are until conn_end_process copies them.)
                     c.rpos = c.rlen = c.scanned = 0
-                    return FL_PROC_MORE
+                    return self.conn_end_process(c, FL_PROC_MORE)
                 end = fl_frame_head(p, avail, &c.scanned, &self.req, &self.limits)
                 if end == 0:
-                    return FL_PROC_MORE
+                    return self.conn_end_process(c, FL_PROC_MORE)
                 if end < 0:
+                    if self.nstage:
+                        # Answer what came before first; this head is parsed (and rejected)
+                        # again once those answers are out.
+                        c.scanned = 0
+                        return self.conn_end_process(c, FL_PROC_MORE)
                     self.conn_reject(c, <int>-end)
                     return FL_PROC_STOP
                 cl = self.req.content_length if self.req.content_length > 0 else 0
@@ -547,6 +560,9 @@ cdef class Worker(Loop):
                 if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
                     c.route = fl_match_path(self.statics, self.nstatics, p, self.req.path)
                 if c.route < 0 and fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
+                    if self.nstage:
+                        c.scanned = 0  # after the staged answers, from its head again
+                        return self.conn_end_process(c, FL_PROC_MORE)
                     # A streaming route: its handler runs now and reads the body as it arrives
                     # (Request.stream), instead of after all of it is buffered.
                     c.flags |= CONN_F_STREAM
@@ -556,6 +572,11 @@ cdef class Worker(Loop):
             if c.req_flags & FL_REQ_CHUNKED:
                 rc = fl_decode_chunked(p, avail, &c.chunked, self.limits.body_bytes)
                 if rc < 0:
+                    if self.nstage:
+                        # Its framing may be half decoded already: cut the connection after
+                        # the staged answers (no answer of this request could be right).
+                        c.flags |= CONN_F_CLOSE_AFTER
+                        return self.conn_end_process(c, FL_PROC_STOP)
                     self.conn_reject(c, -rc)
                     return FL_PROC_STOP
                 complete = rc == 1
@@ -571,11 +592,16 @@ cdef class Worker(Loop):
                     c.chunked.in_ = c.chunked.out
             else:
                 complete = avail >= c.req_len
+                if not complete and self.nstage:
+                    # Growing the buffer would move the staged requests: hand them over first.
+                    return self.conn_end_process(c, FL_PROC_MORE)
                 if not complete and self.rbuf_ensure(c, c.req_len - avail) < 0:
                     self.count_errno(self.counters.io_errors, ENOMEM)
                     self.conn_close(c)
                     return FL_PROC_STOP
             if not complete:
+                if self.nstage:
+                    return self.conn_end_process(c, FL_PROC_MORE)
                 if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) \
                         and not (c.flags & CONN_F_CONTINUE_SENT):
                     if c.route >= 0:
@@ -590,11 +616,75 @@ cdef class Worker(Loop):
                     if self.conn_put(c, CONTINUE_100, 25) < 0:
                         return FL_PROC_STOP
                 return FL_PROC_MORE
-            if c.route < 0:
-                return FL_PROC_PY if self.conn_start_job(c) == 0 else FL_PROC_STOP
+            if c.route < 0 or self.nstage:
+                # Python's, or behind a request that is: answered by the route's Python twin
+                # (App.static registers one), so that answers stay in request order.
+                self.conn_stage(c)
+                continue
             if self.conn_put_static(c, &self.statics[c.route], c.req_flags) < 0:
                 return FL_PROC_STOP
             self.consume(c)
+
+    cdef int conn_stage(self, fl_conn *c) noexcept nogil:
+        """Adds c's current request (complete) to the job being gathered and moves past it,
+        as consume() would, but without counting it (its answer is not there yet)."""
+        cdef fl_jobreq *q = &self.stage[self.nstage]
+        q.off = c.rpos
+        q.head_len = c.head_len
+        q.body_len = c.body_len
+        q.line = c.line
+        q.req_flags = c.req_flags
+        self.nstage += 1
+        self.stage_bytes += c.head_len + c.body_len
+        c.rpos += c.req_len
+        c.scanned = 0
+        c.state = CONN_READ_HEAD
+        c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
+        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+            c.flags |= CONN_F_CLOSE_AFTER  # nothing after it is a request of this connection
+        return 0
+
+    cdef int conn_end_process(self, fl_conn *c, int rc) noexcept nogil:
+        """conn_process returns through here: staged requests become one job, copied out of
+        the buffer before anything can move it. Returns FL_PROC_PY then, else rc."""
+        cdef fl_job *j
+        cdef fl_jobreq *q
+        cdef size_t at = 0
+        cdef int i
+        if self.nstage == 0:
+            return rc
+        j = fl_job_new(self.inbox, fl_token(c), c.fd, self.stage_bytes, self.nstage)
+        if j == NULL:
+            self.nstage = 0
+            self.stage_bytes = 0
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            self.conn_close(c)
+            return FL_PROC_STOP
+        for i in range(self.nstage):
+            q = &j.reqs[i]
+            q[0] = self.stage[i]
+            # SAFETY: each staged request is complete in c.rbuf at q.off (head, then its
+            # decoded body): nothing moved the buffer since conn_stage (see conn_process).
+            memcpy(j.req + at, c.rbuf + q.off, q.head_len + q.body_len)
+            q.off = <uint32_t>at
+            at += q.head_len + q.body_len
+        self.nstage = 0
+        self.stage_bytes = 0
+        c.resume_state = c.state
+        c.state = CONN_IN_HANDLER
+        c.job = j
+        c.flags &= ~CONN_F_ANSWERED
+        self.queue_job(j)
+        return FL_PROC_PY
+
+    cdef void queue_job(self, fl_job *j) noexcept nogil:
+        j.next = NULL
+        if self.jobs_last != NULL:
+            self.jobs_last.next = j
+        else:
+            self.jobs_first = j
+        self.jobs_last = j
+        self.njobs += 1
 
     cdef void consume(self, fl_conn *c) noexcept nogil:
         """The current request is answered: move on to the next one."""
@@ -679,7 +769,7 @@ cdef class Worker(Loop):
                 end = c.file_end
                 c.file_end = 0
                 if end:
-                    self.conn_answer_done(c, end)  # may answer pipelined requests behind it
+                    self.conn_answer_done(c, end, c.file_answered)  # may answer what follows
                     if c.fd < 0:
                         return -1
                 continue
@@ -700,7 +790,7 @@ cdef class Worker(Loop):
         """Moves c's answer messages into its output, in order, up to the next file (which
         conn_flush sends first). The message that ends an answer lets the next request in."""
         cdef fl_msg *m
-        cdef int flags
+        cdef int flags, answered
         while c.outq != NULL and c.file_fd < 0 and c.fd >= 0:
             m = c.outq
             c.outq = m.next
@@ -739,17 +829,21 @@ cdef class Worker(Loop):
                 if c.flags & CONN_F_BODY_FULL:
                     c.flags &= ~CONN_F_BODY_FULL
                     self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+            answered = <int>m.count
             fl_msg_free(m)
             if flags & MSG_F_END:
                 if c.file_fd >= 0:
                     c.file_end = flags  # applied once the file is sent
+                    c.file_answered = answered
                 else:
-                    self.conn_answer_done(c, flags)
+                    self.conn_answer_done(c, flags, answered)
 
-    cdef void conn_answer_done(self, fl_conn *c, int flags) noexcept nogil:
-        """The handler's answer to c's current request is complete (and queued in order):
-        finish the request and answer what is buffered after it."""
+    cdef void conn_answer_done(self, fl_conn *c, int flags, int answered) noexcept nogil:
+        """The handler's answers to c's job are complete (and queued in order): finish its
+        requests and answer what is buffered after them."""
         cdef fl_job *j = c.job
+        cdef bint stream = (c.flags & CONN_F_STREAM) != 0
+        cdef int staged = j.nreqs if j != NULL else 0
         c.job = NULL
         if j != NULL:
             fl_job_release(j)
@@ -760,26 +854,37 @@ cdef class Worker(Loop):
             c.flags &= ~CONN_F_LINGER
         elif flags & END_CLOSE:
             c.req_flags &= ~FL_REQ_KEEP_ALIVE
-        if c.flags & CONN_F_STREAM:
+            c.flags |= CONN_F_CLOSE_AFTER
+        if stream:
             c.flags &= ~(CONN_F_STREAM | CONN_F_BODY_FULL)
             c.req_len = 0  # what was read of the body is consumed already
             if c.body_left:
                 # The handler left part of the body unread: the answer said close, and a
                 # lingering close swallows the rest.
                 c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
-        self.consume(c)
+            self.consume(c)
+        else:
+            # The staged requests were moved past already (conn_stage): count them.
+            self.counters.requests += answered
+            if answered < staged:
+                c.flags |= CONN_F_CLOSE_AFTER  # an answer closed the connection before them
+            c.state = c.resume_state
+            if c.rpos == c.rlen:
+                c.rpos = c.rlen = 0
+            if self.stopping:
+                c.flags |= CONN_F_CLOSE_AFTER
         if c.rpos < c.rlen and not (c.flags & CONN_F_CLOSE_AFTER):
-            self.conn_process(c)  # pipelined requests waited for this answer
+            self.conn_process(c)  # pipelined requests waited for these answers
         if c.fd >= 0 and c.state != CONN_IN_HANDLER and (c.flags & CONN_F_READ_MORE):
             c.flags &= ~CONN_F_READ_MORE
             self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
 
     cdef int conn_start_job(self, fl_conn *c) noexcept nogil:
-        """Hands c's current request (complete, or its head for a streaming route) to the
-        handler threads: copied into a job queued at the end of this turn. 0, or -1 (closed)."""
+        """Hands a streaming route's request (its head) to the handler threads: copied into a
+        job queued at the end of this turn; its body follows as it arrives. 0, or -1 (closed)."""
         cdef bint stream = (c.flags & CONN_F_STREAM) != 0
         cdef size_t size = c.head_len + (0 if stream else c.body_len)
-        cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, size)
+        cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, size, 1)
         if j == NULL:
             self.count_errno(self.counters.io_errors, ENOMEM)
             self.conn_close(c)
@@ -787,21 +892,16 @@ cdef class Worker(Loop):
         # SAFETY: the head (and body) are complete in c.rbuf from rpos; copied, so the buffer
         # may move or be reused while the handler runs.
         memcpy(j.req, c.rbuf + c.rpos, size)
-        j.head_len = c.head_len
-        j.body_len = 0 if stream else c.body_len
-        j.line = c.line
-        j.req_flags = c.req_flags
+        j.reqs[0].off = 0
+        j.reqs[0].head_len = c.head_len
+        j.reqs[0].body_len = 0 if stream else c.body_len
+        j.reqs[0].line = c.line
+        j.reqs[0].req_flags = c.req_flags
         j.stream = stream
         c.job = j
         c.state = CONN_IN_HANDLER
         c.flags &= ~CONN_F_ANSWERED
-        j.next = NULL
-        if self.jobs_last != NULL:
-            self.jobs_last.next = j
-        else:
-            self.jobs_first = j
-        self.jobs_last = j
-        self.njobs += 1
+        self.queue_job(j)
         if stream:
             # The head is in the job: drop it, so the body starts at rpos.
             c.rpos += c.head_len
