@@ -13,7 +13,6 @@ same bytes, so the two differ only in who builds the answer.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -40,8 +39,7 @@ def main() -> int:
             return fastloop.Response(BODY, content_type="text/plain")
     else:
         app.static("/", BODY, content_type="text/plain")
-    srv = fastloop.Server(app, host="127.0.0.1", port=args.port, threads=args.threads,
-                          **({"handler_threads": int(os.environ["FL_HT"])} if os.environ.get("FL_HT") else {}))
+    srv = fastloop.Server(app, host="127.0.0.1", port=args.port, threads=args.threads)
 
     # Block the stop signals before start() creates worker threads, so they
     # inherit the mask and sigwait() below, in this thread, receives them.

@@ -187,7 +187,7 @@ cdef class Responder:
         """Answers every request of j, in order; stops after one that closes the connection."""
         cdef Request request
         cdef Answer a
-        cdef int k, flags, end = 0, answered = 0
+        cdef int k, flags, rc, end = 0, answered = 0
         cdef object t0
         for k in range(j.nreqs):
             flags = j.reqs[k].req_flags
@@ -218,6 +218,10 @@ cdef class Responder:
                 return
             if t0 is not None and (self.len > FL_BATCH_FLUSH or _perf_ns() - t0 > FL_SLOW_HANDLER_NS):
                 self.flush(j, 0, 0)  # the next handler may be as slow: send what is ready
+                with nogil:
+                    rc = fl_job_wait_room(j)  # a client that does not read holds this job only
+                if rc < 0:
+                    return  # the connection is gone: the rest would be dropped
 
     cdef int post(self, fl_job *j, Answer a, int flags) except -1:
         """Gathers (or, for files and iterables, posts) answer a. Returns END_* flags: END_CLOSE
