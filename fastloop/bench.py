@@ -1,11 +1,12 @@
 """`fastloop bench`: an HTTP/1.1 load generator that counts and explains.
 
-The client loops are C (fastloop._core.BenchLoop: one poller per thread, edge-triggered, no
-GIL, latency in a log-linear histogram). This module turns options into loops, runs them on
-threads, merges their counters and histograms into a BenchResult, and formats the report:
-requests and rates, status codes, latency percentiles, connections attempted / established /
-failed / closed by the server, errors by errno name with their likely cause, TIME_WAIT before
-and after, and the new-connection rate the local port range can sustain.
+The client loops are C, in an extension of their own (fastloop._bench.BenchLoop: one poller
+per thread, edge-triggered, no GIL, latency in a log-linear histogram). This module turns
+options into loops, runs them on threads, merges their counters and histograms into a
+BenchResult, and formats the report: requests and rates, status codes, latency percentiles,
+connections attempted / established / failed / closed by the server, errors by errno name with
+their likely cause, TIME_WAIT before and after, and the new-connection rate the local port
+range can sustain.
 
     from fastloop import bench
     result = bench.run("http://127.0.0.1:8080/", connections=50, duration=5)
@@ -32,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import doctor
-from ._core import BenchLoop, LatencyHistogram, bench_now_ns
+from ._bench import BenchLoop, LatencyHistogram, bench_now_ns
 
 __all__ = ["BenchResult", "ERROR_CAUSES", "format_report", "main", "parse_duration", "run"]
 
@@ -332,6 +333,11 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
                     connections, sources, interrupted, port)
 
 
+def _errno_name(code: int) -> str:
+    """ENAME for an errno counted by the client loops (0: a fault of bench itself)."""
+    return _errno.errorcode.get(code, f"E{code}") if code else "INTERNAL"
+
+
 def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before: Optional[int],
              keepalive: bool, pipeline: int, rate: Optional[float], threads: int,
              connections: int, sources: List[str], interrupted: bool, port: int) -> BenchResult:
@@ -353,7 +359,8 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
         for code, n in st["status"].items():
             status[code] = status.get(code, 0) + n
         for phase in phases:
-            for name, n in st[f"errors_{phase}"].items():
+            for code, n in st[f"errors_{phase}"].items():
+                name = _errno_name(code)
                 phases[phase][name] = phases[phase].get(name, 0) + n
         lat.merge(lp.latency(True))
         lat_raw.merge(lp.latency(False))

@@ -25,7 +25,7 @@ import pytest
 
 import fastloop
 from fastloop import bench, doctor
-from fastloop._core import LatencyHistogram
+from fastloop._bench import LatencyHistogram
 from helpers import LOOPBACK, running_server, wait_until
 
 LINUX = sys.platform.startswith("linux")
@@ -272,6 +272,42 @@ def test_truncated_response_is_premature_eof():
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=5)
     assert r.requests == 0 and r.failed == 5
     assert r.errors == {"EOF": 5} and r.connections["closed_by_peer_eof"] == 5
+
+
+# Lengths over 4 GiB: each response below announces 2**32 + 3 bytes and sends 3 before the
+# server closes. A parser that kept the length in 32 bits would see a complete response.
+BEYOND_4GIB = [
+    ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 4294967299\r\n\r\nabc"),
+    ("chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000003\r\nabc"),
+]
+
+
+@pytest.mark.parametrize("name,response", BEYOND_4GIB, ids=[r[0] for r in BEYOND_4GIB])
+def test_lengths_beyond_4gib_are_not_narrowed(name, response):
+    with canned(response, close=True) as srv:
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=3)
+    assert r.requests == 0 and r.failed == 3 and r.errors == {"EOF": 3}
+
+
+def test_chunk_sizes_with_leading_zeros_are_accepted():
+    response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"0" * 30 + b"3\r\nabc\r\n0000\r\n\r\n")
+    with canned(response) as srv:
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=4)
+    assert r.requests == 4 and r.errors == {}
+
+
+OVERFLOWING = [
+    ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n"),
+    ("chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,response", OVERFLOWING, ids=[r[0] for r in OVERFLOWING])
+def test_lengths_beyond_int64_are_eproto(name, response):
+    with canned(response) as srv:
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=2)
+    assert r.requests == 0 and r.errors == {"EPROTO": 2}
 
 
 def test_garbage_response_is_eproto():
