@@ -4,6 +4,7 @@
 include "loadgen/errors.pxd"
 include "loadgen/hist.pxd"
 include "loadgen/response.pxd"
+include "loadgen/ws.pxd"
 include "loadgen/conn.pxd"
 include "loadgen/loop.pxd"
 include "loadgen/views.pxd"

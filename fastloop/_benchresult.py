@@ -33,10 +33,12 @@ ERROR_CAUSES = {
     "ENOMEM": "out of memory",
     "EHOSTUNREACH": "no route to the host",
     "ENETUNREACH": "no route to the network",
-    "EPROTO": "the response is not valid HTTP/1.x (or its head exceeds 1 MiB)",
+    "EPROTO": "the response is not valid HTTP/1.x (or its head exceeds 1 MiB); ws://: the "
+              "upgrade was refused or its Sec-WebSocket-Accept is wrong, or a frame broke RFC 6455",
     "ENOPROTOOPT": "this OS does not support the socket option (--local-ports needs Linux >= 6.3)",
     "EINVAL": "invalid argument (a source address of the wrong family?)",
     "EOF": "the server closed the connection before the response was complete",
+    "WSCLOSE": "the server closed the WebSocket (close frame) before echoing the message",
 }
 
 
@@ -77,6 +79,9 @@ class BenchResult:
     tw_reuse: Optional[int]
     warnings: List[str]
     interrupted: bool = False
+    # ws:// runs: message_size, binary, upgraded, refused, closed_by_server, close_lost (closes
+    # that cut a message off), close_codes {code: count}. "requests" are then round-trips.
+    ws: Optional[Dict[str, Any]] = None
 
     @property
     def rps(self) -> float:
@@ -116,7 +121,7 @@ class BenchResult:
             "sources": self.sources,
             "max_new_connections_per_s": self.max_new_connections_per_s,
             "tcp_tw_reuse": self.tw_reuse,
-            "warnings": self.warnings, "interrupted": self.interrupted,
+            "warnings": self.warnings, "interrupted": self.interrupted, "ws": self.ws,
         }
 
 
@@ -152,21 +157,28 @@ def format_report(r: BenchResult) -> str:
     for label, row in rows:
         out.append(f"  {label:11}" + "  ".join(f"{_fmt_us(row[n]):>8}" for n in names)
                    + f"  {_fmt_us(row['mean']):>8}")
-    out.append(f"  {r.requests} requests in {r.duration_s:.2f}s, {_fmt_bytes(r.bytes_in)} read"
+    what = "round-trips" if r.ws else "requests"
+    out.append(f"  {r.requests} {what} in {r.duration_s:.2f}s, {_fmt_bytes(r.bytes_in)} read"
                + (f"; {r.failed} failed" if r.failed else "")
                + (f"; {r.unfinished} under way at the end" if r.unfinished else ""))
     out.append(f"  sent {r.sent} = answered {r.requests} + unanswered {r.sent_unanswered}"
                + (f"; {r.not_sent} never sent" if r.not_sent else ""))
-    out.append(f"Requests/sec: {r.rps:12.2f}")
+    out.append(f"{'Round-trips' if r.ws else 'Requests'}/sec: {r.rps:12.2f}")
     out.append(f"Transfer/sec: {_fmt_bytes(r.bytes_per_s):>12}")
-    out.append("Status:       " + (", ".join(f"{k}: {v}" for k, v in sorted(r.status.items())) or "none"))
+    out.append(("Handshakes:   " if r.ws else "Status:       ")
+               + (", ".join(f"{k}: {v}" for k, v in sorted(r.status.items())) or "none"))
+    if r.ws:
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(r.ws["close_codes"].items()))
+        out.append(f"WebSocket:    upgraded {r.ws['upgraded']}, refused {r.ws['refused']}; closed "
+                   f"by the server {r.ws['closed_by_server']}" + (f" (codes {codes})" if codes else "")
+                   + (f", {r.ws['close_lost']} with a message unanswered" if r.ws["close_lost"] else ""))
     c = r.connections
     per = c["requests_per_connection"]
     out.append(f"Connections:  attempted {c['attempted']}, established {c['established']}, "
                f"failed {c['failed']}"
                + (f"; {c['never_sent']} closed before sending a request" if c["never_sent"] else ""))
     out.append(f"              closed by server {c['closed_by_peer']} (EOF "
-               f"{c['closed_by_peer_eof']}, reset {c['closed_by_peer_reset']}); requests per "
+               f"{c['closed_by_peer_eof']}, reset {c['closed_by_peer_reset']}); {what} per "
                f"connection mean {per['mean']:g}, min {per['min']}, max {per['max']}")
     if r.errors:
         out.append("Errors:")

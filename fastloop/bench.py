@@ -1,4 +1,4 @@
-"""`fastloop bench`: an HTTP/1.1 load generator that counts and explains.
+"""`fastloop bench`: an HTTP/1.1 and WebSocket load generator that counts and explains.
 
 The client loops are C, in an extension of their own (fastloop._bench.BenchLoop: one poller
 per thread, edge-triggered, no GIL, latency in a log-linear histogram). This module turns
@@ -14,6 +14,7 @@ range can sustain.
 
     fastloop bench -c 50 -d 10s http://127.0.0.1:8080/
     fastloop bench --no-keepalive -R 2000 -d 30s --json http://127.0.0.1:8080/
+    fastloop bench -c 64 -d 10s --ws-message-size 64 ws://127.0.0.1:8080/echo
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import errno as _errno
 import ipaddress
 import json
 import math
+import os
 import signal
 import socket
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import doctor
@@ -62,17 +64,17 @@ def parse_duration(text: Union[str, float, int]) -> float:
     return seconds
 
 
-def _parse_url(url: str) -> Tuple[str, int, str, str]:
-    """(host, port, request target, Host header) of an http:// URL."""
+def _parse_url(url: str) -> Tuple[str, str, int, str, str]:
+    """(scheme, host, port, request target, Host header) of an http:// or ws:// URL."""
     parts = urlsplit(url if "://" in url else "http://" + url)
-    if parts.scheme != "http":
-        raise ValueError(f"only http:// URLs are supported, not {parts.scheme}://")
+    if parts.scheme not in ("http", "ws"):
+        raise ValueError(f"only http:// and ws:// URLs are supported, not {parts.scheme}://")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
     port = parts.port or 80
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc.rsplit("@", 1)[-1]
-    return parts.hostname, port, target, host_header
+    return parts.scheme, parts.hostname, port, target, host_header
 
 
 def _parse_sources(source: Union[None, str, Sequence[str]], family: int) -> List[str]:
@@ -115,17 +117,25 @@ def _header_pairs(headers: Optional[Headers]) -> List[Tuple[str, str]]:
     return pairs
 
 
+def _head_lines(request_line: str, host: str,
+                pairs: List[Tuple[str, str]]) -> Tuple[List[str], set]:
+    """The request line, then Host and User-Agent unless the caller's headers name them; and
+    those names, lowercased."""
+    names = {n.lower() for n, _ in pairs}
+    lines = [request_line]
+    if "host" not in names:
+        lines.append(f"Host: {host}")
+    if "user-agent" not in names:
+        lines.append("User-Agent: fastloop-bench")
+    return lines, names
+
+
 def build_request(method: str, target: str, host: str, headers: Optional[Headers] = None,
                   body: Optional[bytes] = None, keepalive: bool = True) -> bytes:
     """One HTTP/1.1 request. Host and User-Agent unless given; Content-Length with a body (or
     for POST, PUT, PATCH); "Connection: close" without keep-alive."""
     pairs = _header_pairs(headers)
-    names = {n.lower() for n, _ in pairs}
-    lines = [f"{method.upper()} {target} HTTP/1.1"]
-    if "host" not in names:
-        lines.append(f"Host: {host}")
-    if "user-agent" not in names:
-        lines.append("User-Agent: fastloop-bench")
+    lines, names = _head_lines(f"{method.upper()} {target} HTTP/1.1", host, pairs)
     lines += [f"{n}: {v}" for n, v in pairs]
     if "content-length" not in names and (body or method.upper() in ("POST", "PUT", "PATCH")):
         lines.append(f"Content-Length: {len(body or b'')}")
@@ -133,6 +143,22 @@ def build_request(method: str, target: str, host: str, headers: Optional[Headers
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return head + (body or b"")
+
+
+WS_KEY_PLACEHOLDER = "A" * 22 + "=="  # each connection writes its own key over it (ws.pyx)
+
+
+def build_ws_handshake(target: str, host: str,
+                       headers: Optional[Headers] = None) -> Tuple[bytes, int]:
+    """The RFC 6455 upgrade request and the offset of its Sec-WebSocket-Key value, which the
+    client loops replace with a fresh random key per connection."""
+    pairs = _header_pairs(headers)
+    lines, _ = _head_lines(f"GET {target} HTTP/1.1", host, pairs)
+    lines += ["Upgrade: websocket", "Connection: Upgrade",
+              f"Sec-WebSocket-Key: {WS_KEY_PLACEHOLDER}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{n}: {v}" for n, v in pairs]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head, head.index(WS_KEY_PLACEHOLDER.encode())
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -152,6 +178,7 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
         pipeline: int = 1, rate: Optional[float] = None,
         source: Union[None, str, Sequence[str]] = None,
         local_ports: Optional[Tuple[int, int]] = None,
+        ws_message_size: int = 64, ws_binary: bool = False,
         progress: Optional[Callable[[float, int, int], None]] = None) -> BenchResult:
     """Runs a load test against url and returns its BenchResult.
 
@@ -163,6 +190,10 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     (CIDR, comma list or list) binds connections to those addresses in turn; local_ports
     (lo, hi) restricts each socket's ephemeral ports (Linux >= 6.3, IP_LOCAL_PORT_RANGE).
     progress(elapsed_s, requests, failed) is called about once a second from this thread.
+
+    A ws:// url switches to WebSocket mode: each connection does the RFC 6455 handshake, then
+    sends one masked message of ws_message_size bytes (text, or binary with ws_binary) at a
+    time and waits for its echo; "requests" are then round-trips.
     """
     if connections < 1 or threads < 1 or pipeline < 1:
         raise ValueError("connections, threads and pipeline must be at least 1")
@@ -177,10 +208,22 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     seconds = parse_duration(duration) if duration is not None else (None if requests else 10.0)
     if seconds is not None and seconds <= 0:
         raise ValueError("duration must be positive")
-    host, port, target, host_header = _parse_url(url)
+    scheme, host, port, target, host_header = _parse_url(url)
+    ws: Dict[str, Any] = {}
+    if scheme == "ws":
+        if pipeline > 1 or not keepalive or body is not None or method.upper() != "GET":
+            raise ValueError("a ws:// run sends one message at a time on kept connections: "
+                             "no --pipeline, --no-keepalive, body or method")
+        if ws_message_size < 0:
+            raise ValueError("--ws-message-size cannot be negative")
+        request, key_offset = build_ws_handshake(target, host_header, headers)
+        # Text messages must be UTF-8: ASCII is, and costs the server's validator the least.
+        ws = {"ws_message": b"x" * ws_message_size, "ws_binary": ws_binary,
+              "ws_key_offset": key_offset}
+    else:
+        request = build_request(method, target, host_header, headers, body, keepalive)
     family, address = _resolve(host, port)
     sources = _parse_sources(source, family)
-    request = build_request(method, target, host_header, headers, body, keepalive)
     threads = min(threads, connections)
     if requests is not None:
         threads = min(threads, requests)
@@ -199,7 +242,8 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
             address=packed, port=port, sources=packed_sources, request=request,
             pipeline=pipeline, keepalive=keepalive, rate=rate or 0.0, budget=budget,
             timeout=timeout, connect_timeout=connect_timeout, head=method.upper() == "HEAD",
-            local_ports=(*local_ports,) if local_ports else None))
+            local_ports=(*local_ports,) if local_ports else None,
+            seed=os.urandom(8), **ws))
         first += n
 
     tw_before = doctor.time_wait_count()
@@ -207,8 +251,11 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     end = t0 + int(seconds * 1e9) if seconds is not None else 0
     interrupted = _run_loops(loops, t0, end, progress)
     finished = max(lp.stats()["finished_ns"] for lp in loops)
-    return _collect(url, loops, t0, finished, tw_before, keepalive, pipeline, rate, threads,
-                    connections, sources, interrupted, address)
+    result = _collect(url, loops, t0, finished, tw_before, keepalive, pipeline, rate, threads,
+                      connections, sources, interrupted, address)
+    if ws:
+        _add_ws(result, loops, ws_message_size, ws_binary)
+    return result
 
 
 def _run_loops(loops: List[BenchLoop], t0: int, end: int,
@@ -250,6 +297,25 @@ def _run_loops(loops: List[BenchLoop], t0: int, end: int,
     if errors:
         raise errors[0]
     return interrupted
+
+
+def _add_ws(r: BenchResult, loops: List[BenchLoop], size: int, binary: bool) -> None:
+    """The WebSocket figures of a ws:// run (its status table holds the handshakes')."""
+    stats = [lp.stats() for lp in loops]
+    codes: Dict[str, int] = {}
+    for st in stats:
+        for code, n in st["ws_close_codes"].items():
+            codes[str(code or "other")] = codes.get(str(code or "other"), 0) + n
+    lost = sum(st["ws_close_lost"] for st in stats)
+    r.mode = f"websocket, {size}-byte {'binary' if binary else 'text'} messages"
+    r.ws = {"message_size": size, "binary": binary,
+            "upgraded": sum(st["ws_upgraded"] for st in stats),
+            "refused": sum(st["ws_refused"] for st in stats),
+            "closed_by_server": sum(st["ws_closed"] for st in stats),
+            "close_lost": lost, "close_codes": codes}
+    if lost:
+        r.errors["WSCLOSE"] = lost
+        r.errors_by_phase.setdefault("read", {})["WSCLOSE"] = lost
 
 
 def _errno_name(code: int) -> str:
@@ -364,10 +430,12 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="fastloop bench",
-        description="HTTP/1.1 load generator that counts connections and explains errors. "
+        description="HTTP/1.1 and WebSocket load generator that counts connections and "
+                    "explains errors. "
                     "Exits 1 when no request succeeded (or, with --fail-on-error, when any "
                     "failed), 2 on bad options. Ctrl-C stops the run and prints its summary.")
-    p.add_argument("url", help="http://host[:port][/path][?query]")
+    p.add_argument("url", help="http://host[:port][/path][?query], or ws://... for WebSocket "
+                               "echo round-trips")
     p.add_argument("-c", "--connections", type=_positive_int, default=10,
                    help="connections kept open at once, across all threads (default 10)")
     p.add_argument("-t", "--threads", type=_positive_int, default=1,
@@ -395,6 +463,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="source addresses: a CIDR (127.0.0.0/24) or a comma list")
     p.add_argument("--local-ports", metavar="LO-HI",
                    help="restrict each socket's ephemeral ports (Linux >= 6.3)")
+    p.add_argument("--ws-message-size", type=int, default=64, metavar="BYTES",
+                   help="ws:// only: the size of each message (default 64)")
+    p.add_argument("--ws-binary", action="store_true",
+                   help="ws:// only: send binary messages (default text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fail-on-error", action="store_true",
                    help="exit 1 when any request failed or any error was counted")
@@ -441,7 +513,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      headers=args.header, body=body, timeout=args.timeout,
                      connect_timeout=args.connect_timeout, keepalive=not args.no_keepalive,
                      pipeline=args.pipeline, rate=args.rate, source=args.source,
-                     local_ports=local_ports, progress=show if tty else None)
+                     local_ports=local_ports, ws_message_size=args.ws_message_size,
+                     ws_binary=args.ws_binary, progress=show if tty else None)
     except (ValueError, OSError) as exc:
         print(f"fastloop bench: {exc}", file=sys.stderr)
         return 2

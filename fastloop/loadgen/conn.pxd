@@ -34,6 +34,11 @@ ctypedef struct fb_conn:
     size_t wsent          # bytes of the batch written
     buf.fl_buf rbuf       # bytes read and not yet parsed
     fb_resp resp          # where the response parser is (response.pxd)
+    # WebSocket mode: what is queued to send (handshake, frames), and how many of those bytes
+    # must still go out before the message under way is written whole (0: none is).
+    buf.fl_buf wbuf
+    size_t wmark
+    fb_ws ws              # handshake and frame parser (ws.pxd)
     uint64_t nreq         # complete responses on the current connection
     uint64_t seq          # rate mode: number of this slot's next scheduled request
     int64_t intended_ns   # when the batch was due (rate mode) or started

@@ -12,9 +12,11 @@ cdef enum:
     FB_CFG_KEEPALIVE = 1
     FB_CFG_RATE = 2       # open model: requests start at scheduled times (coordinated omission)
     FB_CFG_HEAD = 4       # method HEAD: responses carry no body
+    FB_CFG_WS = 8         # WebSocket: upgrade each connection, then echo messages (ws.pxd)
 
 cdef enum:
     FB_NSTATUS = 600      # status codes 100..599 counted one by one; others in slot 0
+    FB_NCLOSE = 17        # close codes 1000..1015 one by one; others in the last slot
 
 ctypedef struct fb_config:
     int flags             # FB_CFG_*
@@ -50,6 +52,12 @@ ctypedef struct fb_stats:
     uint64_t conn_requests_max
     uint64_t conn_requests_min  # over closed established connections; UINT64_MAX if none
     uint64_t premature_eof    # the server closed before a response was complete
+    # WebSocket mode (the status table then counts the handshakes' answers)
+    uint64_t ws_upgraded      # handshakes answered 101 with the right Sec-WebSocket-Accept
+    uint64_t ws_refused       # ... answered otherwise (or not HTTP): counted as EPROTO too
+    uint64_t ws_closed        # close frames received from the server
+    uint64_t ws_close_lost    # ... while a message was unanswered
+    uint64_t ws_close_codes[FB_NCLOSE]
     uint64_t status[FB_NSTATUS]
     uint64_t err_connect[FB_NERRNO]
     uint64_t err_read[FB_NERRNO]
@@ -82,6 +90,11 @@ cdef class BenchLoop:
     cdef int64_t next_due       # earliest wake_ns or deadline_ns of any slot (may be early)
     cdef int64_t finished_ns
     cdef int stopping           # set from another thread (stop()), then the poller is woken
+    cdef unsigned char *wsmsg   # WebSocket mode: the payload of every message (unmasked)
+    cdef size_t wsmsg_len
+    cdef int ws_opcode          # FB_WS_OP_TEXT or FB_WS_OP_BINARY
+    cdef size_t key_offset      # of the Sec-WebSocket-Key value in reqbuf (the handshake)
+    cdef uint64_t rng           # fb_rand state: masks and keys
 
     cdef int loop(self) noexcept nogil
     cdef fb_conn *conn_for(self, uint64_t token) noexcept nogil
@@ -90,6 +103,11 @@ cdef class BenchLoop:
     cdef void on_connected(self, fb_conn *c) noexcept nogil
     cdef void on_event(self, fb_conn *c, int mask) noexcept nogil
     cdef void send_more(self, fb_conn *c) noexcept nogil
+    cdef void ws_send(self, fb_conn *c) noexcept nogil
+    cdef void ws_start(self, fb_conn *c) noexcept nogil
+    cdef int ws_parse(self, fb_conn *c) noexcept nogil
+    cdef void ws_closed_by_peer(self, fb_conn *c) noexcept nogil
+    cdef void send_failed(self, fb_conn *c, int err) noexcept nogil
     cdef void count_sent(self, fb_conn *c, int whole) noexcept nogil
     cdef void read_all(self, fb_conn *c) noexcept nogil
     cdef int parse(self, fb_conn *c) noexcept nogil

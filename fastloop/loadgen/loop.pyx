@@ -28,6 +28,13 @@
 # omission correction of wrk2) and, separately, from the moment it really started. Without a
 # rate the two are the same. Both include the connect when the batch had to open a connection.
 #
+# WebSocket mode (FB_CFG_WS) keeps the same slots, batches (of one message) and books. A new
+# connection first sends the upgrade request from reqbuf with a fresh key (ws.pyx); once the
+# 101 and its Sec-WebSocket-Accept check out, each batch is one masked message whose echo
+# completes it. Bytes to send are queued in the slot's wbuf (messages, pongs, close frames);
+# wmark says when the message under way has gone out whole. A close frame from the server is
+# answered and its TCP close awaited; a message it cut off is booked like any other.
+#
 # Slots are named by tokens (slot index | generation << 32): closing bumps the generation, so
 # an event for the old connection is recognised as stale and dropped.
 
@@ -74,12 +81,17 @@ cdef class BenchLoop:
                  bytes address, int port, list sources, bytes request, int pipeline=1,
                  bint keepalive=True, double rate=0.0, long long budget=-1,
                  double timeout=10.0, double connect_timeout=3.0, bint head=False,
-                 tuple local_ports=None):
+                 tuple local_ports=None, bytes ws_message=None, bint ws_binary=False,
+                 int ws_key_offset=-1, bytes seed=None):
         """A loop for `connections` slots numbered from first_conn among total_connections.
         address is the packed target address (4 or 16 bytes), sources a list of packed source
         addresses of the same family, request one complete request. rate is in requests per
         second across all loops (0: closed loop), budget the requests this loop may start
-        (-1: unlimited, the run ends by duration or stop())."""
+        (-1: unlimited, the run ends by duration or stop()).
+
+        WebSocket mode: ws_message is the payload of every message, request the upgrade
+        request whose Sec-WebSocket-Key value (FB_WS_KEY_LEN bytes) starts at ws_key_offset,
+        seed 8 random bytes for the masks and keys."""
         cdef int i, rc
         cdef bytes src
         if connections < 1 or pipeline < 1:
@@ -98,6 +110,21 @@ cdef class BenchLoop:
         if local_ports is not None:
             self.cfg.port_lo, self.cfg.port_hi = local_ports
         self.budget = budget
+        if ws_message is not None:
+            if pipeline != 1 or not keepalive or head:
+                raise ValueError("WebSocket mode sends one message at a time on kept connections")
+            if not 0 <= ws_key_offset <= len(request) - FB_WS_KEY_LEN or seed is None \
+                    or len(seed) != 8:
+                raise ValueError("WebSocket mode needs the key's offset and an 8-byte seed")
+            self.cfg.flags |= FB_CFG_WS
+            self.wsmsg_len = len(ws_message)
+            self.wsmsg = <unsigned char *>malloc(self.wsmsg_len + 1)
+            if self.wsmsg == NULL:
+                raise MemoryError()
+            memcpy(self.wsmsg, <const char *>ws_message, self.wsmsg_len)
+            self.ws_opcode = FB_WS_OP_BINARY if ws_binary else FB_WS_OP_TEXT
+            self.key_offset = ws_key_offset
+            self.rng = int.from_bytes(seed, "little") | 1  # xorshift must not start at 0
         rc = client.fl_make_sockaddr(family, <const char *>address, port, &self.target)
         if rc < 0:
             raise_errno(-rc, "target address")
@@ -140,7 +167,9 @@ cdef class BenchLoop:
                 if self.conns[i].fd >= 0:
                     close(self.conns[i].fd)
                 buf.fl_buf_free(&self.conns[i].rbuf)
+                buf.fl_buf_free(&self.conns[i].wbuf)
             free(self.conns)
+        free(self.wsmsg)
         free(self.reqbuf)
         free(self.sources)
         free(self.source_lens)
@@ -194,6 +223,10 @@ cdef class BenchLoop:
             "conn_requests_min": s.conn_requests_min if s.closed else 0,
             "conn_requests_max": s.conn_requests_max,
             "premature_eof": s.premature_eof,
+            "ws_upgraded": s.ws_upgraded, "ws_refused": s.ws_refused, "ws_closed": s.ws_closed,
+            "ws_close_lost": s.ws_close_lost,
+            "ws_close_codes": {(1000 + i if i < FB_NCLOSE - 1 else 0): s.ws_close_codes[i]
+                               for i in range(FB_NCLOSE) if s.ws_close_codes[i]},
             "status": {i: s.status[i] for i in range(FB_NSTATUS) if s.status[i]},
             "errors_connect": errno_counts(s.err_connect),
             "errors_read": errno_counts(s.err_read),
@@ -283,14 +316,16 @@ cdef class BenchLoop:
         c.wsent = 0
         c.intended_ns = intended
         c.started_ns = self.now
-        # Nothing can be owed to a batch not yet written: drop whatever the server sent
-        # unasked.
-        buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))
-        c.resp.scanned = 0
-        c.resp.state = FB_R_HEAD
         if c.fd < 0:
             self.open_conn(c)
+        elif self.cfg.flags & FB_CFG_WS:
+            self.ws_start(c)  # frames may stand in rbuf: the stream must stay whole
         else:
+            # Nothing can be owed to a batch not yet written: drop whatever the server sent
+            # unasked.
+            buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))
+            c.resp.scanned = 0
+            c.resp.state = FB_R_HEAD
             c.state = FB_SENDING
             self.set_deadline(c, self.now + self.cfg.timeout_ns)
             self.send_more(c)
@@ -305,6 +340,7 @@ cdef class BenchLoop:
             return
         c.fd = fd
         fb_resp_reset(&c.resp)
+        fb_ws_reset(&c.ws)
         if self.nsources:
             i = self.next_source % self.nsources
             self.next_source += 1
@@ -335,6 +371,10 @@ cdef class BenchLoop:
         c.nreq = 0
         c.state = FB_SENDING
         self.set_deadline(c, self.now + self.cfg.timeout_ns)
+        if self.cfg.flags & FB_CFG_WS and fb_ws_queue_handshake(
+                &c.ws, &c.wbuf, self.reqbuf, self.req_len, self.key_offset, &self.rng) < 0:
+            self.fail(c, self.st.err_write, ENOMEM)
+            return
         self.send_more(c)
 
     cdef void on_event(self, fb_conn *c, int mask) noexcept nogil:
@@ -353,7 +393,7 @@ cdef class BenchLoop:
             else:
                 self.on_connected(c)
             return
-        if mask & poller.FL_WRITABLE and c.state == FB_SENDING:
+        if mask & poller.FL_WRITABLE and (c.state == FB_SENDING or buf.fl_buf_len(&c.wbuf)):
             self.send_more(c)
             if c.gen != gen:
                 return
@@ -363,14 +403,15 @@ cdef class BenchLoop:
     cdef void send_more(self, fb_conn *c) noexcept nogil:
         cdef size_t total = <size_t>c.batch * self.req_len
         cdef ssize_t n
+        if self.cfg.flags & FB_CFG_WS:
+            self.ws_send(c)
+            return
         while c.wsent < total:
             n = client.fl_send(c.fd, self.reqbuf + c.wsent, total - c.wsent)
             if n == -EAGAIN:
                 break  # the next writable edge resumes
             if n < 0:
-                if n == -ECONNRESET or n == -EPIPE:
-                    self.st.peer_reset += 1
-                self.fail(c, self.st.err_write, <int>-n)
+                self.send_failed(c, <int>-n)
                 return
             c.wsent += <size_t>n
             self.st.bytes_out += <uint64_t>n
@@ -378,12 +419,120 @@ cdef class BenchLoop:
         if c.wsent == total:
             c.state = FB_RECEIVING
 
+    cdef void send_failed(self, fb_conn *c, int err) noexcept nogil:
+        """A write failed with err: a reset or EPIPE means the server is gone."""
+        if err == ECONNRESET or err == EPIPE:
+            self.st.peer_reset += 1
+        self.fail(c, self.st.err_write, err)
+
     cdef void count_sent(self, fb_conn *c, int whole) noexcept nogil:
         """`whole` requests of the batch have been written whole (or answered)."""
         if whole > c.nsent:
             self.st.sent += <uint64_t>(whole - c.nsent)
             c.nsent = whole
             c.flags |= FB_F_SENT
+
+    # ---- WebSocket mode: the I/O of ws.pyx's frames ----------------------------------------
+
+    cdef void ws_send(self, fb_conn *c) noexcept nogil:
+        """Writes c.wbuf until it is empty or the socket is full; counts the message under way
+        as sent once its last byte is out."""
+        cdef ssize_t n
+        cdef size_t k
+        while buf.fl_buf_len(&c.wbuf):
+            # SAFETY: the live bytes of c.wbuf, which only this slot touches.
+            n = client.fl_send(c.fd, buf.fl_buf_head(&c.wbuf), buf.fl_buf_len(&c.wbuf))
+            if n == -EAGAIN:
+                return  # the next writable edge resumes
+            if n < 0:
+                self.send_failed(c, <int>-n)
+                return
+            buf.fl_buf_consume(&c.wbuf, <size_t>n)
+            self.st.bytes_out += <uint64_t>n
+            if c.wmark:
+                k = <size_t>n if <size_t>n < c.wmark else c.wmark
+                c.wmark -= k
+                if c.wmark == 0:
+                    self.count_sent(c, 1)
+        if c.state == FB_SENDING:
+            c.state = FB_RECEIVING
+
+    cdef void ws_start(self, fb_conn *c) noexcept nogil:
+        """Queues the batch's message on an upgraded connection and starts writing it."""
+        if fb_ws_queue_frame(&c.wbuf, self.ws_opcode, self.wsmsg, self.wsmsg_len, &self.rng) < 0:
+            self.fail(c, self.st.err_write, ENOMEM)
+            return
+        c.wmark = buf.fl_buf_len(&c.wbuf)
+        c.state = FB_SENDING
+        self.set_deadline(c, self.now + self.cfg.timeout_ns)
+        self.ws_send(c)
+
+    cdef int ws_parse(self, fb_conn *c) noexcept nogil:
+        """parse() for WebSocket mode: the 101, then frames. Same results as parse()."""
+        cdef uint32_t gen = c.gen
+        cdef int rc, status
+        while True:
+            if c.ws.phase == FB_WS_HANDSHAKE:
+                rc = fb_ws_check_handshake(&c.ws, &c.rbuf, &status)
+                if rc == 0:
+                    return 0
+                if status:
+                    self.st.status[status if 100 <= status < FB_NSTATUS else 0] += 1
+                if rc < 0:
+                    self.st.ws_refused += 1
+                    self.fail(c, self.st.err_read, EPROTO)
+                    return -1
+                self.st.ws_upgraded += 1
+                # A message's latency is its round trip, not the connect and handshake before
+                # it (in rate mode it still counts from the schedule).
+                c.started_ns = self.now
+                if not self.cfg.flags & FB_CFG_RATE:
+                    c.intended_ns = self.now
+                self.ws_start(c)
+                if c.gen != gen:
+                    return -1
+                continue
+            if c.ws.phase == FB_WS_CLOSED:
+                buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))  # after the close: nothing
+                return 0
+            rc = fb_ws_step(&c.ws, &c.rbuf)
+            if rc == FB_WS_MORE:
+                return 0
+            if rc == FB_WS_BAD:
+                self.fail(c, self.st.err_read, EPROTO)
+                return -1
+            if rc == FB_WS_PING:
+                if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_PONG, c.ws.ctl, c.ws.ctl_len, &self.rng) < 0:
+                    self.fail(c, self.st.err_write, ENOMEM)
+                    return -1
+                self.ws_send(c)
+            elif rc == FB_WS_CLOSE:
+                self.ws_closed_by_peer(c)
+            elif c.nanswered < c.batch:  # FB_WS_MESSAGE: the echo (anything else is extra)
+                self.complete(c)
+            if c.gen != gen or c.fd < 0:
+                return -1
+
+    cdef void ws_closed_by_peer(self, fb_conn *c) noexcept nogil:
+        """The server sent a close frame: book it and the message it cut off, answer it with
+        the same code (section 5.5.1) and wait for the server to close TCP first (7.1.1)."""
+        cdef int code = c.ws.close_code
+        cdef unsigned char echo[2]
+        self.st.ws_closed += 1
+        self.st.ws_close_codes[code - 1000 if 1000 <= code < 1000 + FB_NCLOSE - 1
+                               else FB_NCLOSE - 1] += 1
+        if c.batch > c.nanswered:
+            self.st.ws_close_lost += 1
+        self.settle(c, &self.st.failed)
+        echo[0], echo[1] = <unsigned char>(code >> 8), <unsigned char>code
+        if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_CLOSE, echo, 0 if code == 1005 else 2,
+                             &self.rng) < 0:
+            self.fail(c, self.st.err_write, ENOMEM)
+            return
+        c.ws.phase = FB_WS_CLOSED
+        c.state = FB_AWAIT_EOF
+        self.set_deadline(c, self.now + self.cfg.timeout_ns)
+        self.ws_send(c)
 
     cdef void read_all(self, fb_conn *c) noexcept nogil:
         cdef uint32_t gen = c.gen
@@ -416,6 +565,8 @@ cdef class BenchLoop:
         """Completes the responses in c.rbuf. Returns 0 to read on, -1 when the connection
         was closed or replaced (the caller must not touch it)."""
         cdef int rc
+        if self.cfg.flags & FB_CFG_WS:
+            return self.ws_parse(c)
         while True:
             if c.nanswered == c.batch or c.state == FB_AWAIT_EOF:
                 # Nothing was asked: discard (a server may send after the last response).
@@ -436,7 +587,8 @@ cdef class BenchLoop:
         cdef int status = c.resp.status
         fb_hist_record(self.lat, self.now - c.intended_ns)
         fb_hist_record(self.lat_raw, self.now - c.started_ns)
-        self.st.status[status if 100 <= status < FB_NSTATUS else 0] += 1
+        if not self.cfg.flags & FB_CFG_WS:  # there, the status table holds the handshakes'
+            self.st.status[status if 100 <= status < FB_NSTATUS else 0] += 1
         self.st.requests += 1
         c.nreq += 1
         c.nanswered += 1
@@ -465,6 +617,7 @@ cdef class BenchLoop:
             self.st.not_sent += <uint64_t>(c.batch - c.nsent)
             outcome[0] += <uint64_t>left
         c.batch = c.nsent = c.nanswered = 0
+        c.wmark = 0  # whatever of it is still queued can no longer count as sent
 
     cdef void fail(self, fb_conn *c, uint64_t *table, int err) noexcept nogil:
         """The batch under way on c is lost to err: counts it, closes the connection, and
@@ -509,7 +662,15 @@ cdef class BenchLoop:
     cdef void close_conn(self, fb_conn *c) noexcept nogil:
         """Closes c's connection, if any (closing also removes it from the poller), and counts
         it. The caller has settled the batch."""
+        cdef unsigned char goodbye[2]
         if c.fd >= 0:
+            if c.ws.phase == FB_WS_OPEN and self.cfg.flags & FB_CFG_WS \
+                    and buf.fl_buf_len(&c.wbuf) == 0:
+                # A close frame (1000) first, so the server books a clean close; best effort,
+                # never waited for. Not after half a frame: it would read as garbage.
+                goodbye[0], goodbye[1] = 0x03, 0xE8
+                if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_CLOSE, goodbye, 2, &self.rng) == 0:
+                    client.fl_send(c.fd, buf.fl_buf_head(&c.wbuf), buf.fl_buf_len(&c.wbuf))
             close(c.fd)
             c.fd = -1
             if c.flags & FB_F_CONNECTED:
@@ -524,7 +685,10 @@ cdef class BenchLoop:
         c.flags = 0
         c.nreq = 0
         buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))
+        buf.fl_buf_consume(&c.wbuf, buf.fl_buf_len(&c.wbuf))
+        c.wmark = 0
         fb_resp_reset(&c.resp)
+        fb_ws_reset(&c.ws)
 
     cdef void wait_until(self, fb_conn *c, int64_t when) noexcept nogil:
         c.state = FB_IDLE

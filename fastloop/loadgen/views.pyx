@@ -1,9 +1,9 @@
-# Python views of buf.h and scan.h (see views.pxd). They add no logic: each method is one C
+# Python views of buf.h, scan.h and wskey.h (see views.pxd). They add no logic: each method is one C
 # call, so the tests check the headers themselves.
 
 from libc.stdint cimport int64_t
 
-from fastloop.core cimport buf, scan
+from fastloop.core cimport buf, scan, wskey
 
 
 BUF_MIN = buf.FL_BUF_MIN
@@ -72,3 +72,24 @@ def scan_hex(bytes data):
     cdef int64_t v = 0
     cdef int n = scan.fl_scan_hex(<const char *>data, len(data), &v)
     return n, v
+
+
+def sha1(bytes data):
+    """fl_sha1 over data: the 20-byte digest."""
+    cdef unsigned char out[20]
+    wskey.fl_sha1(<const char *>data, len(data), out)
+    return out[:20]
+
+
+def base64(bytes data):
+    """fl_base64 over data."""
+    cdef bytearray out = bytearray(4 * ((len(data) + 2) // 3))
+    cdef size_t n = wskey.fl_base64(<const unsigned char *><const char *>data, len(data), out)
+    return bytes(out[:n])
+
+
+def ws_accept(bytes key):
+    """fl_ws_accept: the Sec-WebSocket-Accept value for key."""
+    cdef char out[28]
+    wskey.fl_ws_accept(<const char *>key, len(key), out)
+    return out[:28]
