@@ -427,6 +427,17 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _port_range_arg(text: str) -> Tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}: use LO-HI") from None
+    if not 0 < first <= last <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}: 1 <= LO <= HI <= 65535")
+    return first, last
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="fastloop bench",
@@ -443,7 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--duration", type=_duration_arg,
                    help="how long to run: 10s, 500ms, 1m (default 10s unless -n)")
     p.add_argument("-n", "--requests", type=_positive_int,
-                   help="stop after this many requests")
+                   help="stop after this many requests (ws://: round-trips)")
     p.add_argument("-m", "--method", default="GET", help="request method (default GET)")
     p.add_argument("-H", "--header", action="append", default=[], help="'Name: value', repeatable")
     body = p.add_mutually_exclusive_group()
@@ -461,7 +472,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="requests/s across all connections; latency counts from each "
                         "request's due time (coordinated omission corrected)")
     p.add_argument("--source", help="source addresses: a CIDR (127.0.0.0/24) or a comma list")
-    p.add_argument("--local-ports", metavar="LO-HI",
+    p.add_argument("--local-ports", metavar="LO-HI", type=_port_range_arg,
                    help="restrict each socket's ephemeral ports (Linux >= 6.3)")
     p.add_argument("--ws-message-size", type=int, default=64, metavar="BYTES",
                    help="ws:// only: the size of each message (default 64)")
@@ -493,12 +504,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     body = args.body.encode() if args.body is not None else None
     if args.body_file:
-        with open(args.body_file, "rb") as f:
-            body = f.read()
-    local_ports = None
-    if args.local_ports:
-        lo, _, hi = args.local_ports.partition("-")
-        local_ports = (int(lo), int(hi or lo))
+        try:
+            with open(args.body_file, "rb") as f:
+                body = f.read()
+        except OSError as exc:
+            print(f"fastloop bench: --body-file: {exc}", file=sys.stderr)
+            return 2
     tty = sys.stdout.isatty() and not args.json
 
     def show(elapsed: float, done: int, failed: int) -> None:
@@ -513,7 +524,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                      headers=args.header, body=body, timeout=args.timeout,
                      connect_timeout=args.connect_timeout, keepalive=not args.no_keepalive,
                      pipeline=args.pipeline, rate=args.rate, source=args.source,
-                     local_ports=local_ports, ws_message_size=args.ws_message_size,
+                     local_ports=args.local_ports, ws_message_size=args.ws_message_size,
                      ws_binary=args.ws_binary, progress=show if tty else None)
     except (ValueError, OSError) as exc:
         print(f"fastloop bench: {exc}", file=sys.stderr)

@@ -46,8 +46,9 @@ def assert_books_balance(r: bench.BenchResult) -> None:
 
 # ---- Ctrl-C ----------------------------------------------------------------------------------
 
-def interrupted_bench(started: Callable[[], bool], after: float, *args: str) -> Tuple[int, str, str]:
-    """Runs `fastloop bench *args` as a process, sends it SIGINT `after` seconds once
+def interrupted_bench(started: Callable[[], bool], after: float, *args: str,
+                      signum: int = signal.SIGINT) -> Tuple[int, str, str]:
+    """Runs `fastloop bench *args` as a process, sends it `signum` `after` seconds once
     started() is true (the load really began, not just the fork), and returns its exit
     status, stdout and stderr. The process is killed if it outlives the test."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -56,7 +57,7 @@ def interrupted_bench(started: Callable[[], bool], after: float, *args: str) -> 
     try:
         assert wait_until(started, timeout=15)
         time.sleep(after)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
@@ -65,10 +66,12 @@ def interrupted_bench(started: Callable[[], bool], after: float, *args: str) -> 
     return proc.returncode, out, err
 
 
-def test_ctrl_c_prints_the_real_summary():
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_prints_the_real_summary(signum):
     with running_server(hello_app(), threads=1) as srv:
         rc, out, err = interrupted_bench(lambda: srv.stats()["requests"] > 0, 1.0, "-c", "4",
-                                         "-d", "30s", "--json", f"http://{LOOPBACK}:{srv.port}/")
+                                         "-d", "30s", "--json", f"http://{LOOPBACK}:{srv.port}/",
+                                         signum=signum)
         served = srv.stats()["requests"]
     assert rc == 0, err
     r = json.loads(out)
@@ -180,6 +183,8 @@ def test_every_flag_has_help_text():
     (["--timeout", "soon"], "soon"),
     (["-c", "0"], "0"),
     (["-n", "many"], "many"),
+    (["--local-ports", "9-x"], "9-x"),
+    (["--local-ports", "70000"], "70000"),
 ])
 def test_a_bad_option_gets_one_line(argv, word, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -188,6 +193,12 @@ def test_a_bad_option_gets_one_line(argv, word, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fastloop bench: ") and word in err
     assert "Traceback" not in err and "usage:" not in err
+
+
+def test_a_missing_body_file_gets_one_line(tmp_path, capsys):
+    assert bench.main(["--body-file", str(tmp_path / "nope"), "http://127.0.0.1:1/"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--body-file" in err and "Traceback" not in err
 
 
 def test_bad_duration_from_the_api_names_it():

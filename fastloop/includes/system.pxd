@@ -31,6 +31,8 @@ cdef extern from "compat.h" nogil:
     int64_t fl_now_ms()
     int64_t fl_wall_seconds()
     void fl_format_date(int64_t secs, char *out)
+    int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
+    ssize_t fl_sendfile(int out, int in_, int64_t *off, size_t n)
 
 
 cdef extern from "reserve.h" nogil:
@@ -43,10 +45,6 @@ cdef extern from "atomic.h" nogil:
     int64_t fl_atomic_add(int64_t *p, int64_t v)
 
 
-cdef extern from "compat.h" nogil:
-    int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
-
-
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
         int fd
@@ -55,7 +53,3 @@ cdef extern from "<poll.h>" nogil:
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     short POLLIN
     short POLLOUT
-
-
-cdef extern from "compat.h" nogil:
-    ssize_t fl_sendfile(int out, int in_, int64_t *off, size_t n)
