@@ -13,9 +13,10 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include "fdflags.h"
 
 #ifndef MSG_NOSIGNAL
-/* macOS has no MSG_NOSIGNAL; fl_accept sets SO_NOSIGPIPE on each socket instead. */
+/* macOS has no MSG_NOSIGNAL; fl_finish_socket (fdflags.h) sets SO_NOSIGPIPE instead. */
 #define MSG_NOSIGNAL 0
 #endif
 
@@ -35,25 +36,13 @@ static inline int fl_accept(int lfd)
     do {
         fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     } while (fd < 0 && errno == EINTR);
-    if (fd < 0)
-        return -errno;
+    return fl_finish_socket(fd, 1);
 #else
     do {
         fd = accept(lfd, NULL, NULL);
     } while (fd < 0 && errno == EINTR);
-    if (fd < 0)
-        return -errno;
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-        int err = errno;
-        close(fd);
-        return -err;
-    }
+    return fl_finish_socket(fd, 0);
 #endif
-#ifdef SO_NOSIGPIPE
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-    return fd;
 }
 
 /* Small responses are written whole, once per batch: Nagle would only delay them. Fails

@@ -12,13 +12,14 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "fdflags.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #ifndef MSG_NOSIGNAL
-/* macOS has no MSG_NOSIGNAL; fl_client_socket sets SO_NOSIGPIPE on each socket instead. */
+/* macOS has no MSG_NOSIGNAL; fl_finish_socket (fdflags.h) sets SO_NOSIGPIPE instead. */
 #define MSG_NOSIGNAL 0
 #endif
 
@@ -71,26 +72,15 @@ static inline int fl_make_sockaddr(int family, const void *addr, int port,
  * requests: Nagle would only hold back pipelined batches). Returns fd or -errno. */
 static inline int fl_client_socket(int family)
 {
-    int fd;
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
-    fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
+    int fd = fl_finish_socket(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 1);
 #else
-    fd = socket(family, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -errno;
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-        int err = errno;
-        close(fd);
-        return -err;
+    int fd = fl_finish_socket(socket(family, SOCK_STREAM, 0), 0);
+#endif
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-#endif
-    int one = 1;
-#ifdef SO_NOSIGPIPE
-    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
 }
 
