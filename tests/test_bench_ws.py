@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import threading
 from typing import Callable, Iterator, List
 
@@ -135,6 +136,68 @@ def test_text_report_names_round_trips():
     report = bench.format_report(r)
     assert "10 round-trips" in report and "Round-trips/sec:" in report
     assert "Handshakes:   101: 1" in report and "upgraded 1" in report
+
+
+def test_fragmented_echoes_complete_on_their_last_fragment():
+    def fragmented(ws) -> None:
+        for message in ws:
+            ws.send([message[:10], message[10:20], message[20:]])  # three frames, one message
+
+    with ws_server(fragmented) as port:
+        r = bench.run(f"ws://{LOOPBACK}:{port}/", connections=2, requests=40)
+    assert r.requests == 40 and r.errors == {} and r.latency.count == 40
+
+
+class RawWsServer:
+    """One connection: answers the upgrade by hand, then reads `frames` client frames raw,
+    keeping each one's mask bit, masking key and unmasked payload, and echoes each."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.seen: List[tuple] = []
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(1)
+        self.sock.settimeout(5)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            f = conn.makefile("rb")
+            key = b""
+            while (line := f.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"sec-websocket-key:"):
+                    key = line.split(b":", 1)[1].strip()
+            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            for _ in range(self.frames):
+                b0, b1 = f.read(2)
+                n = b1 & 0x7F  # the test's messages are short
+                mask = f.read(4)
+                payload = bytes(c ^ mask[i % 4] for i, c in enumerate(f.read(n)))
+                self.seen.append((b0, bool(b1 & 0x80), mask, payload))
+                conn.sendall(bytes([0x80 | (b0 & 0x0F), n]) + payload)
+
+    def stop(self) -> None:
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_every_client_frame_is_masked_with_a_fresh_key():
+    raw = RawWsServer(frames=20)
+    try:
+        r = bench.run(f"ws://{LOOPBACK}:{raw.port}/", connections=1, requests=20,
+                      ws_message_size=100, ws_binary=True)
+    finally:
+        raw.stop()
+    assert r.requests == 20
+    assert [(b0, masked, payload) for b0, masked, _, payload in raw.seen] == \
+        [(0x82, True, b"x" * 100)] * 20  # final binary frames, masked, the payload intact
+    assert len({mask for _, _, mask, _ in raw.seen}) == 20
 
 
 # ---- the server closes -------------------------------------------------------------------------------
