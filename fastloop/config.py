@@ -13,6 +13,7 @@ import os
 from typing import Any, Dict, Mapping, Optional
 
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_HEADERS
+from .proxy import TrustedPeers, check_root_path
 
 __all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES"]
 
@@ -82,6 +83,21 @@ class Config:
     access_log: bool = _setting(False, "log every request, gunicorn-style (static routes are "
                                 "then answered from Python, so they are logged too)")
     log_level: str = _setting("info", "level of the error log", choices=LOG_LEVELS)
+    # ---- behind a proxy (fastloop/proxy.py)
+    proxy_headers: bool = _setting(False, "believe X-Forwarded-For/-Proto/-Host and Forwarded "
+                                   "(RFC 7239) from --forwarded-allow-ips peers: they set the "
+                                   "client address, scheme and host handlers see")
+    forwarded_allow_ips: str = _setting("127.0.0.1", "comma-separated proxies to trust: IP "
+                                        "addresses, networks (10.0.0.0/8), 'unix:' for Unix "
+                                        "socket peers, or '*' for any", "LIST")
+    root_path: str = _setting("", "the path prefix the application is served under behind a "
+                              "proxy: WSGI SCRIPT_NAME, Request.root_path", "PATH")
+    # ---- metrics (fastloop/metrics.py)
+    metrics: bool = _setting(False, "serve the counters of every worker in the Prometheus "
+                             "text format on a listener of their own")
+    metrics_address: str = _setting("127.0.0.1", "address of the metrics listener", "ADDR")
+    metrics_port: int = _setting(9090, "port of the metrics listener (0 picks a free one)",
+                                 "PORT")
     # ---- the application
     interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "
                               "to detect it", choices=INTERFACES)
@@ -135,10 +151,18 @@ class Config:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         if self.uds is not None and self.fd is not None:
             raise ValueError("give uds or fd, not both")
+        self._validate_front()
         if (self.uds is not None or self.fd is not None) and self.dispatch == "reuseport" \
                 and self.threads > 1:
             raise ValueError("one Unix or inherited socket cannot be spread over threads with "
                              "SO_REUSEPORT: use dispatch acceptor")
+
+    def _validate_front(self) -> None:
+        """The proxy, root-path and metrics settings."""
+        TrustedPeers(self.forwarded_allow_ips)
+        self.root_path = check_root_path(self.root_path)
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
 
     # ---- what the Server takes ---------------------------------------------------------
 

@@ -24,6 +24,7 @@ from . import POLLER
 from ._access import AccessLogApp
 from .app import App
 from .config import ENV_PREFIX, Config, setting_type
+from .proxy import FrontApp, ProxyHeaders
 from .server import Server
 from .supervisor import Supervisor, inherited_socket, listener_sets, serve_process
 from .wsgi import WSGIApp
@@ -172,7 +173,8 @@ def load_app(spec: str, config: Config) -> App:
 
 def as_app(obj: Any, config: Config) -> App:
     """obj as the App to serve: a fastloop App as it is, a WSGI callable wrapped in WSGIApp
-    (per config.interface), with the access log around it if config.access_log."""
+    (per config.interface), with the access log around it if config.access_log, and proxy
+    headers and the root path applied (fastloop.proxy.FrontApp) if configured."""
     interface = config.interface
     if interface == "auto":
         if isinstance(obj, App):
@@ -195,7 +197,12 @@ def as_app(obj: Any, config: Config) -> App:
         if not callable(obj):
             raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
         app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=_supervised(config))
-    return AccessLogApp(app) if config.access_log else app
+    app = AccessLogApp(app) if config.access_log else app
+    if config.proxy_headers or config.root_path:
+        # Outermost, so the access log (and everything else) sees the forwarded client.
+        proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
+        app = FrontApp(app, proxy, config.root_path)
+    return app
 
 
 def setup_logging(config: Config) -> None:
