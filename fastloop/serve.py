@@ -24,6 +24,7 @@ from . import POLLER
 from ._access import AccessLogApp
 from .app import App
 from .config import ENV_PREFIX, Config, setting_type
+from .metrics import serve_server_metrics
 from .proxy import FrontApp, ProxyHeaders
 from .server import Server
 from .supervisor import Supervisor, inherited_socket, listener_sets, serve_process
@@ -125,8 +126,15 @@ def serve(load: Callable[[], App], config: Config) -> int:
     if config.fd is not None:
         kwargs["sockets"] = [inherited_socket(config.fd)]
     server = Server(app, **kwargs)
-    status = serve_process_announced(server, config)
-    return status
+    exporter = None
+    if config.metrics:
+        exporter = serve_server_metrics(server, config.metrics_address, config.metrics_port)
+        log.info("fastloop: metrics on %s", exporter.url)
+    try:
+        return serve_process_announced(server, config)
+    finally:
+        if exporter is not None:
+            exporter.close()
 
 
 def serve_process_announced(server: Server, config: Config) -> int:

@@ -40,6 +40,7 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tu
 
 from .app import App
 from .config import Config
+from .metrics import SupervisorMetrics
 from .server import Server, bind_tcp, bind_unix, default_dispatch
 
 __all__ = ["Supervisor", "SignalInbox", "serve_process", "listener_sets", "inherited_socket"]
@@ -250,9 +251,14 @@ class Supervisor:
         self.deadline = 0.0
         self.status = 0
         self.inbox: Optional[SignalInbox] = None
+        self.metrics: Optional[SupervisorMetrics] = None   # --metrics: see fastloop.metrics
 
     def run(self) -> int:
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+        if self.config.metrics:
+            self.metrics = SupervisorMetrics(self, self.config.metrics_address,
+                                             self.config.metrics_port)
+            log.info("fastloop: metrics on %s", self.metrics.url)
         try:
             with SignalInbox(signums) as inbox:
                 self.inbox = inbox
@@ -280,6 +286,8 @@ class Supervisor:
             for child in list(self.children.values()):  # only if run() itself failed
                 self.signal(child, signal.SIGKILL)
             self.close_listeners()
+            if self.metrics is not None:
+                self.metrics.close()
             if self.config.uds and self.config.fd is None:
                 try:
                     os.unlink(self.config.uds)
@@ -485,8 +493,11 @@ class Supervisor:
                 log.exception("fastloop: worker %d could not load the application", os.getpid())
                 status = BOOT_ERROR
                 return
+            snapshots = self.metrics.snapshots.writer(server) if self.metrics else None
             status = serve_process(server, self.config, status_fd=status_fd, parent_pid=parent,
                                    max_requests=max_requests)
+            if snapshots is not None:
+                snapshots.close()  # the final counts, after the last request
         except BaseException:
             log.exception("fastloop: worker %d failed", os.getpid())
         finally:
