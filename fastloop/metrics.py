@@ -16,8 +16,10 @@ fastloop_worker_<counter>_total{worker="<slot>",pid="<pid>"} is each live worker
 pids share a slot while one replaces the other). Per-status, per-kind and per-errno counts are
 labels. Request-duration histograms need timing from the core and are not here yet.
 
-The metrics listener runs in a thread of the supervisor; a worker forked from it closes its
+The metrics listener runs in threads of the supervisor; a worker forked from it closes its
 copy of the listening socket at once (os.register_at_fork), so only the supervisor answers.
+Those threads take no lock a worker could need after the fork: they log nothing and print
+nothing (a failed scrape gets a 500, no traceback).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import socketserver
 import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from .server import merge
 
 __all__ = ["render", "MetricsServer", "SupervisorMetrics", "Snapshots", "SnapshotWriter",
            "serve_server_metrics", "CONTENT_TYPE", "SNAPSHOT_INTERVAL"]
@@ -69,21 +73,13 @@ def _labels(pairs: Iterable[Tuple[str, str]]) -> str:
     return "{" + text + "}" if text else ""
 
 
-def _add(into: dict, counters: dict) -> None:
-    for key, value in counters.items():
-        if isinstance(value, dict):
-            _add(into.setdefault(key, {}), value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            into[key] = into.get(key, 0) + value
-
-
 def render(workers: List[Worker], retired: Optional[dict] = None) -> str:
     """The exposition text for the live workers' stats (each a process's Server.stats()) plus
     the counters of retired workers (summed into the totals only)."""
     totals: dict = {}
-    _add(totals, retired or {})
+    merge(totals, retired or {})
     for _, _, stats in workers:
-        _add(totals, stats)
+        merge(totals, stats)
     out: List[str] = []
 
     def family(name: str, kind: str, help_: str, samples: List[Tuple[str, Any]]) -> None:
@@ -161,6 +157,11 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True  # a scraper stuck mid-request never holds up the process's exit
     collect: Callable[[], str]
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Silent on purpose: this thread runs in the supervisor, which forks workers, and a
+        # fork while it held the stderr lock would leave that lock held in the worker.
+        pass
+
     def server_bind(self) -> None:
         # Not HTTPServer's server_bind: it looks the host name up (getfqdn), which can stall.
         if self.address_family == socket.AF_INET6:
@@ -237,7 +238,7 @@ class Snapshots:
                         workers.append((str(live[pid]), stem, stats))
                 elif not _alive(pid):
                     # Gone, and its last snapshot written: count it once, in the totals.
-                    _add(self.retired, stats or {})
+                    merge(self.retired, stats or {})
                     os.unlink(self.path(pid))
             workers.sort(key=lambda w: (int(w[0]), int(w[1])))
             return render(workers, self.retired)

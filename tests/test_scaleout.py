@@ -9,7 +9,8 @@ them (none in this machine's own namespace, none that leads anywhere else), and 
 deleted, with the veths, whatever happens. Under load through nginx, host A gets SIGHUP (its
 workers replaced one by one), then host B, then B is stopped (SIGTERM): nginx must answer every
 request, none with a 5xx, and both hosts must have served. This is the README's scale-out
-recipe (the nginx settings of docs/reliability.md, with two upstream hosts), as a test.
+recipe (the nginx settings of docs/reliability.md, tests/nginx_config.py, with two upstream
+hosts), as a test.
 
 Skipped, with the reason, where nginx or iproute2 is missing or namespaces cannot be made
 (not root, no CAP_SYS_ADMIN, a container without them).
@@ -29,12 +30,11 @@ from typing import Iterator, List
 
 import pytest
 from helpers import env_importing_this_fastloop, wait_until
+from nginx_config import NGINX, SBIN_PATH, config
 from serving import ServeProcess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
-NGINX = shutil.which("nginx", path=_SBIN)
-IP = shutil.which("ip", path=_SBIN)
+IP = shutil.which("ip", path=SBIN_PATH)
 pytestmark = [
     pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install "
                                              "nginx): the scale-out test needs it"),
@@ -47,44 +47,6 @@ PORT = 8000              # each host's port, inside its namespace
 FRONT_PORT = 8080        # nginx's, on the front namespace's loopback
 IDLE_TIMEOUT = 5         # fastloop's keep-alive idle timeout; nginx's must be shorter
 STEP_TIMEOUT = 30.0      # any one step (a SIGHUP's replacements, a stop) ends within this
-
-CONFIG = """
-daemon off;
-master_process off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream hosts {{
-        # Each host four times: nginx tries an entry at most once per request, and a host
-        # being restarted or stopped may fail several attempts in a row. max_fails=0: a
-        # restart must not get a host marked down for the 10 s that follow.
-{servers}
-        keepalive 16;
-        keepalive_timeout {keepalive}s;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        keepalive_requests 100000;
-        location / {{
-            proxy_pass http://hosts;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 8;
-            proxy_next_upstream_timeout 5s;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 10s;
-        }}
-    }}
-}}
-"""
 
 
 def ip(*args: str) -> None:
@@ -133,11 +95,10 @@ def namespaces() -> Iterator[dict]:
 class Nginx:
     def __init__(self, ns: str, tmp: Path) -> None:
         self.tmp = tmp
-        servers = "".join(f"        server {NET}.{i}.2:{PORT} max_fails=0;\n"
-                          for _ in range(4) for i in (1, 2))
+        # Each host four times, in turn: eight attempts per request, four on each host.
         conf = tmp / "nginx.conf"
-        conf.write_text(CONFIG.format(tmp=tmp, servers=servers.rstrip("\n"), port=FRONT_PORT,
-                                      keepalive=IDLE_TIMEOUT - 1))
+        conf.write_text(config(tmp, [f"{NET}.{i}.2:{PORT}" for _ in range(4) for i in (1, 2)],
+                               f"127.0.0.1:{FRONT_PORT}", IDLE_TIMEOUT - 1))
         self.proc = subprocess.Popen(in_ns(ns, str(NGINX), "-p", str(tmp), "-c", str(conf),
                                            "-e", str(tmp / "error.log")),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -208,7 +169,6 @@ def test_nginx_over_two_hosts_sighup_each_then_stop_one(namespaces, tmp_path):
         a.stop()
         b.stop()
     result = json.loads(out.strip().splitlines()[-1])
-    print("scaleout:", result["status"], len(result["pids"]), "pids")
     status = {int(k): v for k, v in result["status"].items()}
     assert result["failed"] == 0, (result["failures"], nginx.error_log())
     assert set(status) == {200}, (status, nginx.error_log())
