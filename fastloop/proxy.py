@@ -28,6 +28,7 @@ the WSGI adapter turns into REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SCRIPT_N
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
@@ -50,6 +51,13 @@ _OBFUSCATED = re.compile(r"_[A-Za-z0-9._-]+\Z")
 # RFC 3986 host (reg-name, IPv4 or IP literal) with an optional port: what a Host may hold.
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(:[0-9]{0,5})?\Z")
 UNIX = "unix:"  # the --forwarded-allow-ips entry that trusts Unix socket peers
+# ipaddress costs microseconds per call, and the same proxies and clients come back request
+# after request: parsed nodes and trust decisions are kept, this many of each.
+CACHE_SIZE = 4096
+CACHED_KEY_BYTES = 512  # longest header lines (all four together) whose answer is kept
+# The headers read, in the order ProxyHeaders._from_fields takes them.
+_FIELDS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded")
+_FIELD_INDEX = {name: i for i, name in enumerate(_FIELDS)}
 
 
 class TrustedPeers:
@@ -76,9 +84,11 @@ class TrustedPeers:
                 except ValueError:
                     raise ValueError(f"forwarded_allow_ips: {entry!r} is not an IP address, "
                                      f"a network, '*' or '{UNIX}'") from None
+        self.trusts = functools.lru_cache(maxsize=CACHE_SIZE)(self._trusts)
 
-    def trusts(self, host: str) -> bool:
-        """Whether an address (text) is a trusted proxy. Not an IP address: never."""
+    def _trusts(self, host: str) -> bool:
+        """Whether an address (text) is a trusted proxy. Not an IP address: never.
+        (Called as self.trusts, cached.)"""
         if self.everyone:
             return True
         ip = _ip(host)
@@ -103,6 +113,7 @@ def _ip(text: str) -> Optional[IPAddress]:
     return ip
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def parse_node(text: str) -> Optional[Node]:
     """An RFC 7239 node ("192.0.2.1", "192.0.2.1:80", "[2001:db8::1]:443", "unknown",
     "_hidden:_port") or a bare IPv6 address as X-Forwarded-For carries it, as (host, port);
@@ -221,6 +232,10 @@ class ProxyHeaders:
 
     def __init__(self, trusted: Union[TrustedPeers, str]) -> None:
         self.trusted = trusted if isinstance(trusted, TrustedPeers) else TrustedPeers(trusted)
+        # The answer depends on the header lines alone: a proxy sends the same few again and
+        # again, so they are kept (short ones only, so a client cannot fill memory).
+        self._cached = functools.lru_cache(maxsize=CACHE_SIZE)(
+            lambda key: self._from_fields(*key))
 
     def pick(self, nodes: List[Node]) -> Optional[int]:
         """The index of the client in a chain (leftmost first): the rightmost node that is not
@@ -236,13 +251,27 @@ class ProxyHeaders:
         connection's peer is `peer`; each None when not reported, not trusted or malformed."""
         if not self.trusted.trusts_peer(peer):
             return None, None, None
-        xff = headers.getall("x-forwarded-for")
-        xfp = headers.getall("x-forwarded-proto")
-        xfh = headers.getall("x-forwarded-host")
+        found: List[Tuple[str, ...]] = [(), (), (), ()]
+        size = 0
+        for name, value in headers:
+            i = _FIELD_INDEX.get(name)
+            if i is not None:
+                found[i] += (value,)
+                size += len(value)
+        if not size:
+            return None, None, None
+        key = tuple(found)
+        if size <= CACHED_KEY_BYTES:
+            return self._cached(key)
+        return self._from_fields(*key)  # a long chain (a client's junk, maybe): not kept
+
+    def _from_fields(self, xff: Sequence[str], xfp: Sequence[str], xfh: Sequence[str],
+                     forwarded: Sequence[str]) -> Tuple[Optional[Node], Optional[str],
+                                                        Optional[str]]:
+        """resolve() for a trusted peer, from the lines of each header (in _FIELDS order)."""
         element = None
-        if not (xff and xfp and xfh):
-            lines = headers.getall("forwarded")
-            element = self._forwarded_element(lines) if lines else None
+        if forwarded and not (xff and xfp and xfh):
+            element = self._forwarded_element(forwarded)
         client: Optional[Node] = None
         index: Optional[int] = None  # the client's hop in X-Forwarded-For
         count = 0

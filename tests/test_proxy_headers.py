@@ -144,6 +144,9 @@ HOPS = [
     ("x-forwarded wins field by field", "127.0.0.1", PEER,
      [("Forwarded", "for=6.6.6.6;proto=https;host=f.example"), ("X-Forwarded-For", "203.0.113.7")],
      (("203.0.113.7", 0), "https", "f.example")),
+    ("long chain (not cached) walks the same", "127.0.0.1,10.0.0.0/8", PEER,
+     [("X-Forwarded-For", "6.6.6.6, 203.0.113.7, " + ", ".join(f"10.0.{i}.1" for i in range(60)))],
+     (("203.0.113.7", 0), None, None)),
     ("unix peer untrusted", "127.0.0.1", "", [("X-Forwarded-For", "203.0.113.7")], (None, None, None)),
     ("unix peer trusted", "127.0.0.1,unix:", "", [("X-Forwarded-For", "203.0.113.7")],
      (("203.0.113.7", 0), None, None)),
@@ -153,6 +156,15 @@ HOPS = [
 @pytest.mark.parametrize("name,trusted,peer,headers,expected", HOPS, ids=[h[0] for h in HOPS])
 def test_resolve(name, trusted, peer, headers, expected):
     assert resolve(trusted, peer, *headers) == expected
+
+
+def test_resolve_twice_from_the_cache_and_for_another_peer():
+    proxy = ProxyHeaders("127.0.0.1")
+    headers = Headers([("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")])
+    assert proxy.resolve(PEER, headers) == proxy.resolve(PEER, headers) == \
+        (("203.0.113.7", 0), "https", None)
+    # The cache is keyed on the header lines: the peer's trust is checked every time.
+    assert proxy.resolve(("127.0.0.2", 1), headers) == (None, None, None)
 
 
 # ---- over real sockets ---------------------------------------------------------------------
