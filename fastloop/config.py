@@ -90,8 +90,9 @@ class Config:
     forwarded_allow_ips: str = _setting("127.0.0.1", "comma-separated proxies to trust: IP "
                                         "addresses, networks (10.0.0.0/8), 'unix:' for Unix "
                                         "socket peers, or '*' for any", "LIST")
-    root_path: str = _setting("", "the path prefix the application is served under behind a "
-                              "proxy: WSGI SCRIPT_NAME, Request.root_path", "PATH")
+    root_path: Optional[str] = _setting(None, "the path prefix the application is served "
+                                        "under behind a proxy: WSGI SCRIPT_NAME, "
+                                        "Request.root_path", "PATH")
     # ---- metrics (fastloop/metrics.py)
     metrics: bool = _setting(False, "serve the counters of every worker in the Prometheus "
                              "text format on a listener of their own")
@@ -160,7 +161,8 @@ class Config:
     def _validate_front(self) -> None:
         """The proxy, root-path and metrics settings."""
         TrustedPeers(self.forwarded_allow_ips)
-        self.root_path = check_root_path(self.root_path)
+        if self.root_path is not None:
+            self.root_path = check_root_path(self.root_path) or None
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
 

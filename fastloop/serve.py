@@ -209,7 +209,7 @@ def as_app(obj: Any, config: Config) -> App:
     if config.proxy_headers or config.root_path:
         # Outermost, so the access log (and everything else) sees the forwarded client.
         proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
-        app = FrontApp(app, proxy, config.root_path)
+        app = FrontApp(app, proxy, config.root_path or "")
     return app
 
 
