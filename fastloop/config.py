@@ -13,6 +13,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_HEADERS
+from .proxy import TrustedPeers, check_root_path
 
 __all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES", "REPEATABLE"]
 
@@ -97,6 +98,22 @@ class Config:
     log_config: Optional[str] = _setting(None, "configure all logging from this file: JSON "
                                          "for logging.config.dictConfig, else INI for "
                                          "fileConfig", "FILE")
+    # ---- behind a proxy (fastloop/proxy.py)
+    proxy_headers: bool = _setting(False, "believe X-Forwarded-For/-Proto/-Host and Forwarded "
+                                   "(RFC 7239) from --forwarded-allow-ips peers: they set the "
+                                   "client address, scheme and host handlers see")
+    forwarded_allow_ips: str = _setting("127.0.0.1", "comma-separated proxies to trust: IP "
+                                        "addresses, networks (10.0.0.0/8), 'unix:' for Unix "
+                                        "socket peers, or '*' for any", "LIST")
+    root_path: Optional[str] = _setting(None, "the path prefix the application is served "
+                                        "under behind a proxy: WSGI SCRIPT_NAME, "
+                                        "Request.root_path", "PATH")
+    # ---- metrics (fastloop/metrics.py)
+    metrics: bool = _setting(False, "serve the counters of every worker in the Prometheus "
+                             "text format on a listener of their own")
+    metrics_address: str = _setting("127.0.0.1", "address of the metrics listener", "ADDR")
+    metrics_port: int = _setting(9090, "port of the metrics listener (0 picks a free one)",
+                                 "PORT")
     # ---- the application
     interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "
                               "to detect it", choices=INTERFACES)
@@ -160,6 +177,7 @@ class Config:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         if self.uds is not None and self.fd is not None:
             raise ValueError("give uds or fd, not both")
+        self._validate_front()
         if (self.uds is not None or self.fd is not None) and self.dispatch == "reuseport" \
                 and self.threads > 1:
             raise ValueError("one Unix or inherited socket cannot be spread over threads with "
@@ -172,6 +190,14 @@ class Config:
         if self.reload and (self.workers > 1 or self.limit_max_requests is not None):
             raise ValueError("--reload runs one server process: not with workers > 1 or "
                              "limit_max_requests")
+
+    def _validate_front(self) -> None:
+        """The proxy, root-path and metrics settings."""
+        TrustedPeers(self.forwarded_allow_ips)
+        if self.root_path is not None:
+            self.root_path = check_root_path(self.root_path) or None
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
 
     def supervised(self) -> bool:
         """True when a supervisor runs worker processes (else the server runs in-process)."""

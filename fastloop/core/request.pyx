@@ -28,6 +28,12 @@ cdef class Request:
     cdef object _body             # bytes; None while a streaming route's body is unread
     cdef Worker _worker           # streaming, while the handler runs: who reads the body
     cdef uint64_t _token
+    # Set before the handler runs by fastloop.proxy.FrontApp (trusted proxy headers,
+    # --root-path); None: the connection's own value. client, scheme, host and root_path read them.
+    cdef public object override_client
+    cdef public object override_scheme
+    cdef public object override_host
+    cdef public object override_root_path
 
     @property
     def body(self):
@@ -53,10 +59,28 @@ cdef class Request:
     @property
     def client(self):
         """The client's (host, port), or its socket path ("" if unnamed) over a Unix socket.
-        Read while the handler runs (then cached); None after, or if the client has gone."""
+        Read while the handler runs (then cached); None after, or if the client has gone.
+        Behind a trusted proxy (--proxy-headers), the address the proxy reports instead."""
+        if self.override_client is not None:
+            return self.override_client
         if self._client is None:
             self._client = socket_address(self._fd, 1)
         return self._client
+
+    @property
+    def scheme(self):
+        """"http", or what a trusted proxy reports ("https" behind a TLS-terminating one)."""
+        return "http" if self.override_scheme is None else self.override_scheme
+
+    @property
+    def host(self):
+        """The Host the client asked for (from a trusted proxy, or the Host header), or None."""
+        return self.header("host") if self.override_host is None else self.override_host
+
+    @property
+    def root_path(self):
+        """The path prefix the application is served under (--root-path), "" by default."""
+        return "" if self.override_root_path is None else self.override_root_path
 
     @property
     def server(self):
