@@ -31,6 +31,8 @@ class Request:
     @property
     def version(self) -> str: ...
     @property
+    def host(self) -> str | None: ...
+    @property
     def client(self) -> tuple[str, int] | str | None: ...
     @property
     def server(self) -> tuple[str, int] | str | None: ...
@@ -96,6 +98,8 @@ class Worker(Loop):
 class Acceptor(Loop):
     def __init__(self, workers: list[Worker]) -> None: ...
 MAX_HEADERS: int
+MAX_HEAD_BYTES: int
+MAX_BODY_BYTES: int
 
 # The `fastloop bench` client (fastloop/core/bench.pyx), driven by fastloop/bench.py.
 
