@@ -40,6 +40,7 @@ cdef unsigned char fl_target_strict[256]   # request-target bytes, but '%' (chec
 cdef unsigned char fl_target_lenient[256]  # ... and raw bytes >= 0x80 (limits["lenient_targets"])
 cdef unsigned char fl_regname[256]    # reg-name bytes, but '%': unreserved and sub-delims
 cdef unsigned char fl_hex[256]        # HEXDIG: its value + 1, 0 for any other byte
+cdef unsigned char fl_digit[256]      # DIGIT
 
 
 cdef void fl_init_tables() noexcept:
@@ -58,6 +59,7 @@ cdef void fl_init_tables() noexcept:
         alnum = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
         fl_tchar[c] = alnum
         fl_regname[c] = alnum
+        fl_digit[c] = 48 <= c <= 57
         fl_hex[c] = (c - 47) if 48 <= c <= 57 else (c - 86) if 97 <= c <= 102 else \
             (c - 54) if 65 <= c <= 70 else 0
     while extra[0]:
@@ -85,7 +87,7 @@ cdef inline bint fl_is_ows(char c) noexcept nogil:
     return c == c' ' or c == c'\t'
 
 
-cdef bint fl_span_eq_lower(const char *buf, fl_span s, const char *lit, uint32_t n) noexcept nogil:
+cdef inline bint fl_span_eq_lower(const char *buf, fl_span s, const char *lit, uint32_t n) noexcept nogil:
     # Case-insensitive compare against a lowercase literal. OR-ing 0x20 lowercases letters and
     # leaves '-' and digits alone, which is all a field name or token here contains.
     if s.len != n:
@@ -265,16 +267,24 @@ cdef Py_ssize_t fl_scan_ip_literal(const char *buf, uint32_t i) noexcept nogil:
     return i + 1
 
 
-cdef Py_ssize_t fl_scan_host(const char *buf, uint32_t i, bint need_host) noexcept nogil:
-    """Scans uri-host [ ":" port ] at buf[i] (RFC 9110 4.2.1, 7.2; RFC 3986 3.2.2, 3.2.3): an
-    IP-literal, or a reg-name (which covers IPv4address). Returns where it stops, for the
-    caller to check what follows (OWS and CR in a Host field, "/" or "?" or the end in a
-    target; anything else, such as the "@" of a userinfo, is an error), or -1 if what it read
-    is malformed: an IP literal, a %-escape, a port above 65535, or (need_host) no host.
-    It consumes only bytes of the grammar, so it stops at any CR or SP."""
+cdef Py_ssize_t fl_scan_port(const char *buf, uint32_t i) noexcept nogil:
+    """port = *DIGIT at buf[i], at most 65535 however many leading zeros: the index after it,
+    or -1."""
+    cdef int port = 0
+    while buf[i] == c'0':
+        i += 1
+    while fl_digit[<unsigned char>buf[i]]:
+        port = port * 10 + (buf[i] - c'0')
+        i += 1
+        if port > 65535:
+            return -1
+    return i
+
+
+cdef Py_ssize_t fl_scan_host_slow(const char *buf, uint32_t i, bint need_host) noexcept nogil:
+    """fl_scan_host for what it does not do inline: an IP-literal or %-escapes in the host."""
     cdef uint32_t s = i
     cdef Py_ssize_t j
-    cdef int port = 0
     if buf[i] == c'[':
         j = fl_scan_ip_literal(buf, i)
         if j < 0:
@@ -293,20 +303,33 @@ cdef Py_ssize_t fl_scan_host(const char *buf, uint32_t i, bint need_host) noexce
             return -1
     if buf[i] != c':':
         return i
-    # port = *DIGIT, at most 65535 (leading zeros are digits like any other)
+    return fl_scan_port(buf, i + 1)
+
+
+cdef inline Py_ssize_t fl_scan_host(const char *buf, uint32_t i, bint need_host) noexcept nogil:
+    """Scans uri-host [ ":" port ] at buf[i] (RFC 9110 4.2.1, 7.2; RFC 3986 3.2.2, 3.2.3): an
+    IP-literal, or a reg-name (which covers IPv4address). Returns where it stops, for the
+    caller to check what follows (OWS and CR in a Host field, "/" or "?" or the end in a
+    target; anything else, such as the "@" of a userinfo, is an error), or -1 if what it read
+    is malformed: an IP literal, a %-escape, a port above 65535, or (need_host) no host.
+    It consumes only bytes of the grammar, so it stops at any CR or SP.
+    Inline, it is as cheap as the field-value loop it replaces for Host: a plain name and a
+    port of at most 5 digits starting below 6 need no more than one table lookup a byte."""
+    cdef uint32_t s = i
+    while fl_regname[<unsigned char>buf[i]]:
+        i += 1
+    if buf[i] == c'[' or buf[i] == c'%':
+        return fl_scan_host_slow(buf, s, need_host)
+    if need_host and i == s:
+        return -1
+    if buf[i] != c':':
+        return i
     i += 1
-    while buf[i] == c'0':
-        i += 1
     s = i
-    while c'0' <= buf[i] <= c'9':
+    while fl_digit[<unsigned char>buf[i]]:
         i += 1
-    if i - s >= 5:
-        if i - s > 5:
-            return -1
-        for j in range(s, i):
-            port = port * 10 + (buf[j] - c'0')
-        if port > 65535:
-            return -1
+    if i - s > 5 or (i - s == 5 and buf[s] >= c'6'):
+        return fl_scan_port(buf, s)  # maybe above 65535, or leading zeros
     return i
 
 
@@ -478,7 +501,9 @@ cdef int fl_parse_head(const char *buf, uint32_t n, fl_request *req, const fl_li
             return 431
         req.num_headers += 1
 
-        if fl_span_eq_lower(buf, h.name, b"content-length", 14):
+        if h.name.len == 4:
+            pass  # Host (done above) or a name none of the below can be
+        elif fl_span_eq_lower(buf, h.name, b"content-length", 14):
             rc = fl_parse_content_length(buf, h.value, &req.content_length)
             if rc:
                 return rc

@@ -37,10 +37,14 @@ cdef enum:
     FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
     FL_CHUNK_SLACK = 65536        # room a chunked body leaves in its buffer for undecoded framing
 
-# The largest read buffer (rbuf_ensure doubles from FL_BUF_SIZE up to it): every offset into
-# one fits 32 bits. A buffered request (head and body) must fit in it; larger bodies need a
-# streaming route and get 413 otherwise.
-cdef uint64_t FL_RBUF_MAX = 1u << 31
+cdef extern from *:
+    """
+    /* The largest read buffer (rbuf_ensure doubles from FL_BUF_SIZE up to it): every offset
+     * into one fits 32 bits. A buffered request (head and body) must fit in it; larger bodies
+     * need a streaming route and get 413 otherwise. A macro: too large for an enum. */
+    #define FL_RBUF_MAX ((uint64_t)1 << 31)
+    """
+    const uint64_t FL_RBUF_MAX
 
 # conn_process results
 cdef enum:
@@ -510,11 +514,6 @@ cdef class Worker(Loop):
                 cl = self.req.content_length if self.req.content_length > 0 else 0
                 c.head_len = <uint32_t>end
                 c.req_flags = self.req.flags
-                c.line.method = self.req.method
-                c.line.path = self.req.path
-                c.line.query = self.req.query
-                c.line.authority = self.req.authority
-                c.line.minor = self.req.minor
                 if self.req.flags & FL_REQ_CHUNKED:
                     fl_chunked_start(&c.chunked, c.head_len)
                 else:
@@ -524,17 +523,20 @@ cdef class Worker(Loop):
                 c.route = -1
                 if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
                     c.route = fl_match_path(self.statics, self.nstatics, p, self.req.path)
-                if c.route < 0 and fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
-                    # A streaming route: its handler runs now and reads the body as it arrives
-                    # (Request.stream), instead of after all of it is buffered.
-                    c.flags |= CONN_F_STREAM
-                    c.state = CONN_IN_HANDLER
-                    return FL_PROC_PY
-                if c.req_len > FL_RBUF_MAX and not (c.req_flags & FL_REQ_CHUNKED):
-                    # Buffered, it would not fit one read buffer. This check is what keeps
-                    # rpos + req_len (consume) within 32 bits.
-                    self.conn_reject(c, 413)
-                    return FL_PROC_STOP
+                if c.route < 0:
+                    # What a handler's Request is built from (make_request); a static answer
+                    # needs none of it.
+                    c.line.method = self.req.method
+                    c.line.path = self.req.path
+                    c.line.query = self.req.query
+                    c.line.authority = self.req.authority
+                    c.line.minor = self.req.minor
+                    if fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
+                        # A streaming route: its handler runs now and reads the body as it
+                        # arrives (Request.stream), instead of after all of it is buffered.
+                        c.flags |= CONN_F_STREAM
+                        c.state = CONN_IN_HANDLER
+                        return FL_PROC_PY
                 c.state = CONN_READ_BODY
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
@@ -555,10 +557,17 @@ cdef class Worker(Loop):
                     c.chunked.in_ = c.chunked.out
             else:
                 complete = avail >= c.req_len
-                if not complete and self.rbuf_ensure(c, c.req_len - avail) < 0:
-                    self.count_errno(self.counters.io_errors, ENOMEM)
-                    self.conn_close(c)
-                    return FL_PROC_STOP
+                if not complete:
+                    if c.req_len > FL_RBUF_MAX:
+                        # Buffered, it would not fit one read buffer (so it never completes
+                        # and always comes here): 413. This keeps rpos + req_len (consume)
+                        # within 32 bits.
+                        self.conn_reject(c, 413)
+                        return FL_PROC_STOP
+                    if self.rbuf_ensure(c, c.req_len - avail) < 0:
+                        self.count_errno(self.counters.io_errors, ENOMEM)
+                        self.conn_close(c)
+                        return FL_PROC_STOP
             if not complete:
                 if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) \
                         and not (c.flags & CONN_F_CONTINUE_SENT):
