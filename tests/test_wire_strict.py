@@ -87,7 +87,8 @@ def test_content_lengths_at_the_32_bit_boundaries_are_never_cut(length):
 
 
 def test_content_length_2_pow_64_minus_1_is_413():
-    req = b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\nGET /admin HTTP/1.1\r\n\r\n" % (2**64 - 1)
+    req = (b"POST /upload HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % (2**64 - 1)
+           + b"GET /admin HTTP/1.1\r\n" + H + b"\r\n")
     with running_server(app_with_routes(), limits={"body_bytes": MAX_BODY_BYTES}) as srv:
         data = raw_request(srv.port, req, timeout=5)
     assert answers(data) == [413] and b"ADMIN" not in data
