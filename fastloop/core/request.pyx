@@ -26,6 +26,7 @@ cdef class Request:
     cdef object _args
     cdef object _items
     cdef object _body             # bytes; None while a streaming route's body is unread
+    cdef object _authority        # absolute-form: the target's authority (str); else None
     cdef Worker _worker           # streaming, while the handler runs: who reads the body
     cdef uint64_t _token
     # Set before the handler runs by fastloop.proxy.FrontApp (trusted proxy headers,
@@ -74,8 +75,15 @@ cdef class Request:
 
     @property
     def host(self):
-        """The Host the client asked for (from a trusted proxy, or the Host header), or None."""
-        return self.header("host") if self.override_host is None else self.override_host
+        """The host the request is for: from a trusted proxy (--proxy-headers), else as sent
+        (RFC 9112 3.2.2): the authority of an absolute-form target ("GET http://a.example/
+        HTTP/1.1"), which wins over Host, else the Host header's value; None if there is
+        neither (HTTP/1.0). Validated by the parser."""
+        if self.override_host is not None:
+            return self.override_host
+        if self._authority is not None:
+            return self._authority
+        return self.headers.get("host")
 
     @property
     def root_path(self):
@@ -150,8 +158,9 @@ cdef str decode_span(const char *p, fl_span s):
     return PyUnicode_DecodeLatin1(p + s.off, s.len, NULL)
 
 
-cdef Request make_request(const char *p, fl_conn *c, uint32_t body_len):
-    """The Request for c's current request, whose head starts at p."""
+cdef Request make_request(const char *p, fl_conn *c, uint64_t body_len):
+    """The Request for c's current request, whose head starts at p; body_len bytes of body
+    follow the head in the same buffer, so body_len <= FL_RBUF_MAX fits Py_ssize_t."""
     cdef Request r = Request.__new__(Request)
     cdef fl_request_line *line = &c.line
     r._fd = c.fd
@@ -159,9 +168,11 @@ cdef Request make_request(const char *p, fl_conn *c, uint32_t body_len):
     r.path = decode_span(p, line.path) if line.path.len else "/"
     r.query = decode_span(p, line.query) if line.query.len else ""
     r.minor = line.minor
+    if line.authority.len:
+        r._authority = decode_span(p, line.authority)
     r.keep_alive = (c.req_flags & FL_REQ_KEEP_ALIVE) != 0
     r._head = PyBytes_FromStringAndSize(p, c.head_len - 4)
-    r._body = PyBytes_FromStringAndSize(p + c.head_len, body_len) if body_len else b""
+    r._body = PyBytes_FromStringAndSize(p + c.head_len, <Py_ssize_t>body_len) if body_len else b""
     return r
 
 

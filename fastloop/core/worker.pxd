@@ -80,6 +80,7 @@ cdef class Worker(Loop):
     cdef int nresume, cap_resume
     cdef fl_request req         # scratch for the one request being parsed
     cdef fl_limits limits
+    cdef int64_t buffered_chunked_max  # body_bytes, or less: what fits one read buffer
     cdef int64_t now_ms
     cdef int64_t date_sec
     cdef char date_line[40]     # "Date: <IMF-fixdate>\r\n", refreshed once a second

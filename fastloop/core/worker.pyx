@@ -35,6 +35,16 @@ cdef enum:
     FL_DATE_LINE_LEN = 37         # "Date: " + 29 + CRLF
     FL_ACCEPT_RETRY_MS = 100      # after accept() failed on EMFILE and the like (nginx: 500)
     FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
+    FL_CHUNK_SLACK = 65536        # room a chunked body leaves in its buffer for undecoded framing
+
+cdef extern from *:
+    """
+    /* The largest read buffer (rbuf_ensure doubles from FL_BUF_SIZE up to it): every offset
+     * into one fits 32 bits. A buffered request (head and body) must fit in it; larger bodies
+     * need a streaming route and get 413 otherwise. A macro: too large for an enum. */
+    #define FL_RBUF_MAX ((uint64_t)1 << 31)
+    """
+    const uint64_t FL_RBUF_MAX
 
 # conn_process results
 cdef enum:
@@ -95,6 +105,10 @@ cdef class Worker(Loop):
         self.index = index
         self.is_tcp = is_tcp
         self.limits = limits_from(limits)
+        # A chunked body is decoded in its read buffer, after a head of at most header_bytes
+        # (<= FL_MAX_HEAD_BYTES, so this stays positive) and before undecoded framing.
+        self.buffered_chunked_max = min(self.limits.body_bytes,
+                                        <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
         self.log_events = log.isEnabledFor(logging.DEBUG)
         self.conn_limit = conn_limit
         if conn_limit is not None:
@@ -500,28 +514,33 @@ cdef class Worker(Loop):
                 cl = self.req.content_length if self.req.content_length > 0 else 0
                 c.head_len = <uint32_t>end
                 c.req_flags = self.req.flags
-                c.line.method = self.req.method
-                c.line.path = self.req.path
-                c.line.query = self.req.query
-                c.line.minor = self.req.minor
                 if self.req.flags & FL_REQ_CHUNKED:
                     fl_chunked_start(&c.chunked, c.head_len)
                 else:
-                    c.body_len = <uint32_t>cl
-                    c.req_len = <uint32_t>(end + cl)
+                    # 64 bits end to end: cl <= body_bytes <= MAX_BODY_BYTES (limits_from)
+                    c.body_len = <uint64_t>cl
+                    c.req_len = <uint64_t>end + <uint64_t>cl
                 c.route = -1
                 if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
                     c.route = fl_match_path(self.statics, self.nstatics, p, self.req.path)
-                if c.route < 0 and fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
-                    # A streaming route: its handler runs now and reads the body as it arrives
-                    # (Request.stream), instead of after all of it is buffered.
-                    c.flags |= CONN_F_STREAM
-                    c.state = CONN_IN_HANDLER
-                    return FL_PROC_PY
+                if c.route < 0:
+                    # What a handler's Request is built from (make_request); a static answer
+                    # needs none of it.
+                    c.line.method = self.req.method
+                    c.line.path = self.req.path
+                    c.line.query = self.req.query
+                    c.line.authority = self.req.authority
+                    c.line.minor = self.req.minor
+                    if fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
+                        # A streaming route: its handler runs now and reads the body as it
+                        # arrives (Request.stream), instead of after all of it is buffered.
+                        c.flags |= CONN_F_STREAM
+                        c.state = CONN_IN_HANDLER
+                        return FL_PROC_PY
                 c.state = CONN_READ_BODY
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
-                rc = fl_decode_chunked(p, avail, &c.chunked, self.limits.body_bytes)
+                rc = fl_decode_chunked(p, avail, &c.chunked, self.buffered_chunked_max)
                 if rc < 0:
                     self.conn_reject(c, -rc)
                     return FL_PROC_STOP
@@ -538,10 +557,17 @@ cdef class Worker(Loop):
                     c.chunked.in_ = c.chunked.out
             else:
                 complete = avail >= c.req_len
-                if not complete and self.rbuf_ensure(c, c.req_len - avail) < 0:
-                    self.count_errno(self.counters.io_errors, ENOMEM)
-                    self.conn_close(c)
-                    return FL_PROC_STOP
+                if not complete:
+                    if c.req_len > FL_RBUF_MAX:
+                        # Buffered, it would not fit one read buffer (so it never completes
+                        # and always comes here): 413. This keeps rpos + req_len (consume)
+                        # within 32 bits.
+                        self.conn_reject(c, 413)
+                        return FL_PROC_STOP
+                    if self.rbuf_ensure(c, c.req_len - avail) < 0:
+                        self.count_errno(self.counters.io_errors, ENOMEM)
+                        self.conn_close(c)
+                        return FL_PROC_STOP
             if not complete:
                 if (c.req_flags & FL_REQ_EXPECT_CONTINUE) and not (c.req_flags & FL_REQ_HTTP10) \
                         and not (c.flags & CONN_F_CONTINUE_SENT):
@@ -567,7 +593,8 @@ cdef class Worker(Loop):
     cdef void consume(self, fl_conn *c) noexcept nogil:
         """The current request is answered: move on to the next one."""
         self.counters.requests += 1
-        c.rpos += c.req_len
+        # req_len <= FL_RBUF_MAX here (conn_process rejects more; a streaming request's is 0)
+        c.rpos += <uint32_t>c.req_len
         if c.rpos == c.rlen:
             c.rpos = c.rlen = 0
         c.scanned = 0
@@ -761,7 +788,7 @@ cdef class Worker(Loop):
         cap = c.rcap
         while cap - c.rlen < need:
             cap *= 2
-        if cap > 0xffffffffu:
+        if cap > FL_RBUF_MAX:
             return -1
         nb = <char *>malloc(cap)
         if nb == NULL:
@@ -1016,7 +1043,7 @@ cdef class Worker(Loop):
             avail = c.rlen - c.rpos
             if c.req_flags & FL_REQ_CHUNKED:
                 if avail:
-                    room = self.limits.body_bytes - c.body_len
+                    room = self.limits.body_bytes - <int64_t>c.body_len  # >= 0: the decoder keeps it
                     rc = fl_decode_chunked(c.rbuf + c.rpos, avail, &c.chunked, room)
                     if rc < 0:
                         c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
