@@ -1,4 +1,5 @@
-"""Builds fastloop's one extension module, fastloop._core, from Cython.
+"""Builds fastloop's two extension modules from Cython: fastloop._core (the server) and
+fastloop._bench (the load generator, `fastloop bench`). They share only C headers.
 
 Build settings, read from the environment:
   FASTLOOP_POLLER=kqueue   compile the kqueue backend even on Linux, against libkqueue. Its
@@ -62,14 +63,26 @@ compile_args = ["-O0", "-g"] if debug else ["-O2"]
 if debug:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 
-extension = Extension(
-    "fastloop._core",
-    sources=["fastloop/_core.pyx"],
-    include_dirs=include_dirs,
-    define_macros=macros,
-    libraries=libraries,
-    extra_compile_args=compile_args + ["-Wno-unused-function"],
-)
+extensions = [
+    Extension(
+        "fastloop._core",
+        sources=["fastloop/_core.pyx"],
+        include_dirs=include_dirs,
+        define_macros=macros,
+        libraries=libraries,
+        extra_compile_args=compile_args + ["-Wno-unused-function"],
+    ),
+    # The client loops reach the server's headers (poller.h, buf.h, scan.h) from fastloop/core
+    # and their own (client.h) from fastloop/loadgen.
+    Extension(
+        "fastloop._bench",
+        sources=["fastloop/_bench.pyx"],
+        include_dirs=include_dirs + ["fastloop/loadgen"],
+        define_macros=macros,
+        libraries=libraries,
+        extra_compile_args=compile_args + ["-Wno-unused-function"],
+    ),
+]
 
 # Sanitizer builds (docs/reliability.md): frame pointers for readable reports, and every UBSan
 # finding fatal so that a test run cannot scroll past one.
@@ -78,12 +91,13 @@ if sanitize:
     sanitize_flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
     if "undefined" in sanitize.split(","):
         sanitize_flags.append("-fno-sanitize-recover=undefined")
-    extension.extra_compile_args += sanitize_flags
-    extension.extra_link_args += sanitize_flags
+    for extension in extensions:
+        extension.extra_compile_args += sanitize_flags
+        extension.extra_link_args += sanitize_flags
 
 setup(
     ext_modules=cythonize(
-        [extension],
+        extensions,
         compiler_directives={"language_level": "3", "linetrace": debug},
         annotate=os.environ.get("FASTLOOP_ANNOTATE", "") not in ("", "0"),
         force=poller == "kqueue",  # the C is the same, but rebuild so the macro takes effect

@@ -17,6 +17,5 @@ include "core/handler.pyx"
 include "core/loop.pyx"
 include "core/worker.pyx"
 include "core/acceptor.pyx"
-include "core/bench.pyx"
 
 POLLER = FL_POLLER_NAME.decode()

@@ -1,11 +1,12 @@
-"""`fastloop bench`: an HTTP/1.1 load generator that counts and explains.
+"""`fastloop bench`: an HTTP/1.1 and WebSocket load generator that counts and explains.
 
-The client loops are C (fastloop._core.BenchLoop: one poller per thread, edge-triggered, no
-GIL, latency in a log-linear histogram). This module turns options into loops, runs them on
-threads, merges their counters and histograms into a BenchResult, and formats the report:
-requests and rates, status codes, latency percentiles, connections attempted / established /
-failed / closed by the server, errors by errno name with their likely cause, TIME_WAIT before
-and after, and the new-connection rate the local port range can sustain.
+The client loops are C, in an extension of their own (fastloop._bench.BenchLoop: one poller
+per thread, edge-triggered, no GIL, latency in a log-linear histogram). This module turns
+options into loops, runs them on threads, merges their counters and histograms into a
+BenchResult, and formats the report: requests and rates, status codes, latency percentiles,
+connections attempted / established / failed / closed by the server, errors by errno name with
+their likely cause, TIME_WAIT before and after, and the new-connection rate the local port
+range can sustain.
 
     from fastloop import bench
     result = bench.run("http://127.0.0.1:8080/", connections=50, duration=5)
@@ -13,53 +14,31 @@ and after, and the new-connection rate the local port range can sustain.
 
     fastloop bench -c 50 -d 10s http://127.0.0.1:8080/
     fastloop bench --no-keepalive -R 2000 -d 30s --json http://127.0.0.1:8080/
+    fastloop bench -c 64 -d 10s --ws-message-size 64 ws://127.0.0.1:8080/echo
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno as _errno
 import ipaddress
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import doctor
-from ._core import BenchLoop, LatencyHistogram, bench_now_ns
+from ._bench import BenchLoop, LatencyHistogram, bench_now_ns
+from ._benchresult import ERROR_CAUSES, BenchResult, format_report
 
-__all__ = ["BenchResult", "ERROR_CAUSES", "format_report", "main", "parse_duration", "run"]
-
-# errno name -> the one-line cause printed beside it. "EOF" is ours: the server closed the
-# connection before the response was complete.
-ERROR_CAUSES = {
-    "EADDRNOTAVAIL": "no free local port for this source address: ephemeral ports exhausted "
-                     "(TIME_WAIT or too many connections); use keep-alive or --source",
-    "EADDRINUSE": "the source address/port is taken (bind before connect)",
-    "ECONNREFUSED": "nothing listens there, or the server's listen backlog is full",
-    "ECONNRESET": "the server reset the connection (crashed, overloaded, or closed with unread data)",
-    "EPIPE": "wrote to a connection the server had already closed",
-    "ETIMEDOUT": "no answer within --timeout (or --connect-timeout while connecting)",
-    "EMFILE": "this process is out of descriptors: raise `ulimit -n` (see fastloop doctor)",
-    "ENFILE": "the system is out of descriptors: raise fs.file-max",
-    "ENOBUFS": "the kernel is out of socket buffer memory",
-    "ENOMEM": "out of memory",
-    "EHOSTUNREACH": "no route to the host",
-    "ENETUNREACH": "no route to the network",
-    "EPROTO": "the response is not valid HTTP/1.x (or its head exceeds 1 MiB)",
-    "ENOPROTOOPT": "this OS does not support the socket option (--local-ports needs Linux >= 6.3)",
-    "EINVAL": "invalid argument (a source address of the wrong family?)",
-    "EOF": "the server closed the connection before the response was complete",
-}
-
-PERCENTILES = (("p50", 50.0), ("p75", 75.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9),
-               ("p9999", 99.99))
+__all__ = ["BenchResult", "ERROR_CAUSES", "exit_status", "format_report", "main", "parse_duration",
+           "run"]
 
 Headers = Union[Sequence[Tuple[str, str]], Sequence[str], Dict[str, str]]
 
@@ -71,23 +50,31 @@ def parse_duration(text: Union[str, float, int]) -> float:
     if isinstance(text, (int, float)):
         return float(text)
     t = text.strip().lower()
-    for suffix, scale in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+    scale = 1.0
+    for suffix, factor in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
         if t.endswith(suffix):
-            return float(t[: -len(suffix)]) * scale
-    return float(t)
+            t, scale = t[: -len(suffix)], factor
+            break
+    try:
+        seconds = float(t) * scale
+    except ValueError:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 10s, 500ms, 2m or 1h") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: it must be positive")
+    return seconds
 
 
-def _parse_url(url: str) -> Tuple[str, int, str, str]:
-    """(host, port, request target, Host header) of an http:// URL."""
+def _parse_url(url: str) -> Tuple[str, str, int, str, str]:
+    """(scheme, host, port, request target, Host header) of an http:// or ws:// URL."""
     parts = urlsplit(url if "://" in url else "http://" + url)
-    if parts.scheme != "http":
-        raise ValueError(f"only http:// URLs are supported, not {parts.scheme}://")
+    if parts.scheme not in ("http", "ws"):
+        raise ValueError(f"only http:// and ws:// URLs are supported, not {parts.scheme}://")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
     port = parts.port or 80
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc.rsplit("@", 1)[-1]
-    return parts.hostname, port, target, host_header
+    return parts.scheme, parts.hostname, port, target, host_header
 
 
 def _parse_sources(source: Union[None, str, Sequence[str]], family: int) -> List[str]:
@@ -130,17 +117,25 @@ def _header_pairs(headers: Optional[Headers]) -> List[Tuple[str, str]]:
     return pairs
 
 
+def _head_lines(request_line: str, host: str,
+                pairs: List[Tuple[str, str]]) -> Tuple[List[str], set]:
+    """The request line, then Host and User-Agent unless the caller's headers name them; and
+    those names, lowercased."""
+    names = {n.lower() for n, _ in pairs}
+    lines = [request_line]
+    if "host" not in names:
+        lines.append(f"Host: {host}")
+    if "user-agent" not in names:
+        lines.append("User-Agent: fastloop-bench")
+    return lines, names
+
+
 def build_request(method: str, target: str, host: str, headers: Optional[Headers] = None,
                   body: Optional[bytes] = None, keepalive: bool = True) -> bytes:
     """One HTTP/1.1 request. Host and User-Agent unless given; Content-Length with a body (or
     for POST, PUT, PATCH); "Connection: close" without keep-alive."""
     pairs = _header_pairs(headers)
-    names = {n.lower() for n, _ in pairs}
-    lines = [f"{method.upper()} {target} HTTP/1.1"]
-    if "host" not in names:
-        lines.append(f"Host: {host}")
-    if "user-agent" not in names:
-        lines.append("User-Agent: fastloop-bench")
+    lines, names = _head_lines(f"{method.upper()} {target} HTTP/1.1", host, pairs)
     lines += [f"{n}: {v}" for n, v in pairs]
     if "content-length" not in names and (body or method.upper() in ("POST", "PUT", "PATCH")):
         lines.append(f"Content-Length: {len(body or b'')}")
@@ -150,77 +145,20 @@ def build_request(method: str, target: str, host: str, headers: Optional[Headers
     return head + (body or b"")
 
 
-# ---- the result ----------------------------------------------------------------------------
+WS_KEY_PLACEHOLDER = "A" * 22 + "=="  # each connection writes its own key over it (ws.pyx)
 
-@dataclasses.dataclass
-class BenchResult:
-    """Everything a run measured. to_dict() is the --json object."""
 
-    url: str
-    mode: str                       # "keep-alive", "no-keepalive" or "pipeline N"
-    threads: int
-    connections_per_run: int
-    rate: Optional[float]           # requests/s asked for (-R), None for a closed loop
-    duration_s: float
-    requests: int                   # complete responses
-    failed: int                     # requests that got no complete response
-    unfinished: int                 # under way when a duration run ended (not failures)
-    sent: int
-    bytes_in: int
-    bytes_out: int
-    status: Dict[int, int]
-    latency: LatencyHistogram       # from the intended start (coordinated omission corrected)
-    latency_uncorrected: LatencyHistogram
-    connections: Dict[str, Any]     # attempted, established, failed, closed_by_peer, ...
-    errors: Dict[str, int]          # errno name -> count (all phases)
-    errors_by_phase: Dict[str, Dict[str, int]]
-    time_wait: Dict[str, Optional[int]]
-    port_range: Optional[Tuple[int, int]]
-    sources: List[str]
-    max_new_connections_per_s: Optional[float]
-    tw_reuse: Optional[int]
-    warnings: List[str]
-    interrupted: bool = False
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def bytes_per_s(self) -> float:
-        return self.bytes_in / self.duration_s if self.duration_s > 0 else 0.0
-
-    @staticmethod
-    def _percentiles_us(h: LatencyHistogram) -> Dict[str, float]:
-        out = {name: h.percentile(p) / 1000.0 for name, p in PERCENTILES}
-        out.update(max=h.max / 1000.0, min=h.min / 1000.0, mean=round(h.mean / 1000.0, 3),
-                   count=h.count)
-        return out
-
-    def latency_us(self, corrected: bool = True) -> Dict[str, float]:
-        return self._percentiles_us(self.latency if corrected else self.latency_uncorrected)
-
-    def to_dict(self) -> dict:
-        return {
-            "url": self.url, "mode": self.mode, "threads": self.threads,
-            "connections_per_run": self.connections_per_run, "rate": self.rate,
-            "requests": self.requests, "failed": self.failed, "unfinished": self.unfinished,
-            "sent": self.sent, "duration_s": round(self.duration_s, 6),
-            "rps": round(self.rps, 3), "bytes": self.bytes_in, "bytes_out": self.bytes_out,
-            "bytes_per_s": round(self.bytes_per_s, 3),
-            "status": {str(k): v for k, v in sorted(self.status.items())},
-            "latency_us": self.latency_us(True),
-            "latency_uncorrected_us": self.latency_us(False),
-            "connections": self.connections,
-            "errors": self.errors, "errors_by_phase": self.errors_by_phase,
-            "time_wait": self.time_wait,
-            "port_range": ({"low": self.port_range[0], "high": self.port_range[1]}
-                           if self.port_range else None),
-            "sources": self.sources,
-            "max_new_connections_per_s": self.max_new_connections_per_s,
-            "tcp_tw_reuse": self.tw_reuse,
-            "warnings": self.warnings, "interrupted": self.interrupted,
-        }
+def build_ws_handshake(target: str, host: str,
+                       headers: Optional[Headers] = None) -> Tuple[bytes, int]:
+    """The RFC 6455 upgrade request and the offset of its Sec-WebSocket-Key value, which the
+    client loops replace with a fresh random key per connection."""
+    pairs = _header_pairs(headers)
+    lines, _ = _head_lines(f"GET {target} HTTP/1.1", host, pairs)
+    lines += ["Upgrade: websocket", "Connection: Upgrade",
+              f"Sec-WebSocket-Key: {WS_KEY_PLACEHOLDER}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{n}: {v}" for n, v in pairs]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head, head.index(WS_KEY_PLACEHOLDER.encode())
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -240,6 +178,7 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
         pipeline: int = 1, rate: Optional[float] = None,
         source: Union[None, str, Sequence[str]] = None,
         local_ports: Optional[Tuple[int, int]] = None,
+        ws_message_size: int = 64, ws_binary: bool = False,
         progress: Optional[Callable[[float, int, int], None]] = None) -> BenchResult:
     """Runs a load test against url and returns its BenchResult.
 
@@ -251,6 +190,10 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     (CIDR, comma list or list) binds connections to those addresses in turn; local_ports
     (lo, hi) restricts each socket's ephemeral ports (Linux >= 6.3, IP_LOCAL_PORT_RANGE).
     progress(elapsed_s, requests, failed) is called about once a second from this thread.
+
+    A ws:// url switches to WebSocket mode: each connection does the RFC 6455 handshake, then
+    sends one masked message of ws_message_size bytes (text, or binary with ws_binary) at a
+    time and waits for its echo; "requests" are then round-trips.
     """
     if connections < 1 or threads < 1 or pipeline < 1:
         raise ValueError("connections, threads and pipeline must be at least 1")
@@ -265,10 +208,22 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     seconds = parse_duration(duration) if duration is not None else (None if requests else 10.0)
     if seconds is not None and seconds <= 0:
         raise ValueError("duration must be positive")
-    host, port, target, host_header = _parse_url(url)
+    scheme, host, port, target, host_header = _parse_url(url)
+    ws: Dict[str, Any] = {}
+    if scheme == "ws":
+        if pipeline > 1 or not keepalive or body is not None or method.upper() != "GET":
+            raise ValueError("a ws:// run sends one message at a time on kept connections: "
+                             "no --pipeline, --no-keepalive, body or method")
+        if ws_message_size < 0:
+            raise ValueError("--ws-message-size cannot be negative")
+        request, key_offset = build_ws_handshake(target, host_header, headers)
+        # Text messages must be UTF-8: ASCII is, and costs the server's validator the least.
+        ws = {"ws_message": b"x" * ws_message_size, "ws_binary": ws_binary,
+              "ws_key_offset": key_offset}
+    else:
+        request = build_request(method, target, host_header, headers, body, keepalive)
     family, address = _resolve(host, port)
     sources = _parse_sources(source, family)
-    request = build_request(method, target, host_header, headers, body, keepalive)
     threads = min(threads, connections)
     if requests is not None:
         threads = min(threads, requests)
@@ -287,54 +242,90 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
             address=packed, port=port, sources=packed_sources, request=request,
             pipeline=pipeline, keepalive=keepalive, rate=rate or 0.0, budget=budget,
             timeout=timeout, connect_timeout=connect_timeout, head=method.upper() == "HEAD",
-            local_ports=(*local_ports,) if local_ports else None))
+            local_ports=(*local_ports,) if local_ports else None,
+            seed=os.urandom(8), **ws))
         first += n
 
     tw_before = doctor.time_wait_count()
-    errors: List[BaseException] = []
+    t0 = bench_now_ns()
+    end = t0 + int(seconds * 1e9) if seconds is not None else 0
+    interrupted = _run_loops(loops, t0, end, progress)
+    finished = max(lp.stats()["finished_ns"] for lp in loops)
+    result = _collect(url, loops, t0, finished, tw_before, keepalive, pipeline, rate, threads,
+                      connections, sources, interrupted, address)
+    if ws:
+        _add_ws(result, loops, ws_message_size, ws_binary)
+    return result
 
-    def run_loop(loop: BenchLoop, t0: int, end: int) -> None:
+
+def _run_loops(loops: List[BenchLoop], t0: int, end: int,
+               progress: Optional[Callable[[float, int, int], None]]) -> bool:
+    """Runs each loop on a thread of its own until all have returned; returns True when a
+    KeyboardInterrupt (Ctrl-C) stopped them early. Every loop's counters are final then.
+
+    Completion is signalled by an Event per loop, not read from Thread.join: on CPython
+    before 3.12 a join() interrupted by Ctrl-C can mark a running thread as finished
+    (python/cpython#90882), and the summary would then be read from loops still running."""
+    errors: List[BaseException] = []
+    done = [threading.Event() for _ in loops]
+
+    def run_loop(loop: BenchLoop, finished: threading.Event) -> None:
         try:
             loop.run(t0, end)
         except BaseException as exc:  # surfaced in the calling thread below
             errors.append(exc)
+        finally:
+            finished.set()
 
-    t0 = bench_now_ns()
-    end = t0 + int(seconds * 1e9) if seconds is not None else 0
-    workers = [threading.Thread(target=run_loop, args=(lp, t0, end), name=f"fastloop-bench-{i}",
-                                daemon=True) for i, lp in enumerate(loops)]
-    for w in workers:
-        w.start()
+    for i, (lp, ev) in enumerate(zip(loops, done)):
+        threading.Thread(target=run_loop, args=(lp, ev), name=f"fastloop-bench-{i}",
+                         daemon=True).start()
     interrupted = False
-    try:
-        next_tick = time.monotonic() + 1.0
-        while True:
-            alive = [w for w in workers if w.is_alive()]
-            if not alive:
-                break
-            alive[0].join(0.05)  # short, so ^C and the progress line are served promptly
+    next_tick = time.monotonic() + 1.0
+    while not all(ev.is_set() for ev in done):
+        try:
+            next(ev for ev in done if not ev.is_set()).wait(0.05)  # short: ^C is served promptly
             if progress is not None and time.monotonic() >= next_tick:
                 next_tick += 1.0
-                done = [lp.progress() for lp in loops]
-                progress((bench_now_ns() - t0) / 1e9, sum(d[0] for d in done),
-                         sum(d[1] for d in done))
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        for lp in loops:
-            lp.stop()
-        for w in workers:
-            w.join()
+                counts = [lp.progress() for lp in loops]
+                progress((bench_now_ns() - t0) / 1e9, sum(c[0] for c in counts),
+                         sum(c[1] for c in counts))
+        except KeyboardInterrupt:
+            interrupted = True
+            for lp in loops:
+                lp.stop()  # each loop ends its turn, books what was under way, and returns
     if errors:
         raise errors[0]
-    finished = max(lp.stats()["finished_ns"] for lp in loops)
-    return _collect(url, loops, t0, finished, tw_before, keepalive, pipeline, rate, threads,
-                    connections, sources, interrupted, port)
+    return interrupted
+
+
+def _add_ws(r: BenchResult, loops: List[BenchLoop], size: int, binary: bool) -> None:
+    """The WebSocket figures of a ws:// run (its status table holds the handshakes')."""
+    stats = [lp.stats() for lp in loops]
+    codes: Dict[str, int] = {}
+    for st in stats:
+        for code, n in st["ws_close_codes"].items():
+            codes[str(code or "other")] = codes.get(str(code or "other"), 0) + n
+    lost = sum(st["ws_close_lost"] for st in stats)
+    r.mode = f"websocket, {size}-byte {'binary' if binary else 'text'} messages"
+    r.ws = {"message_size": size, "binary": binary,
+            "upgraded": sum(st["ws_upgraded"] for st in stats),
+            "refused": sum(st["ws_refused"] for st in stats),
+            "closed_by_server": sum(st["ws_closed"] for st in stats),
+            "close_lost": lost, "close_codes": codes}
+    if lost:
+        r.errors["WSCLOSE"] = lost
+        r.errors_by_phase.setdefault("read", {})["WSCLOSE"] = lost
+
+
+def _errno_name(code: int) -> str:
+    """ENAME for an errno counted by the client loops (0: a fault of bench itself)."""
+    return _errno.errorcode.get(code, f"E{code}") if code else "INTERNAL"
 
 
 def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before: Optional[int],
              keepalive: bool, pipeline: int, rate: Optional[float], threads: int,
-             connections: int, sources: List[str], interrupted: bool, port: int) -> BenchResult:
+             connections: int, sources: List[str], interrupted: bool, address: str) -> BenchResult:
     total: Dict[str, int] = {}
     status: Dict[int, int] = {}
     phases: Dict[str, Dict[str, int]] = {"connect": {}, "read": {}, "write": {}}
@@ -353,7 +344,8 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
         for code, n in st["status"].items():
             status[code] = status.get(code, 0) + n
         for phase in phases:
-            for name, n in st[f"errors_{phase}"].items():
+            for code, n in st[f"errors_{phase}"].items():
+                name = _errno_name(code)
                 phases[phase][name] = phases[phase].get(name, 0) + n
         lat.merge(lp.latency(True))
         lat_raw.merge(lp.latency(False))
@@ -368,7 +360,7 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
     established = total["established"]
     conns = {
         "attempted": total["attempted"], "established": established,
-        "failed": total["connect_failed"],
+        "failed": total["connect_failed"], "never_sent": total["never_sent"],
         "closed_by_peer": total["peer_eof"] + total["peer_reset"],
         "closed_by_peer_eof": total["peer_eof"], "closed_by_peer_reset": total["peer_reset"],
         "requests_per_connection": {
@@ -378,7 +370,8 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
     rng = doctor.port_range()
     tw_s = doctor.time_wait_seconds()
     nsrc = max(1, len(sources))
-    limit = (rng[1] - rng[0] + 1) * nsrc / tw_s if rng else None
+    # The same reading as `fastloop doctor`: None where tcp_tw_reuse lifts the limit.
+    limit = doctor.time_wait_limit(nsrc, loopback=ipaddress.ip_address(address).is_loopback)
     reuse = doctor.tw_reuse()
     warnings: List[str] = []
     new_per_s = total["attempted"] / duration
@@ -388,9 +381,8 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
             f"the ~{limit:.0f}/s that {rng[1] - rng[0] + 1} ports x {nsrc} source address(es) "
             f"sustain while each closed connection holds its port {tw_s} s in TIME_WAIT "
             "(on the side that closes first; bench lets the server close first). Expect "
-            "EADDRNOTAVAIL on a client that closes first"
-            + (", unless tcp_tw_reuse lets it reuse them" if reuse else "")
-            + ". Use keep-alive or --source to spread over more addresses.")
+            "EADDRNOTAVAIL on a client that closes first. Use keep-alive or --source to "
+            "spread over more addresses.")
     if errors.get("EADDRNOTAVAIL"):
         warnings.append("ephemeral ports ran out (EADDRNOTAVAIL): see `fastloop doctor`.")
     if errors.get("EMFILE"):
@@ -399,7 +391,9 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
     return BenchResult(
         url=url, mode=mode, threads=threads, connections_per_run=connections, rate=rate,
         duration_s=duration, requests=total["requests"], failed=total["failed"],
-        unfinished=total["unfinished"], sent=total["sent"], bytes_in=total["bytes_in"],
+        unfinished=total["unfinished"], sent=total["sent"],
+        sent_unanswered=total["sent_unanswered"], not_sent=total["not_sent"],
+        bytes_in=total["bytes_in"],
         bytes_out=total["bytes_out"], status=status, latency=lat, latency_uncorrected=lat_raw,
         connections=conns, errors=errors, errors_by_phase={k: v for k, v in phases.items() if v},
         time_wait={"before": tw_before, "after": doctor.time_wait_count()},
@@ -408,121 +402,114 @@ def _collect(url: str, loops: List[BenchLoop], t0: int, finished: int, tw_before
         tw_reuse=reuse, warnings=warnings, interrupted=interrupted)
 
 
-# ---- the report ------------------------------------------------------------------------------
-
-def _fmt_us(us: float) -> str:
-    if us >= 1e6:
-        return f"{us / 1e6:.2f}s"
-    if us >= 1e3:
-        return f"{us / 1e3:.2f}ms"
-    return f"{us:.0f}us"
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f}{unit}" if unit != "B" else f"{n:.0f}B"
-        n /= 1024
-    return f"{n:.1f}GiB"
-
-
-def format_report(r: BenchResult) -> str:
-    """The human report: wrk's layout, plus the connection, error and port sections."""
-    out = [f"{r.duration_s:.2f}s test @ {r.url}",
-           f"  {r.threads} thread(s), {r.connections_per_run} connection(s), {r.mode}"
-           + (f", rate {r.rate:g} req/s" if r.rate else "")
-           + (" (interrupted)" if r.interrupted else "")]
-    lat = r.latency_us(True)
-    names = ["p50", "p75", "p90", "p99", "p999", "p9999", "max"]
-    labels = ["50%", "75%", "90%", "99%", "99.9%", "99.99%", "max"]
-    out.append("  Latency    " + "  ".join(f"{lab:>8}" for lab in labels) + f"  {'mean':>8}")
-    rows = [("corrected" if r.rate else "", lat)]
-    if r.rate:
-        rows.append(("uncorrected", r.latency_us(False)))
-    for label, row in rows:
-        out.append(f"  {label:11}" + "  ".join(f"{_fmt_us(row[n]):>8}" for n in names)
-                   + f"  {_fmt_us(row['mean']):>8}")
-    out.append(f"  {r.requests} requests in {r.duration_s:.2f}s, {_fmt_bytes(r.bytes_in)} read"
-               + (f"; {r.failed} failed" if r.failed else "")
-               + (f"; {r.unfinished} under way at the end" if r.unfinished else ""))
-    out.append(f"Requests/sec: {r.rps:12.2f}")
-    out.append(f"Transfer/sec: {_fmt_bytes(r.bytes_per_s):>12}")
-    out.append("Status:       " + (", ".join(f"{k}: {v}" for k, v in sorted(r.status.items())) or "none"))
-    c = r.connections
-    per = c["requests_per_connection"]
-    out.append(f"Connections:  attempted {c['attempted']}, established {c['established']}, "
-               f"failed {c['failed']}")
-    out.append(f"              closed by server {c['closed_by_peer']} (EOF "
-               f"{c['closed_by_peer_eof']}, reset {c['closed_by_peer_reset']}); requests per "
-               f"connection mean {per['mean']:g}, min {per['min']}, max {per['max']}")
-    if r.errors:
-        out.append("Errors:")
-        for name, n in sorted(r.errors.items(), key=lambda kv: -kv[1]):
-            phase = [p for p, t in r.errors_by_phase.items() if name in t]
-            cause = ERROR_CAUSES.get(name) or (
-                os.strerror(getattr(_errno, name)) if hasattr(_errno, name) else "")
-            out.append(f"  {name:14} {n:>8}  ({'/'.join(phase)}) {cause}")
-    else:
-        out.append("Errors:       none")
-    tw = r.time_wait
-    out.append(f"TIME_WAIT:    before {tw['before']}, after {tw['after']} (sockets on this host)")
-    if r.port_range:
-        lo, hi = r.port_range
-        srcs = f" x {len(r.sources)} source addresses" if r.sources else ""
-        out.append(f"Local ports:  {lo}-{hi} ({hi - lo + 1}){srcs}: at most "
-                   f"~{r.max_new_connections_per_s:g} new connections/s while TIME_WAIT "
-                   f"holds ports {doctor.time_wait_seconds()} s"
-                   + (f" (tcp_tw_reuse={r.tw_reuse})" if r.tw_reuse is not None else ""))
-    for w in r.warnings:
-        out.append(f"WARNING: {w}")
-    return "\n".join(out)
-
-
 # ---- the command -------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the mistake is what the user must see.
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return n
+
+
+def _port_range_arg(text: str) -> Tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}: use LO-HI") from None
+    if not 0 < first <= last <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}: 1 <= LO <= HI <= 65535")
+    return first, last
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fastloop bench",
-        description="HTTP/1.1 load generator that counts connections and explains errors.")
-    p.add_argument("url")
-    p.add_argument("-c", "--connections", type=int, default=10)
-    p.add_argument("-t", "--threads", type=int, default=1)
-    p.add_argument("-d", "--duration", help="e.g. 10s, 500ms, 1m (default 10s unless -n)")
-    p.add_argument("-n", "--requests", type=int, help="stop after this many requests")
-    p.add_argument("-m", "--method", default="GET")
+        description="HTTP/1.1 and WebSocket load generator that counts connections and "
+                    "explains errors. "
+                    "Exits 1 when no request succeeded (or, with --fail-on-error, when any "
+                    "failed), 2 on bad options. Ctrl-C stops the run and prints its summary.")
+    p.add_argument("url", help="http://host[:port][/path][?query], or ws://... for WebSocket "
+                               "echo round-trips")
+    p.add_argument("-c", "--connections", type=_positive_int, default=10,
+                   help="connections kept open at once, across all threads (default 10)")
+    p.add_argument("-t", "--threads", type=_positive_int, default=1,
+                   help="client threads, each with its own event loop (default 1)")
+    p.add_argument("-d", "--duration", type=_duration_arg,
+                   help="how long to run: 10s, 500ms, 1m (default 10s unless -n)")
+    p.add_argument("-n", "--requests", type=_positive_int,
+                   help="stop after this many requests (ws://: round-trips)")
+    p.add_argument("-m", "--method", default="GET", help="request method (default GET)")
     p.add_argument("-H", "--header", action="append", default=[], help="'Name: value', repeatable")
     body = p.add_mutually_exclusive_group()
     body.add_argument("--body", help="request body (text)")
     body.add_argument("--body-file", help="request body read from this file")
-    p.add_argument("--timeout", type=parse_duration, default=10.0,
-                   help="per request (batch), default 10s")
-    p.add_argument("--connect-timeout", type=parse_duration, default=3.0, help="default 3s")
+    p.add_argument("--timeout", type=_duration_arg, default=10.0,
+                   help="for the responses of each request (or pipelined batch), default 10s")
+    p.add_argument("--connect-timeout", type=_duration_arg, default=3.0,
+                   help="for each TCP connect, default 3s")
     p.add_argument("--no-keepalive", action="store_true",
                    help="a new TCP connection per request (Connection: close)")
-    p.add_argument("--pipeline", type=int, default=1, metavar="N",
+    p.add_argument("--pipeline", type=_positive_int, default=1, metavar="N",
                    help="send N requests back to back per connection")
     p.add_argument("-R", "--rate", type=float,
                    help="requests/s across all connections; latency counts from each "
                         "request's due time (coordinated omission corrected)")
     p.add_argument("--source", help="source addresses: a CIDR (127.0.0.0/24) or a comma list")
-    p.add_argument("--local-ports", metavar="LO-HI",
+    p.add_argument("--local-ports", metavar="LO-HI", type=_port_range_arg,
                    help="restrict each socket's ephemeral ports (Linux >= 6.3)")
+    p.add_argument("--ws-message-size", type=int, default=64, metavar="BYTES",
+                   help="ws:// only: the size of each message (default 64)")
+    p.add_argument("--ws-binary", action="store_true",
+                   help="ws:// only: send binary messages (default text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fail-on-error", action="store_true",
-                   help="exit 1 when any request failed")
+                   help="exit 1 when any request failed or any error was counted")
     return p
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM (`timeout`, a supervisor) stops the run like Ctrl-C: the summary still prints."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def exit_status(result: BenchResult, fail_on_error: bool) -> int:
+    """1 when no request succeeded (as wrk), or with fail_on_error when anything failed."""
+    if result.requests == 0:
+        return 1
+    return 1 if fail_on_error and (result.failed or result.errors) else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     body = args.body.encode() if args.body is not None else None
     if args.body_file:
-        with open(args.body_file, "rb") as f:
-            body = f.read()
-    local_ports = None
-    if args.local_ports:
-        lo, _, hi = args.local_ports.partition("-")
-        local_ports = (int(lo), int(hi or lo))
+        try:
+            with open(args.body_file, "rb") as f:
+                body = f.read()
+        except OSError as exc:
+            print(f"fastloop bench: --body-file: {exc}", file=sys.stderr)
+            return 2
     tty = sys.stdout.isatty() and not args.json
 
     def show(elapsed: float, done: int, failed: int) -> None:
@@ -530,20 +517,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                          f"  {failed} failed   ")
         sys.stdout.flush()
 
+    _sigterm_interrupts()
     try:
         result = run(args.url, connections=args.connections, threads=args.threads,
                      duration=args.duration, requests=args.requests, method=args.method,
                      headers=args.header, body=body, timeout=args.timeout,
                      connect_timeout=args.connect_timeout, keepalive=not args.no_keepalive,
                      pipeline=args.pipeline, rate=args.rate, source=args.source,
-                     local_ports=local_ports, progress=show if tty else None)
+                     local_ports=args.local_ports, ws_message_size=args.ws_message_size,
+                     ws_binary=args.ws_binary, progress=show if tty else None)
     except (ValueError, OSError) as exc:
         print(f"fastloop bench: {exc}", file=sys.stderr)
         return 2
     if tty:
         sys.stdout.write("\r" + " " * 70 + "\r")
     print(json.dumps(result.to_dict()) if args.json else format_report(result))
-    return 1 if args.fail_on_error and result.failed else 0
+    return exit_status(result, args.fail_on_error)
 
 
 if __name__ == "__main__":

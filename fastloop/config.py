@@ -12,7 +12,8 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_HEADERS
+from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
+from .proxy import TrustedPeers, check_root_path
 
 __all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES", "REPEATABLE"]
 
@@ -23,6 +24,11 @@ INTERFACES = ("auto", "fastloop", "wsgi")
 MAX_REQUEST_FIELDS = MAX_HEADERS  # the core's cap
 # Settings a flag may repeat: their values are kept comma-separated (FASTLOOP_RELOAD_DIR=a,b).
 REPEATABLE = ("reload_dir", "reload_include", "reload_exclude")
+# The most a request line or header line may be set to (core/http.pxd FL_MAX_HEAD_BYTES), and
+# the most a body may (http.pyx MAX_BODY_BYTES, 1 TiB): lengths from the wire are compared with
+# these, so they stay far from any overflow.
+MAX_REQUEST_LINE = MAX_HEAD_BYTES
+MAX_REQUEST_BODY = MAX_BODY_BYTES
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -77,13 +83,20 @@ class Config:
                                                 "beyond which new ones get 503 and are closed",
                                                 "N")
     limit_request_line: int = _setting(DEFAULT_LIMITS["request_line"], "longest request line, "
-                                       "in bytes (414 beyond)", "BYTES")
+                                       f"in bytes (414 beyond); at most {MAX_REQUEST_LINE}",
+                                       "BYTES")
     limit_request_fields: int = _setting(DEFAULT_LIMITS["fields"], "most header fields in a "
-                                         "request (431 beyond); at most 100", "N")
+                                         f"request (431 beyond); at most {MAX_REQUEST_FIELDS}",
+                                         "N")
     limit_request_field_size: int = _setting(DEFAULT_LIMITS["field_size"], "longest header "
-                                             "line, in bytes (431 beyond)", "BYTES")
+                                             "line, in bytes (431 beyond); at most "
+                                             f"{MAX_REQUEST_LINE}", "BYTES")
     limit_request_body: int = _setting(DEFAULT_LIMITS["body_bytes"], "largest request body, in "
-                                       "bytes (413 beyond)", "BYTES")
+                                       f"bytes (413 beyond); at most {MAX_REQUEST_BODY} (1 TiB)",
+                                       "BYTES")
+    lenient_targets: bool = _setting(DEFAULT_LIMITS["lenient_targets"], "accept raw bytes "
+                                     "above 0x7f (UTF-8) in request targets, which RFC 9112 "
+                                     "answers with 400; other invalid targets still get it")
     limit_max_requests: Optional[int] = _setting(None, "recycle a worker process after about "
                                                  "this many requests (a new one takes over "
                                                  "first)", "N")
@@ -97,6 +110,22 @@ class Config:
     log_config: Optional[str] = _setting(None, "configure all logging from this file: JSON "
                                          "for logging.config.dictConfig, else INI for "
                                          "fileConfig", "FILE")
+    # ---- behind a proxy (fastloop/proxy.py)
+    proxy_headers: bool = _setting(False, "believe X-Forwarded-For/-Proto/-Host and Forwarded "
+                                   "(RFC 7239) from --forwarded-allow-ips peers: they set the "
+                                   "client address, scheme and host handlers see")
+    forwarded_allow_ips: str = _setting("127.0.0.1", "comma-separated proxies to trust: IP "
+                                        "addresses, networks (10.0.0.0/8), 'unix:' for Unix "
+                                        "socket peers, or '*' for any", "LIST")
+    root_path: Optional[str] = _setting(None, "the path prefix the application is served "
+                                        "under behind a proxy: WSGI SCRIPT_NAME, "
+                                        "Request.root_path", "PATH")
+    # ---- metrics (fastloop/metrics.py)
+    metrics: bool = _setting(False, "serve the counters of every worker in the Prometheus "
+                             "text format on a listener of their own")
+    metrics_address: str = _setting("127.0.0.1", "address of the metrics listener", "ADDR")
+    metrics_port: int = _setting(9090, "port of the metrics listener (0 picks a free one)",
+                                 "PORT")
     # ---- the application
     interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "
                               "to detect it", choices=INTERFACES)
@@ -151,8 +180,12 @@ class Config:
             raise ValueError("timeout_graceful_shutdown and limit_max_requests_jitter are >= 0")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
-        if self.limit_request_fields > MAX_REQUEST_FIELDS:
-            raise ValueError(f"limit_request_fields is at most {MAX_REQUEST_FIELDS}")
+        for name, top in (("limit_request_fields", MAX_REQUEST_FIELDS),
+                          ("limit_request_line", MAX_REQUEST_LINE),
+                          ("limit_request_field_size", MAX_REQUEST_LINE),
+                          ("limit_request_body", MAX_REQUEST_BODY)):
+            if getattr(self, name) > top:
+                raise ValueError(f"{name} is at most {top}, not {getattr(self, name)!r}")
         for name in ("dispatch", "log_level", "interface"):
             choices = _field(name).metadata["choices"]
             value = getattr(self, name)
@@ -160,6 +193,7 @@ class Config:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         if self.uds is not None and self.fd is not None:
             raise ValueError("give uds or fd, not both")
+        self._validate_front()
         if (self.uds is not None or self.fd is not None) and self.dispatch == "reuseport" \
                 and self.threads > 1:
             raise ValueError("one Unix or inherited socket cannot be spread over threads with "
@@ -172,6 +206,14 @@ class Config:
         if self.reload and (self.workers > 1 or self.limit_max_requests is not None):
             raise ValueError("--reload runs one server process: not with workers > 1 or "
                              "limit_max_requests")
+
+    def _validate_front(self) -> None:
+        """The proxy, root-path and metrics settings."""
+        TrustedPeers(self.forwarded_allow_ips)
+        if self.root_path is not None:
+            self.root_path = check_root_path(self.root_path) or None
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535, not {self.metrics_port}")
 
     def supervised(self) -> bool:
         """True when a supervisor runs worker processes (else the server runs in-process)."""
@@ -206,6 +248,7 @@ class Config:
             "fields": self.limit_request_fields,
             "field_size": self.limit_request_field_size,
             "body_bytes": self.limit_request_body,
+            "lenient_targets": self.lenient_targets,
         }
 
     def timeouts(self) -> dict:

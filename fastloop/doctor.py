@@ -26,6 +26,7 @@ __all__ = [
     "main",
     "port_range",
     "time_wait_count",
+    "time_wait_limit",
     "time_wait_seconds",
     "tw_reuse",
 ]
@@ -117,6 +118,20 @@ def tw_reuse() -> Optional[int]:
     return _int(_read_proc("/proc/sys/net/ipv4/tcp_tw_reuse")) if LINUX else None
 
 
+def time_wait_limit(sources: int = 1, loopback: bool = True) -> Optional[float]:
+    """The new connections per second that `sources` source addresses can open to one server
+    address:port when the client closes first: each closed connection then holds its local
+    port in TIME_WAIT for time_wait_seconds(), so the port range lasts ports x sources / that.
+    None when the limit does not apply, because tcp_tw_reuse lets connect() reuse a port in
+    TIME_WAIT (1: toward any address; 2: toward loopback, the default since Linux 4.19), or
+    when the port range is unknown. `fastloop bench` and the checks below both ask this."""
+    rng = port_range()
+    reuse = tw_reuse()
+    if rng is None or reuse == 1 or (reuse == 2 and loopback):
+        return None
+    return (rng[1] - rng[0] + 1) * max(1, sources) / time_wait_seconds()
+
+
 def loopback_sources(probe: int = 4) -> List[str]:
     """Loopback addresses a client can bind as its source: on Linux all of 127.0.0.0/8 routes
     to lo, elsewhere only the addresses configured on lo0. Probes 127.0.0.1 .. 127.0.0.probe
@@ -192,13 +207,18 @@ def checks() -> List[Check]:
     tw_s = time_wait_seconds()
     if rng:
         size = rng[1] - rng[0] + 1
-        rate = size // tw_s
+        limit = time_wait_limit(loopback=True)
+        if limit is None:
+            sustain = ("on loopback tcp_tw_reuse lets it reuse those ports, so that limit does "
+                       "not apply there")
+        else:
+            sustain = (f"a client that closes first sustains at most ~{limit:.0f} new "
+                       "connections/s (then connect fails with EADDRNOTAVAIL)")
         out.append(Check(
             "ephemeral port range", f"{rng[0]}-{rng[1]} ({size} ports)", _verdict(size >= 28000),
             f"one source address reaches one server address:port through at most {size} "
             f"connections at once; the side that closes first keeps each port in TIME_WAIT "
-            f"for {tw_s} s, so a client that closes first sustains at most ~{rate} new "
-            "connections/s (then connect fails with EADDRNOTAVAIL). Use keep-alive, several "
+            f"for {tw_s} s: {sustain}. Use keep-alive, several "
             "source addresses (fastloop bench --source 127.0.0.0/24) or a wider range",
             "" if size >= 28000 else (
                 "sudo sysctl -w net.ipv4.ip_local_port_range='1024 65535'" if LINUX else
@@ -212,7 +232,10 @@ def checks() -> List[Check]:
                 "net.ipv4.tcp_tw_reuse", f"{reuse} ({meaning.get(reuse, '?')})",
                 "ok" if reuse else "warn",
                 "lets connect() reuse a port whose old connection is in TIME_WAIT (needs TCP "
-                "timestamps, on by default): on loopback the TIME_WAIT limit above is lifted",
+                "timestamps, on by default): " + {
+                    0: "off, so the TIME_WAIT limit above applies to every destination",
+                    1: "the TIME_WAIT limit above is lifted toward every destination",
+                    2: "the TIME_WAIT limit above is lifted toward loopback only"}.get(reuse, "?"),
                 "" if reuse else "sudo sysctl -w net.ipv4.tcp_tw_reuse=2"))
         fin = _int(_read_proc("/proc/sys/net/ipv4/tcp_fin_timeout"))
         if fin is not None:

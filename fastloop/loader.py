@@ -1,5 +1,6 @@
 """Finding the application to serve: "module:attribute" imported, a factory called, a WSGI
-callable wrapped, the access log put around it."""
+callable wrapped, the access log put around it, and proxy headers and the root path around
+that."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from ._access import AccessLogApp
 from .app import App
 from .config import Config
+from .proxy import FrontApp, ProxyHeaders
 from .wsgi import WSGIApp
 
 __all__ = ["AppLoadError", "load_app", "as_app"]
@@ -45,7 +47,8 @@ def load_app(spec: str, config: Config) -> App:
 
 def as_app(obj: Any, config: Config) -> App:
     """obj as the App to serve: a fastloop App as it is, a WSGI callable wrapped in WSGIApp
-    (per config.interface), with the access log around it if config.access_log."""
+    (per config.interface), with the access log around it if config.access_log, and proxy
+    headers and the root path applied (fastloop.proxy.FrontApp) if configured."""
     interface = config.interface
     if interface == "auto":
         if isinstance(obj, App):
@@ -68,4 +71,9 @@ def as_app(obj: Any, config: Config) -> App:
         if not callable(obj):
             raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
         app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=config.supervised())
-    return AccessLogApp(app) if config.access_log else app
+    app = AccessLogApp(app) if config.access_log else app
+    if config.proxy_headers or config.root_path:
+        # Outermost, so the access log (and everything else) sees the forwarded client.
+        proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
+        app = FrontApp(app, proxy, config.root_path or "")
+    return app

@@ -201,11 +201,12 @@ def _stop(server: Any, grace: float, inbox: SignalInbox, link: Optional[WorkerLi
 
 
 def serve_worker(load: Callable[[], Any], sockets: list, config: Any, link: WorkerLink,
-                 boot_error: int) -> int:
+                 boot_error: int, snapshots: Any = None) -> int:
     """The body of a supervised worker process, after the fork: loads the application (here,
     so each worker runs the code on disk when it starts, and threads the application starts at
     import run in it), serves it on `sockets` until told to stop, and returns the exit status:
-    boot_error if the application could not be loaded."""
+    boot_error if the application could not be loaded. With snapshots (the supervisor's
+    fastloop.metrics.Snapshots, --metrics), it writes its counters there while it serves."""
     from .loader import AppLoadError
     from .server import Server  # server.py imports this module for Server.serve()
     try:
@@ -216,7 +217,11 @@ def serve_worker(load: Callable[[], Any], sockets: list, config: Any, link: Work
         else:
             log.exception("fastloop: worker %d could not load the application", os.getpid())
         return boot_error
-    return run_until_signal(server, config.timeout_graceful_shutdown, link=link)
+    writer = snapshots.writer(server) if snapshots is not None else None
+    status = run_until_signal(server, config.timeout_graceful_shutdown, link=link)
+    if writer is not None:
+        writer.close()  # the final counts, after the last request
+    return status
 
 
 def fork_linked(inbox: SignalInbox, body: Callable[[WorkerLink], int], what: str,

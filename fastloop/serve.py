@@ -25,6 +25,7 @@ from .app import App
 from .config import ENV_PREFIX, REPEATABLE, Config, setting_type
 from .listen import STARTUP_FAILURE, Listeners, StartupError, listeners_for
 from .loader import AppLoadError, as_app, load_app
+from .metrics import serve_server_metrics
 from .process import WorkerLink, run_until_signal
 from .reload import Reloader
 from .server import Server
@@ -163,7 +164,8 @@ def serve(load: Callable[[], App], config: Config) -> int:
 def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
                link: Optional[WorkerLink] = None) -> int:
     """Imports the application, then serves it in this process on listeners' first slot
-    until a signal says stop (linked to a reloader if link is given)."""
+    until a signal says stop (linked to a reloader if link is given), with its metrics
+    listener if config.metrics."""
     app = load()
     setup_logging(config)  # after the application configured logging, if it does
     server = Server(app, sockets=list(listeners.sets[0]), **config.server_kwargs())
@@ -172,8 +174,18 @@ def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
         log.info("fastloop: listening on %s (%s, %d thread(s), %s dispatch, pid %d)",
                  listeners.url, POLLER, server.threads, server.dispatch, os.getpid())
 
-    return run_until_signal(server, config.timeout_graceful_shutdown, started=announce,
-                            link=link)
+    # --metrics: one server process serves its own counters (a supervisor serves its
+    # workers', fastloop.metrics); every in-process path (alone, under --reload) comes here.
+    exporter = None
+    if config.metrics:
+        exporter = serve_server_metrics(server, config.metrics_address, config.metrics_port)
+        log.info("fastloop: metrics on %s", exporter.url)
+    try:
+        return run_until_signal(server, config.timeout_graceful_shutdown, started=announce,
+                                link=link)
+    finally:
+        if exporter is not None:
+            exporter.close()
 
 
 def configure_logging_from_file(path: str) -> None:

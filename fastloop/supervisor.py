@@ -38,6 +38,7 @@ from typing import Callable, Deque, Dict, List, Optional
 from .app import App
 from .config import Config
 from .listen import Listeners
+from .metrics import SupervisorMetrics
 from .process import FORCE_WAIT, TICK, SignalInbox, WorkerLink, fork_linked, serve_worker
 
 __all__ = ["Supervisor", "BOOT_ERROR"]
@@ -89,9 +90,14 @@ class Supervisor:
         self.deadline = 0.0
         self.status = 0
         self.inbox: Optional[SignalInbox] = None
+        self.metrics: Optional[SupervisorMetrics] = None   # --metrics: see fastloop.metrics
 
     def run(self) -> int:
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+        if self.config.metrics:
+            self.metrics = SupervisorMetrics(self, self.config.metrics_address,
+                                             self.config.metrics_port)
+            log.info("fastloop: metrics on %s", self.metrics.url)
         try:
             with SignalInbox(signums) as inbox:
                 self.inbox = inbox
@@ -120,6 +126,8 @@ class Supervisor:
             for child in list(self.children.values()):  # only if run() itself failed
                 self.signal(child, signal.SIGKILL)
             self.listeners.close()
+            if self.metrics is not None:
+                self.metrics.close()
         log.info("fastloop: supervisor %d stopped", os.getpid())
         return self.status
 
@@ -316,4 +324,5 @@ class Supervisor:
         for sock in self.listeners.all():
             if all(sock is not m for m in mine):
                 sock.close()
-        return serve_worker(self.load, list(mine), self.config, link, BOOT_ERROR)
+        snapshots = self.metrics.snapshots if self.metrics is not None else None
+        return serve_worker(self.load, list(mine), self.config, link, BOOT_ERROR, snapshots)

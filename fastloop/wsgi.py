@@ -189,7 +189,6 @@ class WSGIHandler:
             raise TypeError(f"a WSGI application is callable, not {type(app).__name__}")
         self.app = app
         self.script_name = script_name.rstrip("/")
-        self.default_port = "443" if url_scheme == "https" else "80"
         # Every key that is the same for each request, copied once per request.
         self.base_environ: Dict[str, Any] = {
             "SCRIPT_NAME": self.script_name,
@@ -211,6 +210,11 @@ class WSGIHandler:
         path = request.path
         if self.script_name:
             path = path[len(self.script_name):]
+        root = request.root_path
+        if root:  # --root-path: in front of the mount's own prefix; cut from PATH_INFO if there
+            env["SCRIPT_NAME"] = root + self.script_name
+            if path == root or path.startswith(root + "/"):
+                path = path[len(root):]
         # PEP 3333: PATH_INFO is the percent-decoded path, its bytes carried as latin-1 str.
         env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
         env["REQUEST_METHOD"] = request.method
@@ -242,6 +246,10 @@ class WSGIHandler:
                     env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
                 else:
                     env[key] = value
+        if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
+            env["wsgi.url_scheme"] = request.override_scheme
+        if request.override_host is not None:
+            env["HTTP_HOST"] = request.override_host
         host = env.get("HTTP_HOST")
         if host:
             # As gunicorn reads it: the Host the client asked for names the server; without a
@@ -253,7 +261,8 @@ class WSGIHandler:
             else:
                 name, _, port = host.partition(":")
             env["SERVER_NAME"] = name
-            env["SERVER_PORT"] = port if port.isdigit() else self.default_port
+            env["SERVER_PORT"] = port if port.isdigit() else \
+                "443" if env["wsgi.url_scheme"] == "https" else "80"
         return env
 
     def __call__(self, request: Any) -> Response:

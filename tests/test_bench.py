@@ -17,15 +17,15 @@ import json
 import random
 import socket
 import sys
-import threading
 import time
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import pytest
 
 import fastloop
 from fastloop import bench, doctor
-from fastloop._core import LatencyHistogram
+from fastloop._bench import LatencyHistogram
+from bench_servers import canned
 from helpers import LOOPBACK, running_server, wait_until
 
 LINUX = sys.platform.startswith("linux")
@@ -181,70 +181,6 @@ def test_rate_mode_corrected_latency_shows_a_stall():
 
 # ---- a plain server: the response parser and --source ------------------------------------------
 
-class CannedServer:
-    """A plain blocking socket server, one thread per connection: answers each request head
-    with `response` (closing after it when close=True) and records each client's address."""
-
-    def __init__(self, response: bytes, close: bool = False, host: str = LOOPBACK) -> None:
-        self.response = response
-        self.close = close
-        self.peers: List[str] = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.sock.listen(128)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        self._threads: List[threading.Thread] = []
-        self._accept = threading.Thread(target=self._run, daemon=True)
-        self._accept.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                conn, addr = self.sock.accept()
-            except socket.timeout:
-                continue
-            self.peers.append(addr[0])
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(2.0)
-        buf = b""
-        with conn:
-            try:
-                while not self._stop:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                    while b"\r\n\r\n" in buf:
-                        _, buf = buf.split(b"\r\n\r\n", 1)
-                        conn.sendall(self.response)
-                        if self.close:
-                            return
-            except OSError:
-                return
-
-    def stop(self) -> None:
-        self._stop = True
-        self._accept.join(5)
-        for t in self._threads:
-            t.join(5)
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def canned(response: bytes, close: bool = False) -> Iterator[CannedServer]:
-    server = CannedServer(response, close)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 RESPONSES = [
     ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", False),
     ("chunked with trailer", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -272,6 +208,42 @@ def test_truncated_response_is_premature_eof():
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=5)
     assert r.requests == 0 and r.failed == 5
     assert r.errors == {"EOF": 5} and r.connections["closed_by_peer_eof"] == 5
+
+
+# Lengths over 4 GiB: each response below announces 2**32 + 3 bytes and sends 3 before the
+# server closes. A parser that kept the length in 32 bits would see a complete response.
+BEYOND_4GIB = [
+    ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 4294967299\r\n\r\nabc"),
+    ("chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000003\r\nabc"),
+]
+
+
+@pytest.mark.parametrize("name,response", BEYOND_4GIB, ids=[r[0] for r in BEYOND_4GIB])
+def test_lengths_beyond_4gib_are_not_narrowed(name, response):
+    with canned(response, close=True) as srv:
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=3)
+    assert r.requests == 0 and r.failed == 3 and r.errors == {"EOF": 3}
+
+
+def test_chunk_sizes_with_leading_zeros_are_accepted():
+    response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"0" * 30 + b"3\r\nabc\r\n0000\r\n\r\n")
+    with canned(response) as srv:
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=4)
+    assert r.requests == 4 and r.errors == {}
+
+
+OVERFLOWING = [
+    ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n"),
+    ("chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,response", OVERFLOWING, ids=[r[0] for r in OVERFLOWING])
+def test_lengths_beyond_int64_are_eproto(name, response):
+    with canned(response) as srv:
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=1, requests=2)
+    assert r.requests == 0 and r.errors == {"EPROTO": 2}
 
 
 def test_garbage_response_is_eproto():
@@ -338,7 +310,7 @@ def test_cli_fail_on_error_and_text_report():
     assert rc == 1
     assert "ECONNREFUSED" in out and "Connections:" in out and "TIME_WAIT:" in out
     rc, _ = run_cli(["-c", "1", "-d", "100ms", url])
-    assert rc == 0
+    assert rc == 1  # no request succeeded: non-zero even without --fail-on-error (as wrk)
 
 
 def test_bad_options_are_rejected():

@@ -5,7 +5,7 @@ import random
 import socket
 
 import pytest
-from fastloop._core import ChunkedDecoder
+from fastloop._core import MAX_BODY_BYTES, ChunkedDecoder
 from helpers import raw_request, running_server
 
 import fastloop
@@ -28,7 +28,7 @@ CASES = [
     ("no digits", b"\r\nhello\r\n0\r\n\r\n", 400),
     ("bad digit", b"5g\r\nhello\r\n0\r\n\r\n", 400),
     ("negative", b"-5\r\nhello\r\n0\r\n\r\n", 400),
-    ("size overflow", b"1000000000000000\r\n", 400),
+    ("size beyond any limit", b"1000000000000000\r\n", 413),  # 2^60: parsed, too large
     ("bare LF after size", b"5\nhello\r\n0\r\n\r\n", 400),
     ("data longer than size", b"5\r\nhello!\r\n0\r\n\r\n", 400),
     ("missing CRLF after data", b"5\r\nhelloXX0\r\n\r\n", 400),
@@ -37,6 +37,22 @@ CASES = [
     ("NUL in trailer", b"0\r\nX: a\x00\r\n\r\n", 400),
     ("line too long", b"5;" + b"e" * 5000, 400),
     ("too large", b"ffffff\r\n", 413),
+    # issue 10, section 4: the chunk-size line's grammar (RFC 9112 7.1, 7.1.1)
+    ("60 leading zeros", b"0" * 60 + b"5\r\nhello\r\n0\r\n\r\n", (b"hello", 75)),
+    ("leading zeros on the last chunk", b"5\r\nhello\r\n" + b"0" * 60 + b"\r\n\r\n", (b"hello", 74)),
+    ("space before CRLF", b"5 \r\nhello\r\n0\r\n\r\n", 400),
+    ("tab before CRLF", b"5\r\nhello\r\n0\t\r\n\r\n", 400),
+    ("space after an extension", b"5;a=b \r\nhello\r\n0\r\n\r\n", 400),
+    ("semicolon without a name", b"5;\r\nhello\r\n0\r\n\r\n", 400),
+    ("semicolon and space without a name", b"5; \r\nhello\r\n0\r\n\r\n", 400),
+    ("equals without a name", b"5;=x\r\nhello\r\n0\r\n\r\n", 400),
+    ("equals without a value", b"5;a=\r\nhello\r\n0\r\n\r\n", 400),
+    ("unterminated quoted string", b'5;a="b\r\nhello\r\n0\r\n\r\n', 400),
+    ("quoted string ending in a backslash", b'5;a="b\\\r\nhello\r\n0\r\n\r\n', 400),
+    ("two extensions with ows", b'5 ;a ; b = "x\\"y" ;c=d\r\nhello\r\n0\r\n\r\n', (b"hello", 36)),
+    ("extension on the last chunk", b"5\r\nhello\r\n0;x\r\n\r\n", (b"hello", 17)),
+    ("chunk size 2^64-1", b"ffffffffffffffff\r\n", 413),
+    ("chunk size 2^64+5", b"10000000000000005\r\nhello\r\n0\r\n\r\n", 413),  # not 5
 ]
 
 
@@ -58,6 +74,27 @@ def test_whole_bytewise_and_split(name, data, expected):
     for _ in range(5):
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, 4)))
         assert run(data, [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]) == expected
+
+
+# Chunk sizes at the 32-bit boundaries, against a body limit above them: the size must stay
+# whole, so what follows its line is all chunk data, never the end of the body (smuggling).
+BIG_SIZES = [2**32 - 1, 2**32, 2**32 + 1, 2**32 + 5]
+
+
+@pytest.mark.parametrize("size", BIG_SIZES, ids=[hex(s) for s in BIG_SIZES])
+def test_chunk_sizes_above_4_gib_are_not_cut(size):
+    data = b"%x\r\nhello\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n" % size
+    for pieces in ([data], [data[i:i + 1] for i in range(len(data))]):
+        decoder = ChunkedDecoder(MAX_BODY_BYTES)
+        assert all(decoder.feed(p) is None for p in pieces)  # still inside the one chunk
+    assert ChunkedDecoder(size - 1).feed(data) == 413
+    assert ChunkedDecoder(size).feed(data) is None
+
+
+@pytest.mark.parametrize("max_body", [-1, MAX_BODY_BYTES + 1])
+def test_decoder_limit_is_bounded(max_body):
+    with pytest.raises(ValueError):
+        ChunkedDecoder(max_body)
 
 
 def echo_app():

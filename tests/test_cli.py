@@ -14,7 +14,7 @@ from helpers import env_importing_this_fastloop, running_server
 from serving import HERE, ServeProcess, get
 
 import fastloop
-from fastloop.config import Config
+from fastloop.config import MAX_REQUEST_BODY, MAX_REQUEST_FIELDS, Config
 from fastloop.serve import AppLoadError, as_app, build_parser, load_app, parse_config
 from fastloop.wsgi import WSGIApp
 
@@ -49,7 +49,8 @@ def test_settings_map_onto_the_server():
                               "--timeout-request-header", "3", "--timeout-keep-alive", "4",
                               "--limit-concurrency", "50", "--threads", "2", "--backlog", "64"], {})
     kw = config.server_kwargs()
-    assert kw["limits"] == {"request_line": 100, "fields": 20, "field_size": 300, "body_bytes": 4000}
+    assert kw["limits"] == {"request_line": 100, "fields": 20, "field_size": 300, "body_bytes": 4000,
+                            "lenient_targets": False}
     assert kw["timeouts"] == {"header": 3.0, "idle": 4.0}
     assert (kw["limit_concurrency"], kw["threads"], kw["backlog"]) == (50, 2, 64)
     fastloop.Server(fastloop.App(), **kw)  # every key is one the Server takes
@@ -59,7 +60,13 @@ def test_settings_map_onto_the_server():
     (["--port", "x"], {}),
     (["--workers", "0"], {}),
     (["--dispatch", "sideways"], {}),
-    (["--limit-request-fields", "101"], {}),
+    (["--limit-request-fields", str(MAX_REQUEST_FIELDS + 1)], {}),
+    # every limit has a documented maximum: lengths from the wire never meet an overflow
+    (["--limit-request-body", str(MAX_REQUEST_BODY + 1)], {}),
+    (["--limit-request-body", str(2**64 - 1)], {}),
+    (["--limit-request-line", str(2**32)], {}),
+    (["--limit-request-field-size", str(2**32 - 1)], {}),
+    ([], {"FASTLOOP_LIMIT_REQUEST_BODY": str(2**64 - 1)}),
     (["--uds", "/tmp/x", "--fd", "3"], {}),
     ([], {"FASTLOOP_PORT": "eighty"}),
     ([], {"FASTLOOP_ACCESS_LOG": "maybe"}),
@@ -95,6 +102,21 @@ def test_bad_operations_values_exit_with_usage(argv, capsys):
 def test_run_refuses_reload_of_an_object():
     with pytest.raises(ValueError, match="module:attribute"):
         fastloop.run(fastloop.App(), reload=True)
+
+
+@pytest.mark.parametrize("body", [2**32 - 1, 2**32, 2**32 + 1, MAX_REQUEST_BODY])
+def test_body_limits_above_4_gib_are_allowed_up_to_the_maximum(body):
+    _, config = parse_config(["m:app", "--limit-request-body", str(body)], {})
+    assert config.server_kwargs()["limits"]["body_bytes"] == body
+    fastloop.Server(fastloop.App(), **config.server_kwargs())  # the core takes it as it is
+
+
+def test_lenient_targets_flag_reaches_the_limits():
+    assert " --lenient-targets" in build_parser().format_help()
+    _, config = parse_config(["m:app", "--lenient-targets"], {})
+    assert config.limits()["lenient_targets"] is True
+    _, config = parse_config(["m:app"], {"FASTLOOP_LENIENT_TARGETS": "1"})
+    assert config.limits()["lenient_targets"] is True
 
 
 def test_run_rejects_unknown_settings():

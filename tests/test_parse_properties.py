@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~",
                 min_size=1, max_size=12)
 VALUE = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=30)
-PATH = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/-._~%?=&", max_size=40).map(lambda p: "/" + p)
+# A valid origin-form target: a "%" always starts an escape (RFC 3986 2.1).
+PIECE = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/-._~?=&", min_size=1, max_size=8)
+PATH = st.lists(st.one_of(PIECE, st.sampled_from(["%41", "%2f", "%C3%A9"])),
+                max_size=8).map(lambda p: "/" + "".join(p))
 
 
 @st.composite

@@ -16,8 +16,6 @@ The config is the one docs/reliability.md recommends; the two settings that matt
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,58 +26,17 @@ from typing import Iterator
 
 import pytest
 from helpers import LOOPBACK, running_server, wait_until
+from nginx_config import NGINX, config
 
 import fastloop
 
 bench = pytest.importorskip("fastloop.bench")
 
-# nginx lives in sbin, which is not on every user's PATH.
-NGINX = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin",
-                                                   "/usr/local/sbin"]))
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx): "
                           "the reverse-proxy tests need it")
 
 IDLE_TIMEOUT = 5.0  # fastloop's keep-alive idle timeout here; nginx's must be shorter
-
-CONFIG = """
-daemon off;
-master_process off;    # one process: the PID the test started is all there is to stop
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream fastloop {{
-        # Eight entries, eight attempts: nginx tries each entry at most once per request, and
-        # during a restart its keep-alive cache may hand one request several connections the
-        # old server has just closed as idle, one after another (or one still in the old
-        # server's listen backlog). max_fails=0: a restart must not get the server marked down.
-{servers}
-        keepalive 32;
-        keepalive_timeout {keepalive_timeout}s;   # < fastloop's idle timeout
-    }}
-    server {{
-        listen {listen};
-        keepalive_requests 100000;
-        location / {{
-            proxy_pass http://fastloop;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries 8;
-            proxy_next_upstream_timeout 5s;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 10s;
-        }}
-    }}
-}}
-"""
 
 
 def free_port() -> int:
@@ -101,10 +58,8 @@ class Nginx:
         for _ in range(3):  # the free port may be taken before nginx binds it: try another
             self.port = free_port()
             conf = self.tmp / "nginx.conf"
-            servers = f"        server {LOOPBACK}:{self.upstream_port} max_fails=0;\n" * 8
-            conf.write_text(CONFIG.format(tmp=self.tmp, servers=servers.rstrip("\n"),
-                                          listen=f"{LOOPBACK}:{self.port}",
-                                          keepalive_timeout=int(IDLE_TIMEOUT) - 1))
+            conf.write_text(config(self.tmp, [f"{LOOPBACK}:{self.upstream_port}"] * 8,
+                                   f"{LOOPBACK}:{self.port}", int(IDLE_TIMEOUT) - 1))
             self.proc = subprocess.Popen([NGINX, "-p", str(self.tmp), "-c", str(conf),
                                           "-e", str(self.tmp / "error.log")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -24,6 +24,7 @@ cdef enum:
     CONN_F_READ_MORE = 512    # reading stopped short of EAGAIN (or an edge went unread): read again
     CONN_F_BODY_FULL = 1024   # a streaming route's handler holds enough body: stop reading
     CONN_F_HUP = 2048         # the poller reported the peer's shutdown: read on until EOF
+    CONN_F_JOB_WAITS = 4096   # c.job has requests left, held back until the client reads (END_MORE)
 
 # Timer kinds: each has one fixed duration, so a FIFO list per kind stays sorted by deadline.
 cdef enum:
@@ -41,14 +42,17 @@ ctypedef struct fl_conn:
     uint32_t gen              # bumped on close: events carrying an older one are stale
     int state
     int flags
+    # Offsets into rbuf are 32-bit: rbuf_ensure caps a read buffer at FL_RBUF_MAX (2 GiB).
+    # Lengths from the wire are 64-bit: a streaming route's body may be far larger.
     char *rbuf                # request bytes; NULL while idle (buffers come from the pool)
     uint32_t rcap
     uint32_t rpos             # start of the current request
     uint32_t rlen             # end of the bytes read
     uint32_t scanned          # bytes after rpos already searched for the end of the head
     uint32_t head_len         # head of the current request, once parsed
-    uint32_t req_len          # raw bytes of the current request (head + framed body), once known
-    uint32_t body_len         # its decoded body, which follows the head in rbuf
+    uint64_t req_len          # raw bytes of the current request (head + framed body), once known
+    uint64_t body_len         # its decoded body, which follows the head in rbuf (streaming:
+                              # the Content-Length, then the bytes handed to the handler)
     fl_chunked chunked        # the decoder's state, for a chunked body
     uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
     fl_job *job               # the request a handler thread has, while CONN_IN_HANDLER

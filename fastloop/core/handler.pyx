@@ -189,7 +189,7 @@ cdef class Responder:
         cdef Answer a
         cdef int k, flags, rc, end = 0, answered = 0
         cdef object t0
-        for k in range(j.nreqs):
+        for k in range(j.start, j.nreqs):
             flags = j.reqs[k].req_flags
             request = request_from_job(j, k)
             try:
@@ -218,10 +218,12 @@ cdef class Responder:
                 return
             if t0 is not None and (self.len > FL_BATCH_FLUSH or _perf_ns() - t0 > FL_SLOW_HANDLER_NS):
                 self.flush(j, 0, 0)  # the next handler may be as slow: send what is ready
-                with nogil:
-                    rc = fl_job_wait_room(j)  # a client that does not read holds this job only
-                if rc < 0:
-                    return  # the connection is gone: the rest would be dropped
+            if k < j.nreqs - 1 and fl_job_behind(j):
+                # The client does not read its answers: the rest of the job waits in the
+                # loop, which queues it again once the client caught up. No thread is held.
+                j.start = k + 1
+                self.flush(j, MSG_F_END | END_MORE, answered)
+                return
 
     cdef int post(self, fl_job *j, Answer a, int flags) except -1:
         """Gathers (or, for files and iterables, posts) answer a. Returns END_* flags: END_CLOSE

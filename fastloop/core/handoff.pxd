@@ -18,6 +18,7 @@ cdef enum:
 cdef enum:
     END_CLOSE = 1       # close the connection after this answer (it said so, or was cut)
     END_CUT = 2         # the answer is incomplete: close without a lingering drain
+    END_MORE = 8        # the client is behind: the job's other requests wait (fl_job.start)
 
 ctypedef struct fl_msg:
     fl_msg *next
@@ -66,6 +67,7 @@ ctypedef struct fl_job:
     char *req           # the requests' heads and whole bodies, one after the other (owned)
     fl_jobreq *reqs     # nreqs requests of one connection, pipelined, answered in order
     int nreqs
+    int start           # the first request not answered yet (the handler's; see END_MORE)
     int stream          # one request whose body the handler reads as it arrives (body below)
     # shared, under lock
     pthread_mutex_t lock

@@ -223,7 +223,7 @@ cdef int fl_job_wait_room(fl_job *j) noexcept nogil:
     Returns 0, or -1 once the connection is gone."""
     cdef int rc
     pthread_mutex_lock(&j.lock)
-    while not j.gone and j.posted - j.sent > FL_HIGH_WATER:
+    while not j.gone and j.posted > j.sent + FL_HIGH_WATER:
         j.wait_room = 1
         pthread_cond_wait(&j.cond, &j.lock)
     rc = -1 if j.gone else 0
@@ -231,12 +231,22 @@ cdef int fl_job_wait_room(fl_job *j) noexcept nogil:
     return rc
 
 
+cdef bint fl_job_behind(fl_job *j) noexcept nogil:
+    """More than FL_HIGH_WATER of what the handler posted is still unsent."""
+    cdef bint behind
+    pthread_mutex_lock(&j.lock)
+    behind = j.posted > j.sent + FL_HIGH_WATER
+    pthread_mutex_unlock(&j.lock)
+    return behind
+
+
 cdef void fl_job_sent(fl_job *j, uint64_t n) noexcept nogil:
     """The loop's side: n more bytes of j's connection went out; wakes a waiting producer
     once little is left."""
     pthread_mutex_lock(&j.lock)
     j.sent += n
-    if j.wait_room and j.posted - j.sent < FL_LOW_WATER:
+    # (sent may pass posted: bytes of the answer before this job count too.)
+    if j.wait_room and j.posted < j.sent + FL_LOW_WATER:
         j.wait_room = 0
         pthread_cond_signal(&j.cond)
     pthread_mutex_unlock(&j.lock)

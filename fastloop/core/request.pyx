@@ -31,6 +31,13 @@ cdef class Request:
     cdef fl_job *_job             # while the handler runs, else NULL
     cdef bint _streaming          # the body comes from the job as it arrives
     cdef bint _continue_asked     # MSG_CONTINUE was posted
+    cdef object _authority        # absolute-form: the target's authority (str); else None
+    # Set before the handler runs by fastloop.proxy.FrontApp (trusted proxy headers,
+    # --root-path); None: the connection's own value. client, scheme, host and root_path read them.
+    cdef public object override_client
+    cdef public object override_scheme
+    cdef public object override_host
+    cdef public object override_root_path
 
     @property
     def body(self):
@@ -109,10 +116,35 @@ cdef class Request:
     @property
     def client(self):
         """The client's (host, port), or its socket path ("" if unnamed) over a Unix socket.
-        Read while the handler runs (then cached); None after, or if the client has gone."""
+        Read while the handler runs (then cached); None after, or if the client has gone.
+        Behind a trusted proxy (--proxy-headers), the address the proxy reports instead."""
+        if self.override_client is not None:
+            return self.override_client
         if self._client is None:
             self._client = socket_address(self._job, 1)
         return self._client
+
+    @property
+    def scheme(self):
+        """"http", or what a trusted proxy reports ("https" behind a TLS-terminating one)."""
+        return "http" if self.override_scheme is None else self.override_scheme
+
+    @property
+    def host(self):
+        """The host the request is for: from a trusted proxy (--proxy-headers), else as sent
+        (RFC 9112 3.2.2): the authority of an absolute-form target ("GET http://a.example/
+        HTTP/1.1"), which wins over Host, else the Host header's value; None if there is
+        neither (HTTP/1.0). Validated by the parser."""
+        if self.override_host is not None:
+            return self.override_host
+        if self._authority is not None:
+            return self._authority
+        return self.headers.get("host")
+
+    @property
+    def root_path(self):
+        """The path prefix the application is served under (--root-path), "" by default."""
+        return "" if self.override_root_path is None else self.override_root_path
 
     @property
     def server(self):
@@ -198,13 +230,16 @@ cdef Request request_from_job(fl_job *j, int k):
     r.path = decode_span(p, line.path) if line.path.len else "/"
     r.query = decode_span(p, line.query) if line.query.len else ""
     r.minor = line.minor
+    if line.authority.len:
+        r._authority = decode_span(p, line.authority)
     r.keep_alive = (q.req_flags & FL_REQ_KEEP_ALIVE) != 0
     r._head = PyBytes_FromStringAndSize(p, q.head_len - 4)
     r._streaming = j.stream != 0
     if r._streaming:
         r._body = None
     else:
-        r._body = PyBytes_FromStringAndSize(p + q.head_len, q.body_len) if q.body_len else b""
+        # A job's bodies were buffered whole, so q.body_len <= FL_RBUF_MAX fits Py_ssize_t.
+        r._body = PyBytes_FromStringAndSize(p + q.head_len, <Py_ssize_t>q.body_len) if q.body_len else b""
     return r
 
 

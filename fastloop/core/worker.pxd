@@ -81,6 +81,7 @@ cdef class Worker(Loop):
     cdef int ntouched, cap_touched
     cdef fl_request req         # scratch for the one request being parsed
     cdef fl_limits limits
+    cdef int64_t buffered_chunked_max  # body_bytes, or less: what fits one read buffer
     cdef int64_t now_ms
     cdef int64_t date_sec
     cdef char date_line[40]     # "Date: <IMF-fixdate>\r\n", refreshed once a second
@@ -136,6 +137,7 @@ cdef class Worker(Loop):
     cdef int conn_stage(self, fl_conn *c) noexcept nogil
     cdef int conn_end_process(self, fl_conn *c, int rc) noexcept nogil
     cdef void queue_job(self, fl_job *j) noexcept nogil
+    cdef void conn_resume_job(self, fl_conn *c) noexcept nogil
     cdef int conn_deliver_body(self, fl_conn *c) noexcept nogil
     cdef void conn_read_body(self, fl_conn *c) noexcept nogil
     cdef void conn_drop_output(self, fl_conn *c) noexcept nogil

@@ -34,6 +34,16 @@ cdef enum:
     FL_ACCEPT_RETRY_MS = 100      # after accept() failed on EMFILE and the like (nginx: 500)
     FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
     FL_STAGE_MAX = 64             # pipelined requests gathered into one job (Worker.stage)
+    FL_CHUNK_SLACK = 65536        # room a chunked body leaves in its buffer for undecoded framing
+
+cdef extern from *:
+    """
+    /* The largest read buffer (rbuf_ensure doubles from FL_BUF_SIZE up to it): every offset
+     * into one fits 32 bits. A buffered request (head and body) must fit in it; larger bodies
+     * need a streaming route and get 413 otherwise. A macro: too large for an enum. */
+    #define FL_RBUF_MAX ((uint64_t)1 << 31)
+    """
+    const uint64_t FL_RBUF_MAX
 
 # conn_process results
 cdef enum:
@@ -96,6 +106,10 @@ cdef class Worker(Loop):
         self.index = index
         self.is_tcp = is_tcp
         self.limits = limits_from(limits)
+        # A chunked body is decoded in its read buffer, after a head of at most header_bytes
+        # (<= FL_MAX_HEAD_BYTES, so this stays positive) and before undecoded framing.
+        self.buffered_chunked_max = min(self.limits.body_bytes,
+                                        <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
         self.log_events = log.isEnabledFor(logging.DEBUG)
         self.conn_limit = conn_limit
         if conn_limit is not None:
@@ -228,6 +242,10 @@ cdef class Worker(Loop):
             # Expire as of the wait: a connection whose request arrived while a handler held
             # this thread has its event in the next wait, and is served, not timed out.
             self.timers_expire(wait_now)
+            if self.njobs:  # made while closing or flushing on a timer: never left for later
+                fl_pool_push(self.handlers, self.jobs_first, self.jobs_last, self.njobs)
+                self.jobs_first = self.jobs_last = NULL
+                self.njobs = 0
         self.take_inbox()  # in transit from the acceptor: registered, then closed with the rest
         for i in range(<int>self.nslots):
             if self.slots[i].fd >= 0:
@@ -547,18 +565,23 @@ cdef class Worker(Loop):
                 cl = self.req.content_length if self.req.content_length > 0 else 0
                 c.head_len = <uint32_t>end
                 c.req_flags = self.req.flags
-                c.line.method = self.req.method
-                c.line.path = self.req.path
-                c.line.query = self.req.query
-                c.line.minor = self.req.minor
                 if self.req.flags & FL_REQ_CHUNKED:
                     fl_chunked_start(&c.chunked, c.head_len)
                 else:
-                    c.body_len = <uint32_t>cl
-                    c.req_len = <uint32_t>(end + cl)
+                    # 64 bits end to end: cl <= body_bytes <= MAX_BODY_BYTES (limits_from)
+                    c.body_len = <uint64_t>cl
+                    c.req_len = <uint64_t>end + <uint64_t>cl
                 c.route = -1
                 if self.req.flags & (FL_REQ_GET | FL_REQ_HEAD):
                     c.route = fl_match_path(self.statics, self.nstatics, p, self.req.path)
+                if c.route < 0 or self.nstage:
+                    # What a handler's Request is built from (a job copies it); a static answer
+                    # needs none of it, unless it is staged behind a Python request.
+                    c.line.method = self.req.method
+                    c.line.path = self.req.path
+                    c.line.query = self.req.query
+                    c.line.authority = self.req.authority
+                    c.line.minor = self.req.minor
                 if c.route < 0 and fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
                     if self.nstage:
                         c.scanned = 0  # after the staged answers, from its head again
@@ -570,7 +593,7 @@ cdef class Worker(Loop):
                 c.state = CONN_READ_BODY
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
-                rc = fl_decode_chunked(p, avail, &c.chunked, self.limits.body_bytes)
+                rc = fl_decode_chunked(p, avail, &c.chunked, self.buffered_chunked_max)
                 if rc < 0:
                     if self.nstage:
                         # Its framing may be half decoded already: cut the connection after
@@ -595,10 +618,17 @@ cdef class Worker(Loop):
                 if not complete and self.nstage:
                     # Growing the buffer would move the staged requests: hand them over first.
                     return self.conn_end_process(c, FL_PROC_MORE)
-                if not complete and self.rbuf_ensure(c, c.req_len - avail) < 0:
-                    self.count_errno(self.counters.io_errors, ENOMEM)
-                    self.conn_close(c)
-                    return FL_PROC_STOP
+                if not complete:
+                    if c.req_len > FL_RBUF_MAX:
+                        # Buffered, it would not fit one read buffer (so it never completes
+                        # and always comes here): 413. This keeps rpos + req_len (consume)
+                        # within 32 bits.
+                        self.conn_reject(c, 413)
+                        return FL_PROC_STOP
+                    if self.rbuf_ensure(c, c.req_len - avail) < 0:
+                        self.count_errno(self.counters.io_errors, ENOMEM)
+                        self.conn_close(c)
+                        return FL_PROC_STOP
             if not complete:
                 if self.nstage:
                     return self.conn_end_process(c, FL_PROC_MORE)
@@ -636,7 +666,7 @@ cdef class Worker(Loop):
         q.req_flags = c.req_flags
         self.nstage += 1
         self.stage_bytes += c.head_len + c.body_len
-        c.rpos += c.req_len
+        c.rpos += <uint32_t>c.req_len  # the request is in the buffer: within FL_RBUF_MAX
         c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
@@ -689,7 +719,8 @@ cdef class Worker(Loop):
     cdef void consume(self, fl_conn *c) noexcept nogil:
         """The current request is answered: move on to the next one."""
         self.counters.requests += 1
-        c.rpos += c.req_len
+        # req_len <= FL_RBUF_MAX here (conn_process rejects more; a streaming request's is 0)
+        c.rpos += <uint32_t>c.req_len
         if c.rpos == c.rlen:
             c.rpos = c.rlen = 0
         c.scanned = 0
@@ -780,6 +811,8 @@ cdef class Worker(Loop):
                 if c.wsent < c.wlen or c.file_fd >= 0:
                     continue
             break
+        if c.flags & CONN_F_JOB_WAITS:
+            self.conn_resume_job(c)
         if (c.flags & CONN_F_PAUSED) and c.wlen - c.wsent < FL_LOW_WATER and c.file_fd < 0:
             # Room again: buffered requests are answered, and reading resumes, next turn.
             c.flags &= ~CONN_F_PAUSED
@@ -843,7 +876,12 @@ cdef class Worker(Loop):
         requests and answer what is buffered after them."""
         cdef fl_job *j = c.job
         cdef bint stream = (c.flags & CONN_F_STREAM) != 0
-        cdef int staged = j.nreqs if j != NULL else 0
+        if (flags & END_MORE) and j != NULL:
+            # Answered up to j.start; the rest waits for the client to read (conn_flush).
+            self.counters.requests += answered
+            c.flags |= CONN_F_JOB_WAITS
+            self.conn_resume_job(c)  # unless it caught up already
+            return
         c.job = NULL
         if j != NULL:
             fl_job_release(j)
@@ -866,18 +904,27 @@ cdef class Worker(Loop):
         else:
             # The staged requests were moved past already (conn_stage): count them.
             self.counters.requests += answered
-            if answered < staged:
-                c.flags |= CONN_F_CLOSE_AFTER  # an answer closed the connection before them
+            if flags & END_CLOSE:
+                c.flags |= CONN_F_CLOSE_AFTER  # nothing after an answer that closes
             c.state = c.resume_state
             if c.rpos == c.rlen:
                 c.rpos = c.rlen = 0
             if self.stopping:
                 c.flags |= CONN_F_CLOSE_AFTER
+        c.flags &= ~CONN_F_JOB_WAITS
         if c.rpos < c.rlen and not (c.flags & CONN_F_CLOSE_AFTER):
             self.conn_process(c)  # pipelined requests waited for these answers
         if c.fd >= 0 and c.state != CONN_IN_HANDLER and (c.flags & CONN_F_READ_MORE):
             c.flags &= ~CONN_F_READ_MORE
             self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+
+    cdef void conn_resume_job(self, fl_conn *c) noexcept nogil:
+        """A job held back for a client that did not read (END_MORE) goes back to the handler
+        threads once the client has caught up."""
+        if c.wlen - c.wsent < FL_LOW_WATER and c.file_fd < 0 and c.outq == NULL:
+            c.flags &= ~CONN_F_JOB_WAITS
+            fl_atomic_add_int(&c.job.refs, 1)  # the handler's reference, again
+            self.queue_job(c.job)
 
     cdef int conn_start_job(self, fl_conn *c) noexcept nogil:
         """Hands a streaming route's request (its head) to the handler threads: copied into a
@@ -1156,7 +1203,7 @@ cdef class Worker(Loop):
         cap = c.rcap
         while cap - c.rlen < need:
             cap *= 2
-        if cap > 0xffffffffu:
+        if cap > FL_RBUF_MAX:
             return -1
         nb = <char *>malloc(cap)
         if nb == NULL:

@@ -38,6 +38,8 @@ cdef extern from "compat.h" nogil:
     int64_t fl_now_ms()
     int64_t fl_wall_seconds()
     void fl_format_date(int64_t secs, char *out)
+    int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
+    ssize_t fl_sendfile(int out, int in_, int64_t *off, size_t n)
 
 
 cdef extern from "reserve.h" nogil:
@@ -46,28 +48,9 @@ cdef extern from "reserve.h" nogil:
     int fl_reserve_shed(int lfd)
 
 
-# Client side (fastloop bench): connect, bind and time, see compat.h.
-cdef extern from "compat.h" nogil:
-    cdef struct sockaddr_storage:
-        pass
-    int64_t fl_now_ns()
-    int fl_make_sockaddr(int family, const void *addr, int port, sockaddr_storage *out)
-    int fl_client_socket(int family)
-    int fl_bind_source(int fd, const sockaddr_storage *sa, int len)
-    int fl_set_local_port_range(int fd, int lo, int hi)
-    int fl_connect(int fd, const sockaddr_storage *sa, int len)
-    int fl_socket_error(int fd)
-    int fl_is_connected(int fd)
-    int fl_msb64(uint64_t v)
-
-
 cdef extern from "atomic.h" nogil:
     int64_t fl_atomic_add(int64_t *p, int64_t v)
     int fl_atomic_add_int(int *p, int v)
-
-
-cdef extern from "compat.h" nogil:
-    int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
 
 
 cdef extern from "<poll.h>" nogil:
@@ -78,7 +61,3 @@ cdef extern from "<poll.h>" nogil:
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     short POLLIN
     short POLLOUT
-
-
-cdef extern from "compat.h" nogil:
-    ssize_t fl_sendfile(int out, int in_, int64_t *off, size_t n)

@@ -11,8 +11,13 @@
 #   * attempted counts connect() calls; each ends in exactly one of established or
 #     connect_failed, or is still connecting when the run ends (then finish() asks the kernel
 #     whether it got through, so `established` equals the server's accepted count).
-#   * each request started ends in exactly one of requests (complete response), failed, or
-#     unfinished (under way when a duration run ended).
+#   * each request reserved for a batch ends in exactly one of requests (complete response),
+#     sent_unanswered (written whole, then lost or cut off by the end of the run) or not_sent
+#     (never written whole): sent == requests + sent_unanswered, in every mode. settle() is
+#     the one place that books what a batch leaves unanswered. A response that arrives before
+#     its request was written whole (a server answering early) counts that request as sent.
+#   * an established connection closed before any request went out whole counts in
+#     never_sent, apart from the connections that carried requests.
 #   * a connection the server closes counts once in peer_eof or peer_reset, whether or not a
 #     request was lost with it (then also premature_eof or an ECONNRESET error).
 #   * --no-keepalive sends "Connection: close" and waits for the server's EOF before the next
@@ -23,205 +28,36 @@
 # omission correction of wrk2) and, separately, from the moment it really started. Without a
 # rate the two are the same. Both include the connect when the batch had to open a connection.
 #
+# WebSocket mode (FB_CFG_WS) keeps the same slots, batches (of one message) and books. A new
+# connection first sends the upgrade request from reqbuf with a fresh key (ws.pyx); once the
+# 101 and its Sec-WebSocket-Accept check out, each batch is one masked message whose echo
+# completes it. Bytes to send are queued in the slot's wbuf (messages, pongs, close frames);
+# wmark says when the message under way has gone out whole. A close frame from the server is
+# answered and its TCP close awaited; a message it cut off is booked like any other.
+#
 # Slots are named by tokens (slot index | generation << 32): closing bumps the generation, so
 # an event for the old connection is recognised as stale and dropped.
 
-from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, ECONNRESET, ENOMEM, EPIPE, EPROTO, ETIMEDOUT, errno
-from libc.math cimport ceil
-from libc.stdint cimport INT64_MAX, UINT64_MAX
-from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy, memmove, memset
+from libc.errno cimport EAGAIN, ECONNRESET, EINPROGRESS, ENOMEM, EPIPE, EPROTO, ETIMEDOUT
+from libc.stdint cimport INT64_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
 from posix.unistd cimport close
+
+from fastloop.core cimport buf, poller
+from fastloop.loadgen cimport client
 
 
 cdef enum:
     FB_WAIT_EVENTS = 512
-    FB_RBUF_SIZE = 16384          # a connection's first read buffer; grows only for huge heads
-    FB_MAX_LINE = 4096            # a chunk-size line longer than this is a protocol error
+    FB_READ_ROOM = 16384          # free bytes asked of the read buffer before each recv()
     FB_MAX_WAIT_MS = 100          # an idle wait re-checks the clock at least this often
-
-
-# ---- the latency histogram (nogil) -------------------------------------------------------
-
-cdef inline int fb_hist_index(uint64_t v) noexcept nogil:
-    """The bucket of v: exact below FB_HIST_LINEAR, then FB_HIST_HALF buckets per octave."""
-    if v < FB_HIST_LINEAR:
-        return <int>v
-    cdef int k = fl_msb64(v) - FB_HIST_SUB_BITS  # >= 1 here
-    if k > FB_HIST_OCTAVES:
-        return FB_HIST_LEN - 1
-    return FB_HIST_LINEAR + (k - 1) * FB_HIST_HALF + <int>((v >> k) - FB_HIST_HALF)
-
-
-cdef inline uint64_t fb_hist_high(int i) noexcept nogil:
-    """The largest value bucket i holds (what a percentile reports, as HdrHistogram does)."""
-    if i < FB_HIST_LINEAR:
-        return <uint64_t>i
-    cdef int j = i - FB_HIST_LINEAR
-    cdef int k = j // FB_HIST_HALF + 1
-    cdef uint64_t low = (<uint64_t>(FB_HIST_HALF + j % FB_HIST_HALF)) << k
-    return low + ((<uint64_t>1 << k) - 1)
-
-
-cdef inline void fb_hist_reset(fb_hist *h) noexcept nogil:
-    memset(h, 0, sizeof(fb_hist))
-    h.min = UINT64_MAX
-
-
-cdef inline void fb_hist_record(fb_hist *h, int64_t ns) noexcept nogil:
-    cdef uint64_t v = <uint64_t>ns if ns > 0 else 0
-    h.counts[fb_hist_index(v)] += 1
-    h.total += 1
-    h.sum += v
-    if v < h.min:
-        h.min = v
-    if v > h.max:
-        h.max = v
-
-
-cdef uint64_t fb_hist_percentile(const fb_hist *h, double p) noexcept nogil:
-    """The value at or below which p percent of the recorded values lie (0 when empty)."""
-    if h.total == 0:
-        return 0
-    cdef uint64_t want = <uint64_t>ceil(p / 100.0 * <double>h.total)
-    if want < 1:
-        want = 1
-    if want > h.total:
-        want = h.total
-    cdef uint64_t seen = 0, v
-    cdef int i
-    for i in range(FB_HIST_LEN):
-        seen += h.counts[i]
-        if seen >= want:
-            v = fb_hist_high(i)
-            # Never beyond the extremes actually seen: p100 is the exact max.
-            return h.max if v > h.max else (h.min if v < h.min else v)
-    return h.max
-
-
-
-cdef inline bint fb_skip_body(fb_conn *c) noexcept nogil:
-    """Skips what arrived of the body (or chunk) c is in: True while more of it is to come."""
-    cdef uint64_t take = c.rlen - c.rpos
-    if take > <uint64_t>c.body_left:
-        take = <uint64_t>c.body_left
-    c.rpos += <uint32_t>take
-    c.body_left -= <int64_t>take
-    return c.body_left > 0
-
-cdef class LatencyHistogram:
-    """Latencies in ns, with three significant digits (see bench.pxd). Filled by the client
-    loops without the GIL; merged and read from Python once a run is over."""
-
-    def __cinit__(self):
-        self.h = <fb_hist *>malloc(sizeof(fb_hist))
-        if self.h == NULL:
-            raise MemoryError()
-        fb_hist_reset(self.h)
-
-    def __dealloc__(self):
-        free(self.h)
-
-    cdef void merge_from(self, const fb_hist *o) noexcept nogil:
-        cdef int i
-        for i in range(FB_HIST_LEN):
-            self.h.counts[i] += o.counts[i]
-        self.h.total += o.total
-        self.h.sum += o.sum
-        if o.min < self.h.min:
-            self.h.min = o.min
-        if o.max > self.h.max:
-            self.h.max = o.max
-
-    def record(self, int64_t ns):
-        fb_hist_record(self.h, ns)
-
-    def merge(self, LatencyHistogram other not None):
-        self.merge_from(other.h)
-
-    def percentile(self, double p):
-        """ns at percentile p (0-100]; 0 when nothing was recorded."""
-        if not 0.0 <= p <= 100.0:
-            raise ValueError("percentile must be within 0..100")
-        return fb_hist_percentile(self.h, p)
-
-    @property
-    def count(self):
-        return self.h.total
-
-    @property
-    def min(self):
-        return self.h.min if self.h.total else 0
-
-    @property
-    def max(self):
-        return self.h.max
-
-    @property
-    def mean(self):
-        return self.h.sum / self.h.total if self.h.total else 0.0
 
 
 def bench_now_ns():
     """The clock the client loops use (monotonic, ns): schedules and deadlines are on it."""
-    return fl_now_ns()
+    return client.fl_now_ns()
 
-
-# ---- small parsing helpers (nogil) ---------------------------------------------------------
-
-cdef inline bint fb_ieq(const char *p, const char *lower, size_t n) noexcept nogil:
-    """p[0..n) equals lower (lowercase ASCII), ignoring case."""
-    cdef size_t i
-    cdef char ch
-    for i in range(n):
-        ch = p[i]
-        if 65 <= ch <= 90:
-            ch = ch + 32
-        if ch != lower[i]:
-            return False
-    return True
-
-
-cdef inline bint fb_icontains(const char *p, size_t n, const char *lower, size_t m) noexcept nogil:
-    cdef size_t i
-    if m > n:
-        return False
-    for i in range(n - m + 1):
-        if fb_ieq(p + i, lower, m):
-            return True
-    return False
-
-
-cdef inline int64_t fb_find_head_end(const char *buf, uint32_t lo, uint32_t start,
-                                     uint32_t end) noexcept nogil:
-    """Index of the "\\r\\n\\r\\n" that ends a head within buf[lo..end) and whose last byte is
-    at or after start (the bytes before were searched already), or -1."""
-    cdef const char *p = buf + start
-    cdef const char *stop = buf + end
-    cdef const char *nl
-    while p < stop:
-        nl = <const char *>memchr(p, 10, stop - p)
-        if nl == NULL:
-            return -1
-        if nl - buf >= lo + 3 and (nl - 1)[0] == 13 and (nl - 2)[0] == 10 and (nl - 3)[0] == 13:
-            return (nl - buf) - 3
-        p = nl + 1
-    return -1
-
-
-cdef inline int64_t fb_find_crlf(const char *buf, uint32_t start, uint32_t end) noexcept nogil:
-    """Index of the first "\\r\\n" in buf[start..end), or -1."""
-    cdef const char *nl = <const char *>memchr(buf + start, 10, end - start)
-    if nl == NULL or nl == buf + start or (nl - 1)[0] != 13:
-        return -1 if nl == NULL else -2
-    return (nl - buf) - 1
-
-
-cdef inline int fb_errno_slot(int err) noexcept nogil:
-    return err if 0 <= err < FL_NERRNO else FL_NERRNO - 1
-
-
-# ---- the client loop -------------------------------------------------------------------------
 
 cdef class BenchLoop:
     """One client thread's connections, poller and counters. Built and read from Python;
@@ -236,21 +72,26 @@ cdef class BenchLoop:
             raise MemoryError()
         fb_hist_reset(self.lat)
         fb_hist_reset(self.lat_raw)
-        cdef int rc = fl_poller_open(&self.poller)
+        cdef int rc = poller.fl_poller_open(&self.poll)
         if rc < 0:
             raise_errno(-rc, "poller open")
-        self.poller_open = True
+        self.poll_open = True
 
     def __init__(self, *, int first_conn, int connections, int total_connections, int family,
                  bytes address, int port, list sources, bytes request, int pipeline=1,
                  bint keepalive=True, double rate=0.0, long long budget=-1,
                  double timeout=10.0, double connect_timeout=3.0, bint head=False,
-                 tuple local_ports=None):
+                 tuple local_ports=None, bytes ws_message=None, bint ws_binary=False,
+                 int ws_key_offset=-1, bytes seed=None):
         """A loop for `connections` slots numbered from first_conn among total_connections.
         address is the packed target address (4 or 16 bytes), sources a list of packed source
         addresses of the same family, request one complete request. rate is in requests per
         second across all loops (0: closed loop), budget the requests this loop may start
-        (-1: unlimited, the run ends by duration or stop())."""
+        (-1: unlimited, the run ends by duration or stop()).
+
+        WebSocket mode: ws_message is the payload of every message, request the upgrade
+        request whose Sec-WebSocket-Key value (FB_WS_KEY_LEN bytes) starts at ws_key_offset,
+        seed 8 random bytes for the masks and keys."""
         cdef int i, rc
         cdef bytes src
         if connections < 1 or pipeline < 1:
@@ -269,18 +110,34 @@ cdef class BenchLoop:
         if local_ports is not None:
             self.cfg.port_lo, self.cfg.port_hi = local_ports
         self.budget = budget
-        rc = fl_make_sockaddr(family, <const char *>address, port, &self.target)
+        if ws_message is not None:
+            if pipeline != 1 or not keepalive or head:
+                raise ValueError("WebSocket mode sends one message at a time on kept connections")
+            if not 0 <= ws_key_offset <= len(request) - FB_WS_KEY_LEN or seed is None \
+                    or len(seed) != 8:
+                raise ValueError("WebSocket mode needs the key's offset and an 8-byte seed")
+            self.cfg.flags |= FB_CFG_WS
+            self.wsmsg_len = len(ws_message)
+            self.wsmsg = <unsigned char *>malloc(self.wsmsg_len + 1)
+            if self.wsmsg == NULL:
+                raise MemoryError()
+            memcpy(self.wsmsg, <const char *>ws_message, self.wsmsg_len)
+            self.ws_opcode = FB_WS_OP_BINARY if ws_binary else FB_WS_OP_TEXT
+            self.key_offset = ws_key_offset
+            self.rng = int.from_bytes(seed, "little") | 1  # xorshift must not start at 0
+        rc = client.fl_make_sockaddr(family, <const char *>address, port, &self.target)
         if rc < 0:
             raise_errno(-rc, "target address")
         self.target_len = rc
         self.family = family
         if sources:
-            self.sources = <sockaddr_storage *>calloc(len(sources), sizeof(sockaddr_storage))
+            self.sources = <client.sockaddr_storage *>calloc(len(sources),
+                                                             sizeof(client.sockaddr_storage))
             self.source_lens = <int *>calloc(len(sources), sizeof(int))
             if self.sources == NULL or self.source_lens == NULL:
                 raise MemoryError()
             for i, src in enumerate(sources):
-                rc = fl_make_sockaddr(family, <const char *>src, 0, &self.sources[i])
+                rc = client.fl_make_sockaddr(family, <const char *>src, 0, &self.sources[i])
                 if rc < 0 or len(src) != len(address):
                     raise ValueError("source addresses must be of the target's family")
                 self.source_lens[i] = rc
@@ -309,15 +166,17 @@ cdef class BenchLoop:
             for i in range(self.nconns):
                 if self.conns[i].fd >= 0:
                     close(self.conns[i].fd)
-                free(self.conns[i].rbuf)
+                buf.fl_buf_free(&self.conns[i].rbuf)
+                buf.fl_buf_free(&self.conns[i].wbuf)
             free(self.conns)
+        free(self.wsmsg)
         free(self.reqbuf)
         free(self.sources)
         free(self.source_lens)
         free(self.lat)
         free(self.lat_raw)
-        if self.poller_open:
-            fl_poller_close(&self.poller)
+        if self.poll_open:
+            poller.fl_poller_close(&self.poll)
 
     def run(self, int64_t t0_ns, int64_t end_ns=0):
         """Runs until the budget is spent, end_ns (on bench_now_ns()'s clock; 0: none) or
@@ -336,8 +195,8 @@ cdef class BenchLoop:
     def stop(self):
         """Thread-safe: ends run() at its next turn; requests under way count as unfinished."""
         self.stopping = 1
-        if self.poller_open:
-            fl_poller_wake(&self.poller)
+        if self.poll_open:
+            poller.fl_poller_wake(&self.poll)
 
     def progress(self):
         """(requests, failed) so far. Read without a lock while the loop runs (each number is
@@ -351,35 +210,39 @@ cdef class BenchLoop:
         return out
 
     def stats(self):
-        """The counters once run() has returned, as a dict (errno tables by name)."""
+        """The counters once run() has returned, as a dict (errno tables: {errno: count})."""
         cdef fb_stats s = self.st
         cdef int i
         return {
-            "requests": s.requests, "failed": s.failed, "sent": s.sent,
-            "unfinished": self.unfinished,
+            "requests": s.requests, "sent": s.sent, "sent_unanswered": s.sent_unanswered,
+            "not_sent": s.not_sent, "failed": s.failed, "unfinished": s.unfinished,
             "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
             "attempted": s.attempted, "established": s.established,
-            "connect_failed": s.connect_failed, "peer_eof": s.peer_eof,
-            "peer_reset": s.peer_reset, "closed": s.closed,
+            "connect_failed": s.connect_failed, "never_sent": s.never_sent,
+            "peer_eof": s.peer_eof, "peer_reset": s.peer_reset, "closed": s.closed,
             "conn_requests_min": s.conn_requests_min if s.closed else 0,
             "conn_requests_max": s.conn_requests_max,
             "premature_eof": s.premature_eof,
+            "ws_upgraded": s.ws_upgraded, "ws_refused": s.ws_refused, "ws_closed": s.ws_closed,
+            "ws_close_lost": s.ws_close_lost,
+            "ws_close_codes": {(1000 + i if i < FB_NCLOSE - 1 else 0): s.ws_close_codes[i]
+                               for i in range(FB_NCLOSE) if s.ws_close_codes[i]},
             "status": {i: s.status[i] for i in range(FB_NSTATUS) if s.status[i]},
-            "errors_connect": errno_table(s.err_connect),
-            "errors_read": errno_table(s.err_read),
-            "errors_write": errno_table(s.err_write),
+            "errors_connect": errno_counts(s.err_connect),
+            "errors_read": errno_counts(s.err_read),
+            "errors_write": errno_counts(s.err_write),
             "finished_ns": self.finished_ns,
         }
 
     # ---- the loop (nogil) -----------------------------------------------------------------
 
     cdef int loop(self) noexcept nogil:
-        cdef fl_event events[FB_WAIT_EVENTS]
+        cdef poller.fl_event events[FB_WAIT_EVENTS]
         cdef int n, i, timeout_ms
         cdef int64_t wait_ns
         cdef fb_conn *c
         cdef uint32_t k
-        self.now = fl_now_ns()
+        self.now = client.fl_now_ns()
         for k in range(self.nconns):
             self.begin(&self.conns[k])
         while not self.stopping and self.active > 0:
@@ -396,14 +259,14 @@ cdef class BenchLoop:
                 timeout_ms = <int>(wait_ns // 1000000)
             else:
                 timeout_ms = 0
-            n = fl_poller_wait(&self.poller, events, FB_WAIT_EVENTS, timeout_ms)
+            n = poller.fl_poller_wait(&self.poll, events, FB_WAIT_EVENTS, timeout_ms)
             if n < 0:
                 self.finish()
                 return n
-            self.now = fl_now_ns()
+            self.now = client.fl_now_ns()
             for i in range(n):
-                if events[i].token == FL_WAKER_TOKEN:
-                    fl_poller_wake_drain(&self.poller)
+                if events[i].token == poller.FL_WAKER_TOKEN:
+                    poller.fl_poller_wake_drain(&self.poll)
                     continue
                 c = self.conn_for(events[i].token)
                 if c != NULL:
@@ -449,15 +312,20 @@ cdef class BenchLoop:
                 batch = <int>self.budget
             self.budget -= batch
         c.batch = batch
-        c.inflight = batch
+        c.nsent = c.nanswered = 0
         c.wsent = 0
         c.intended_ns = intended
         c.started_ns = self.now
-        c.rpos = c.rlen = c.scanned = 0  # nothing can be owed to a batch not yet written
-        c.rstate = FB_R_HEAD
         if c.fd < 0:
             self.open_conn(c)
+        elif self.cfg.flags & FB_CFG_WS:
+            self.ws_start(c)  # frames may stand in rbuf: the stream must stay whole
         else:
+            # Nothing can be owed to a batch not yet written: drop whatever the server sent
+            # unasked.
+            buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))
+            c.resp.scanned = 0
+            c.resp.state = FB_R_HEAD
             c.state = FB_SENDING
             self.set_deadline(c, self.now + self.cfg.timeout_ns)
             self.send_more(c)
@@ -466,34 +334,30 @@ cdef class BenchLoop:
         cdef int fd, rc, i
         self.st.attempted += 1
         c.state = FB_CONNECTING
-        if c.rbuf == NULL:
-            c.rbuf = <char *>malloc(FB_RBUF_SIZE)
-            if c.rbuf == NULL:
-                self.fail(c, self.st.err_connect, ENOMEM)
-                return
-            c.rcap = FB_RBUF_SIZE
-        fd = fl_client_socket(self.family)
+        fd = client.fl_client_socket(self.family)
         if fd < 0:
             self.fail(c, self.st.err_connect, -fd)
             return
         c.fd = fd
+        fb_resp_reset(&c.resp)
+        fb_ws_reset(&c.ws)
         if self.nsources:
             i = self.next_source % self.nsources
             self.next_source += 1
-            rc = fl_bind_source(fd, &self.sources[i], self.source_lens[i])
+            rc = client.fl_bind_source(fd, &self.sources[i], self.source_lens[i])
             if rc < 0:
                 self.fail(c, self.st.err_connect, -rc)
                 return
         if self.cfg.port_lo:
-            rc = fl_set_local_port_range(fd, self.cfg.port_lo, self.cfg.port_hi)
+            rc = client.fl_set_local_port_range(fd, self.cfg.port_lo, self.cfg.port_hi)
             if rc < 0:
                 self.fail(c, self.st.err_connect, -rc)
                 return
-        rc = fl_connect(fd, &self.target, self.target_len)
+        rc = client.fl_connect(fd, &self.target, self.target_len)
         if rc < 0 and rc != -EINPROGRESS:
             self.fail(c, self.st.err_connect, -rc)
             return
-        cdef int prc = fl_poller_add(&self.poller, fd, (<uint64_t>c.gen << 32) | c.index)
+        cdef int prc = poller.fl_poller_add(&self.poll, fd, (<uint64_t>c.gen << 32) | c.index)
         if prc < 0:
             self.fail(c, self.st.err_connect, -prc)
             return
@@ -507,16 +371,20 @@ cdef class BenchLoop:
         c.nreq = 0
         c.state = FB_SENDING
         self.set_deadline(c, self.now + self.cfg.timeout_ns)
+        if self.cfg.flags & FB_CFG_WS and fb_ws_queue_handshake(
+                &c.ws, &c.wbuf, self.reqbuf, self.req_len, self.key_offset, &self.rng) < 0:
+            self.fail(c, self.st.err_write, ENOMEM)
+            return
         self.send_more(c)
 
     cdef void on_event(self, fb_conn *c, int mask) noexcept nogil:
         cdef uint32_t gen = c.gen
         cdef int err
         if c.state == FB_CONNECTING:
-            if not mask & (FL_WRITABLE | FL_HUP):
+            if not mask & (poller.FL_WRITABLE | poller.FL_HUP):
                 return
-            err = -fl_socket_error(c.fd)
-            if err == 0 and not (mask & FL_WRITABLE and fl_is_connected(c.fd)):
+            err = -client.fl_socket_error(c.fd)
+            if err == 0 and not (mask & poller.FL_WRITABLE and client.fl_is_connected(c.fd)):
                 # Spurious (poller.h allows it): the connect is still under way. getpeername
                 # also guards libkqueue, which reads SO_ERROR itself and leaves it cleared.
                 return
@@ -525,271 +393,213 @@ cdef class BenchLoop:
             else:
                 self.on_connected(c)
             return
-        if mask & FL_WRITABLE and c.state == FB_SENDING:
+        if mask & poller.FL_WRITABLE and (c.state == FB_SENDING or buf.fl_buf_len(&c.wbuf)):
             self.send_more(c)
             if c.gen != gen:
                 return
-        if mask & FL_READABLE and c.fd >= 0:
+        if mask & poller.FL_READABLE and c.fd >= 0:
             self.read_all(c)
 
     cdef void send_more(self, fb_conn *c) noexcept nogil:
         cdef size_t total = <size_t>c.batch * self.req_len
         cdef ssize_t n
-        cdef int err
-        while c.wsent < total:
-            n = send(c.fd, self.reqbuf + c.wsent, total - c.wsent, MSG_NOSIGNAL)
-            if n >= 0:
-                c.wsent += <size_t>n
-                self.st.bytes_out += <uint64_t>n
-                continue
-            err = errno
-            if err == EINTR:
-                continue
-            if err == EAGAIN or err == EWOULDBLOCK:
-                return  # the next writable edge resumes
-            if err == ECONNRESET or err == EPIPE:
-                self.st.peer_reset += 1
-            self.fail(c, self.st.err_write, err)
+        if self.cfg.flags & FB_CFG_WS:
+            self.ws_send(c)
             return
-        self.st.sent += <uint64_t>c.batch
-        c.state = FB_RECEIVING
+        while c.wsent < total:
+            n = client.fl_send(c.fd, self.reqbuf + c.wsent, total - c.wsent)
+            if n == -EAGAIN:
+                break  # the next writable edge resumes
+            if n < 0:
+                self.send_failed(c, <int>-n)
+                return
+            c.wsent += <size_t>n
+            self.st.bytes_out += <uint64_t>n
+        self.count_sent(c, <int>(c.wsent // self.req_len))
+        if c.wsent == total:
+            c.state = FB_RECEIVING
+
+    cdef void send_failed(self, fb_conn *c, int err) noexcept nogil:
+        """A write failed with err: a reset or EPIPE means the server is gone."""
+        if err == ECONNRESET or err == EPIPE:
+            self.st.peer_reset += 1
+        self.fail(c, self.st.err_write, err)
+
+    cdef void count_sent(self, fb_conn *c, int whole) noexcept nogil:
+        """`whole` requests of the batch have been written whole (or answered)."""
+        if whole > c.nsent:
+            self.st.sent += <uint64_t>(whole - c.nsent)
+            c.nsent = whole
+            c.flags |= FB_F_SENT
+
+    # ---- WebSocket mode: the I/O of ws.pyx's frames ----------------------------------------
+
+    cdef void ws_send(self, fb_conn *c) noexcept nogil:
+        """Writes c.wbuf until it is empty or the socket is full; counts the message under way
+        as sent once its last byte is out."""
+        cdef ssize_t n
+        cdef size_t k
+        while buf.fl_buf_len(&c.wbuf):
+            # SAFETY: the live bytes of c.wbuf, which only this slot touches.
+            n = client.fl_send(c.fd, buf.fl_buf_head(&c.wbuf), buf.fl_buf_len(&c.wbuf))
+            if n == -EAGAIN:
+                return  # the next writable edge resumes
+            if n < 0:
+                self.send_failed(c, <int>-n)
+                return
+            buf.fl_buf_consume(&c.wbuf, <size_t>n)
+            self.st.bytes_out += <uint64_t>n
+            if c.wmark:
+                k = <size_t>n if <size_t>n < c.wmark else c.wmark
+                c.wmark -= k
+                if c.wmark == 0:
+                    self.count_sent(c, 1)
+        if c.state == FB_SENDING:
+            c.state = FB_RECEIVING
+
+    cdef void ws_start(self, fb_conn *c) noexcept nogil:
+        """Queues the batch's message on an upgraded connection and starts writing it."""
+        if fb_ws_queue_frame(&c.wbuf, self.ws_opcode, self.wsmsg, self.wsmsg_len, &self.rng) < 0:
+            self.fail(c, self.st.err_write, ENOMEM)
+            return
+        c.wmark = buf.fl_buf_len(&c.wbuf)
+        c.state = FB_SENDING
+        self.set_deadline(c, self.now + self.cfg.timeout_ns)
+        self.ws_send(c)
+
+    cdef int ws_parse(self, fb_conn *c) noexcept nogil:
+        """parse() for WebSocket mode: the 101, then frames. Same results as parse()."""
+        cdef uint32_t gen = c.gen
+        cdef int rc, status
+        while True:
+            if c.ws.phase == FB_WS_HANDSHAKE:
+                rc = fb_ws_check_handshake(&c.ws, &c.rbuf, &status)
+                if rc == 0:
+                    return 0
+                if status:
+                    self.st.status[status if 100 <= status < FB_NSTATUS else 0] += 1
+                if rc < 0:
+                    self.st.ws_refused += 1
+                    self.fail(c, self.st.err_read, EPROTO)
+                    return -1
+                self.st.ws_upgraded += 1
+                # A message's latency is its round trip, not the connect and handshake before
+                # it (in rate mode it still counts from the schedule).
+                c.started_ns = self.now
+                if not self.cfg.flags & FB_CFG_RATE:
+                    c.intended_ns = self.now
+                self.ws_start(c)
+                if c.gen != gen:
+                    return -1
+                continue
+            if c.ws.phase == FB_WS_CLOSED:
+                buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))  # after the close: nothing
+                return 0
+            rc = fb_ws_step(&c.ws, &c.rbuf)
+            if rc == FB_WS_MORE:
+                return 0
+            if rc == FB_WS_BAD:
+                self.fail(c, self.st.err_read, EPROTO)
+                return -1
+            if rc == FB_WS_PING:
+                if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_PONG, c.ws.ctl, c.ws.ctl_len, &self.rng) < 0:
+                    self.fail(c, self.st.err_write, ENOMEM)
+                    return -1
+                self.ws_send(c)
+            elif rc == FB_WS_CLOSE:
+                self.ws_closed_by_peer(c)
+            elif c.nanswered < c.batch:  # FB_WS_MESSAGE: the echo (anything else is extra)
+                self.complete(c)
+            if c.gen != gen or c.fd < 0:
+                return -1
+
+    cdef void ws_closed_by_peer(self, fb_conn *c) noexcept nogil:
+        """The server sent a close frame: book it and the message it cut off, answer it with
+        the same code (section 5.5.1) and wait for the server to close TCP first (7.1.1)."""
+        cdef int code = c.ws.close_code
+        cdef unsigned char echo[2]
+        self.st.ws_closed += 1
+        self.st.ws_close_codes[code - 1000 if 1000 <= code < 1000 + FB_NCLOSE - 1
+                               else FB_NCLOSE - 1] += 1
+        if c.batch > c.nanswered:
+            self.st.ws_close_lost += 1
+        self.settle(c, &self.st.failed)
+        echo[0], echo[1] = <unsigned char>(code >> 8), <unsigned char>code
+        if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_CLOSE, echo, 0 if code == 1005 else 2,
+                             &self.rng) < 0:
+            self.fail(c, self.st.err_write, ENOMEM)
+            return
+        c.ws.phase = FB_WS_CLOSED
+        c.state = FB_AWAIT_EOF
+        self.set_deadline(c, self.now + self.cfg.timeout_ns)
+        self.ws_send(c)
 
     cdef void read_all(self, fb_conn *c) noexcept nogil:
         cdef uint32_t gen = c.gen
         cdef ssize_t n
-        cdef int err
-        cdef uint32_t cap
-        cdef char *grown
         while True:
-            if c.rpos == c.rlen:
-                c.rpos = c.rlen = c.scanned = 0
-            elif c.rlen == c.rcap:
-                if c.rpos > 0:
-                    # SAFETY: both ranges lie inside c.rbuf; only parsed bytes are dropped.
-                    memmove(c.rbuf, c.rbuf + c.rpos, c.rlen - c.rpos)
-                    c.rlen -= c.rpos
-                    c.scanned = c.scanned - c.rpos if c.scanned > c.rpos else 0
-                    c.rpos = 0
-                elif c.rcap >= FB_MAX_HEAD:
-                    self.fail(c, self.st.err_read, EPROTO)  # a head that never ends
-                    return
-                else:
-                    cap = c.rcap * 2
-                    grown = <char *>realloc(c.rbuf, cap)
-                    if grown == NULL:
-                        self.fail(c, self.st.err_read, ENOMEM)
-                        return
-                    c.rbuf = grown
-                    c.rcap = cap
-            n = recv(c.fd, c.rbuf + c.rlen, c.rcap - c.rlen, 0)
+            if buf.fl_buf_reserve(&c.rbuf, FB_READ_ROOM) < 0:
+                self.fail(c, self.st.err_read, ENOMEM)
+                return
+            # SAFETY: reserve left room() >= FB_READ_ROOM free bytes at the tail of c.rbuf,
+            # which this slot alone owns until close_conn() or __dealloc__.
+            n = client.fl_recv(c.fd, buf.fl_buf_tail(&c.rbuf), buf.fl_buf_room(&c.rbuf))
             if n > 0:
                 self.st.bytes_in += <uint64_t>n
-                c.rlen += <uint32_t>n
+                c.rbuf.end += <size_t>n
                 # A fresh clock per read, not per loop turn: with pipelining a response can
                 # arrive in the same turn its request was sent, and would measure 0.
-                self.now = fl_now_ns()
+                self.now = client.fl_now_ns()
                 if self.parse(c) < 0 or c.gen != gen:
                     return
                 continue
             if n == 0:
                 self.peer_closed(c, False)
-                return
-            err = errno
-            if err == EINTR:
-                continue
-            if err == EAGAIN or err == EWOULDBLOCK:
-                return
-            if err == ECONNRESET:
+            elif n == -ECONNRESET:
                 self.peer_closed(c, True)
-            else:
-                self.fail(c, self.st.err_read, err)
+            elif n != -EAGAIN:
+                self.fail(c, self.st.err_read, <int>-n)
             return
 
     cdef int parse(self, fb_conn *c) noexcept nogil:
-        """Consumes c.rbuf[rpos..rlen): completes responses, skips bodies. Returns 0 to read
-        on, -1 when the connection was closed or replaced (the caller must not touch it)."""
-        cdef int64_t end
-        cdef uint64_t size
-        cdef uint32_t i
-        cdef int rc, d
-        cdef char ch
+        """Completes the responses in c.rbuf. Returns 0 to read on, -1 when the connection
+        was closed or replaced (the caller must not touch it)."""
+        cdef int rc
+        if self.cfg.flags & FB_CFG_WS:
+            return self.ws_parse(c)
         while True:
-            if c.rstate == FB_R_HEAD:
-                if c.inflight == 0:
-                    c.rpos = c.scanned = c.rlen  # nothing was asked: discard
-                    return 0
-                end = fb_find_head_end(c.rbuf, c.rpos, c.scanned if c.scanned > c.rpos else c.rpos,
-                                       c.rlen)
-                if end < 0:
-                    c.scanned = c.rlen
-                    return 0
-                rc = self.parse_head(c, <uint32_t>end)
-                if rc < 0:
-                    self.fail(c, self.st.err_read, EPROTO)
-                    return -1
-                c.rpos = <uint32_t>end + 4
-                c.scanned = c.rpos
-            elif c.rstate == FB_R_BODY:
-                if fb_skip_body(c):
-                    return 0
-                if self.complete(c) < 0:
-                    return -1
-            elif c.rstate == FB_R_CHUNK_SIZE:
-                end = fb_find_crlf(c.rbuf, c.rpos, c.rlen)
-                if end == -1:
-                    if c.rlen - c.rpos > FB_MAX_LINE:
-                        self.fail(c, self.st.err_read, EPROTO)
-                        return -1
-                    return 0
-                if end == -2:
-                    self.fail(c, self.st.err_read, EPROTO)
-                    return -1
-                size = 0
-                d = 0
-                i = c.rpos
-                while i < <uint32_t>end:
-                    ch = c.rbuf[i]
-                    if 48 <= ch <= 57:
-                        size = size * 16 + <uint64_t>(ch - 48)
-                    elif 97 <= ch <= 102:
-                        size = size * 16 + <uint64_t>(ch - 87)
-                    elif 65 <= ch <= 70:
-                        size = size * 16 + <uint64_t>(ch - 55)
-                    else:
-                        break  # ';' starts chunk extensions, ignored
-                    d += 1
-                    i += 1
-                if d == 0 or d > 15:
-                    self.fail(c, self.st.err_read, EPROTO)
-                    return -1
-                c.rpos = <uint32_t>end + 2
-                if size == 0:
-                    c.rstate = FB_R_TRAILER
-                else:
-                    c.body_left = <int64_t>size
-                    c.rstate = FB_R_CHUNK_DATA
-            elif c.rstate == FB_R_CHUNK_DATA:
-                if fb_skip_body(c):
-                    return 0
-                c.rstate = FB_R_CHUNK_END
-            elif c.rstate == FB_R_CHUNK_END:
-                if c.rlen - c.rpos < 2:
-                    return 0
-                if c.rbuf[c.rpos] != 13 or c.rbuf[c.rpos + 1] != 10:
-                    self.fail(c, self.st.err_read, EPROTO)
-                    return -1
-                c.rpos += 2
-                c.rstate = FB_R_CHUNK_SIZE
-            elif c.rstate == FB_R_TRAILER:
-                if c.rlen - c.rpos < 2:
-                    return 0
-                if c.rbuf[c.rpos] == 13 and c.rbuf[c.rpos + 1] == 10:
-                    c.rpos += 2
-                    if self.complete(c) < 0:
-                        return -1
-                    continue
-                end = fb_find_crlf(c.rbuf, c.rpos, c.rlen)
-                if end == -1:
-                    return 0
-                if end == -2:
-                    self.fail(c, self.st.err_read, EPROTO)
-                    return -1
-                c.rpos = <uint32_t>end + 2
-            else:  # FB_R_UNTIL_EOF: the body is everything up to the server's close
-                c.rpos = c.rlen
+            if c.nanswered == c.batch or c.state == FB_AWAIT_EOF:
+                # Nothing was asked: discard (a server may send after the last response).
+                buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))
                 return 0
-
-    cdef int parse_head(self, fb_conn *c, uint32_t end) noexcept nogil:
-        """Reads the status line and the headers that frame the body, from c.rbuf[rpos..end).
-        Sets rstate (FB_R_HEAD again after an interim 1xx). Returns 0, or -1 if malformed."""
-        cdef const char *p = c.rbuf + c.rpos
-        cdef const char *stop = c.rbuf + end + 2  # includes the last header line's CRLF
-        cdef const char *line
-        cdef const char *nl
-        cdef const char *colon
-        cdef const char *v
-        cdef const char *vend
-        cdef size_t nlen
-        cdef int status, i
-        cdef int64_t length = -1
-        cdef bint chunked = False, close_after
-        if end - c.rpos < 12 or memcmp(p, b"HTTP/1.", 7) != 0 or p[8] != 32:
-            return -1
-        status = 0
-        for i in range(9, 12):
-            if not 48 <= p[i] <= 57:
+            rc = fb_resp_step(&c.resp, &c.rbuf, self.cfg.flags & FB_CFG_HEAD)
+            if rc == FB_P_MORE:
+                return 0
+            if rc == FB_P_BAD:
+                self.fail(c, self.st.err_read, EPROTO)
                 return -1
-            status = status * 10 + (p[i] - 48)
-        close_after = p[7] == 48  # HTTP/1.0 closes unless it says keep-alive
-        line = <const char *>memchr(p, 10, stop - p) + 1
-        while line < stop:
-            nl = <const char *>memchr(line, 10, stop - line)
-            if nl == NULL:
-                break
-            colon = <const char *>memchr(line, 58, nl - line)
-            if colon != NULL:
-                nlen = colon - line
-                v = colon + 1
-                vend = nl - 1 if (nl - 1)[0] == 13 else nl
-                while v < vend and (v[0] == 32 or v[0] == 9):
-                    v += 1
-                if nlen == 14 and fb_ieq(line, b"content-length", 14):
-                    if v == vend:
-                        return -1
-                    length = 0
-                    while v < vend and 48 <= v[0] <= 57:
-                        length = length * 10 + (v[0] - 48)
-                        if length > (<int64_t>1 << 50):
-                            return -1
-                        v += 1
-                    while v < vend and (v[0] == 32 or v[0] == 9):
-                        v += 1
-                    if v != vend:
-                        return -1
-                elif nlen == 17 and fb_ieq(line, b"transfer-encoding", 17):
-                    chunked = fb_icontains(v, vend - v, b"chunked", 7)
-                elif nlen == 10 and fb_ieq(line, b"connection", 10):
-                    if fb_icontains(v, vend - v, b"close", 5):
-                        close_after = True
-                    elif fb_icontains(v, vend - v, b"keep-alive", 10):
-                        close_after = False
-            line = nl + 1
-        c.status = status
-        if 100 <= status < 200 and status != 101:
-            c.rstate = FB_R_HEAD  # interim (100 Continue, 103 Early Hints): the real one follows
-            return 0
-        if close_after:
-            c.flags |= FB_F_CLOSE
-        if self.cfg.flags & FB_CFG_HEAD or status == 204 or status == 304 or status == 101:
-            c.body_left = 0
-            c.rstate = FB_R_BODY
-        elif chunked:
-            c.rstate = FB_R_CHUNK_SIZE
-        elif length >= 0:
-            c.body_left = length
-            c.rstate = FB_R_BODY
-        else:
-            c.rstate = FB_R_UNTIL_EOF
-            c.flags |= FB_F_CLOSE
-        return 0
+            if self.complete(c) < 0:
+                return -1
 
     cdef int complete(self, fb_conn *c) noexcept nogil:
         """One response is complete. Returns -1 if the connection was closed or replaced."""
         cdef uint32_t gen = c.gen
+        cdef int status = c.resp.status
         fb_hist_record(self.lat, self.now - c.intended_ns)
         fb_hist_record(self.lat_raw, self.now - c.started_ns)
-        self.st.status[c.status if 100 <= c.status < FB_NSTATUS else 0] += 1
+        if not self.cfg.flags & FB_CFG_WS:  # there, the status table holds the handshakes'
+            self.st.status[status if 100 <= status < FB_NSTATUS else 0] += 1
         self.st.requests += 1
         c.nreq += 1
-        c.inflight -= 1
-        c.rstate = FB_R_HEAD
-        if c.inflight > 0:
+        c.nanswered += 1
+        self.count_sent(c, c.nanswered)  # answered, so it was sent, even if not yet whole
+        if c.nanswered < c.batch:
             return 0
         self.batch_done(c)
         return -1 if c.gen != gen or c.fd < 0 else 0
 
     cdef void batch_done(self, fb_conn *c) noexcept nogil:
-        if c.flags & FB_F_CLOSE or not self.cfg.flags & FB_CFG_KEEPALIVE:
+        if c.resp.close or not self.cfg.flags & FB_CFG_KEEPALIVE:
             # Let the server close first, so TIME_WAIT lands on its side; its FIN usually
             # arrives with the response, and read_all() reads it in the same drain.
             c.state = FB_AWAIT_EOF
@@ -798,13 +608,23 @@ cdef class BenchLoop:
         c.state = FB_IDLE
         self.begin(c)
 
+    cdef void settle(self, fb_conn *c, uint64_t *outcome) noexcept nogil:
+        """Books the requests of c's batch that got no response, in sent_unanswered or
+        not_sent and in *outcome (failed or unfinished); the batch is then over."""
+        cdef int left = c.batch - c.nanswered
+        if left > 0:
+            self.st.sent_unanswered += <uint64_t>(c.nsent - c.nanswered)
+            self.st.not_sent += <uint64_t>(c.batch - c.nsent)
+            outcome[0] += <uint64_t>left
+        c.batch = c.nsent = c.nanswered = 0
+        c.wmark = 0  # whatever of it is still queued can no longer count as sent
+
     cdef void fail(self, fb_conn *c, uint64_t *table, int err) noexcept nogil:
         """The batch under way on c is lost to err: counts it, closes the connection, and
         starts the next batch (after a short pause if the connect itself failed)."""
         cdef bint connecting = c.state == FB_CONNECTING
         table[fb_errno_slot(err)] += 1
-        self.st.failed += <uint64_t>c.inflight
-        c.inflight = 0
+        self.settle(c, &self.st.failed)
         if connecting:
             self.st.connect_failed += 1
         self.close_conn(c)
@@ -822,18 +642,17 @@ cdef class BenchLoop:
         else:
             self.st.peer_eof += 1
         if (state == FB_RECEIVING or state == FB_SENDING) and not reset \
-                and c.rstate == FB_R_UNTIL_EOF and c.inflight == 1:
+                and fb_resp_ends_at_eof(&c.resp) and c.batch - c.nanswered == 1:
             # A body without a length ends here. complete() only moves the slot to
-            # FB_AWAIT_EOF (FB_F_CLOSE is set), so c stays this connection.
+            # FB_AWAIT_EOF (resp.close is set), so c stays this connection.
             self.complete(c)
             state = c.state
-        if c.inflight > 0:
+        if c.batch > c.nanswered:
             if reset:
                 self.st.err_read[ECONNRESET] += 1
             else:
                 self.st.premature_eof += 1
-            self.st.failed += <uint64_t>c.inflight
-            c.inflight = 0
+        self.settle(c, &self.st.failed)
         self.close_conn(c)
         if state == FB_IDLE:
             return  # an idle keep-alive connection: the next batch reconnects when due
@@ -842,12 +661,22 @@ cdef class BenchLoop:
 
     cdef void close_conn(self, fb_conn *c) noexcept nogil:
         """Closes c's connection, if any (closing also removes it from the poller), and counts
-        its requests. The caller accounts for requests still in flight."""
+        it. The caller has settled the batch."""
+        cdef unsigned char goodbye[2]
         if c.fd >= 0:
+            if c.ws.phase == FB_WS_OPEN and self.cfg.flags & FB_CFG_WS \
+                    and buf.fl_buf_len(&c.wbuf) == 0:
+                # A close frame (1000) first, so the server books a clean close; best effort,
+                # never waited for. Not after half a frame: it would read as garbage.
+                goodbye[0], goodbye[1] = 0x03, 0xE8
+                if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_CLOSE, goodbye, 2, &self.rng) == 0:
+                    client.fl_send(c.fd, buf.fl_buf_head(&c.wbuf), buf.fl_buf_len(&c.wbuf))
             close(c.fd)
             c.fd = -1
             if c.flags & FB_F_CONNECTED:
                 self.st.closed += 1
+                if not c.flags & FB_F_SENT:
+                    self.st.never_sent += 1
                 if c.nreq > self.st.conn_requests_max:
                     self.st.conn_requests_max = c.nreq
                 if c.nreq < self.st.conn_requests_min:
@@ -855,8 +684,11 @@ cdef class BenchLoop:
         c.gen += 1
         c.flags = 0
         c.nreq = 0
-        c.rstate = FB_R_HEAD
-        c.rpos = c.rlen = c.scanned = 0
+        buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))
+        buf.fl_buf_consume(&c.wbuf, buf.fl_buf_len(&c.wbuf))
+        c.wmark = 0
+        fb_resp_reset(&c.resp)
+        fb_ws_reset(&c.ws)
 
     cdef void wait_until(self, fb_conn *c, int64_t when) noexcept nogil:
         c.state = FB_IDLE
@@ -904,16 +736,15 @@ cdef class BenchLoop:
         cdef fb_conn *c
         for k in range(self.nconns):
             c = &self.conns[k]
-            if c.state == FB_CONNECTING and c.fd >= 0 and fl_socket_error(c.fd) == 0 \
-                    and fl_is_connected(c.fd):
+            if c.state == FB_CONNECTING and c.fd >= 0 and client.fl_socket_error(c.fd) == 0 \
+                    and client.fl_is_connected(c.fd):
                 # The handshake completed but its writable edge was not read yet: the server
                 # will accept this connection, so it counts as established.
                 self.st.established += 1
                 c.flags |= FB_F_CONNECTED
-            self.unfinished += <uint64_t>c.inflight
-            c.inflight = 0
+            self.settle(c, &self.st.unfinished)
             self.close_conn(c)
             if c.state != FB_DONE:
                 c.state = FB_DONE
                 self.active -= 1
-        self.finished_ns = fl_now_ns()
+        self.finished_ns = client.fl_now_ns()

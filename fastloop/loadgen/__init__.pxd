@@ -1,0 +1,1 @@
+# Makes fastloop.loadgen a package for cimport (`from fastloop.loadgen cimport client`).
