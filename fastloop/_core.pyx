@@ -15,5 +15,6 @@ include "core/loop.pyx"
 include "core/worker.pyx"
 include "core/acceptor.pyx"
 include "core/bench.pyx"
+include "core/ws.pyx"
 
 POLLER = FL_POLLER_NAME.decode()
