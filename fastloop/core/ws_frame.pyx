@@ -440,11 +440,11 @@ cdef Py_ssize_t fl_ws_write_control(uint8_t *out, int opcode, const uint8_t *pay
 
 
 cdef Py_ssize_t fl_ws_write_close(uint8_t *out, int code, const uint8_t *reason, size_t n) noexcept nogil:
-    """A close frame with code and reason (code 0: an empty close) into out (127 bytes of room):
+    """A close frame with code and reason (code 0, no reason: an empty close) into out (127 bytes of room):
     its size, or -EINVAL when the reason is over 123 bytes or the code cannot be sent."""
     cdef uint8_t payload[FL_WS_MAX_CONTROL]
     if code == 0:
-        return fl_ws_write_control(out, FL_WS_CLOSE, payload, 0)
+        return fl_ws_write_control(out, FL_WS_CLOSE, payload, 0) if n == 0 else -EINVAL
     if n > FL_WS_MAX_CONTROL - 2 or not fl_ws_close_code_ok(code):
         return -EINVAL
     payload[0] = <uint8_t>(code >> 8)
