@@ -16,7 +16,7 @@ import zlib
 
 import pytest
 from fastloop._core import (WsDeflater, WsParser, ws_accept, ws_close_frame, ws_control_frame, ws_frame,
-                            ws_handshake, ws_sha1, ws_utf8_check)
+                            ws_handshake, ws_parse_count, ws_sha1, ws_utf8_check)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -288,6 +288,13 @@ def test_writer_control_frames():
     with pytest.raises(ValueError):
         ws_close_frame(1000, b"r" * 124)
     assert ws_close_frame(1000, b"r" * 123) == frame(CLOSE, close_payload(1000, b"r" * 123), mask=None)
+
+
+def test_parse_count_runs_the_same_parser_without_the_gil():
+    stream = frame(TEXT, b"ab", fin=False) + frame(PING) + frame(CONT, b"c") + frame(BINARY, BIG)
+    assert ws_parse_count(bytearray(stream)) == (3, 2, 1, 0)
+    assert ws_parse_count(bytearray(stream + frame(TEXT, b"\xff") + frame(TEXT, b"x"))) == (3, 2, 1, 1007)
+    assert ws_parse_count(bytearray(frame(BINARY, b"x" * 11)), 10) == (0, 0, 0, 1009)
 
 
 def test_a_server_stream_parses_on_the_client_side():

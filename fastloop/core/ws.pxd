@@ -53,6 +53,7 @@ cdef enum:
     FL_WS_NO_STATUS = 1005        # a close frame without a code (never sent on the wire)
     FL_WS_INVALID_DATA = 1007     # text that is not UTF-8
     FL_WS_TOO_BIG = 1009          # a message over max_message, before or after inflating
+    FL_WS_INTERNAL_ERROR = 1011   # the server cannot go on (no memory for zlib)
 
 cdef enum:
     FL_WS_MAX_CONTROL = 125       # control frame payload limit (5.5)

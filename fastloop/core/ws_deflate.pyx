@@ -124,6 +124,18 @@ cdef int fl_ws_inflate_step(fl_ws_inflater *f, fl_ws_parser *p, uint8_t *out, si
     return 0
 
 
+cdef Py_ssize_t fl_ws_inflate_failed(fl_ws_parser *p, fl_ws_event *ev, int rc) noexcept nogil:
+    """Fails the connection for an error rc of fl_ws_inflate_begin/step: ev becomes the ERROR
+    event (sticky in p, as the parser's own errors are). Returns 0 (bytes consumed)."""
+    if rc == -FL_WS_TOO_BIG:
+        return fl_ws_fail(p, ev, FL_WS_TOO_BIG, "message over the size limit once inflated", 0)
+    if rc == -FL_WS_INVALID_DATA:
+        return fl_ws_fail(p, ev, FL_WS_INVALID_DATA, "inflated text is not UTF-8", 0)
+    if rc == -FL_WS_PROTOCOL_ERROR:
+        return fl_ws_fail(p, ev, FL_WS_PROTOCOL_ERROR, "compressed data is not deflate", 0)
+    return fl_ws_fail(p, ev, FL_WS_INTERNAL_ERROR, "no memory for zlib", 0)
+
+
 # --- Deflating ---------------------------------------------------------------------------
 
 cdef void fl_ws_deflater_init(fl_ws_deflater *d, int window_bits, bint no_context_takeover,
