@@ -594,7 +594,8 @@ def test_inflater_allocates_only_when_used():
 @pytest.mark.parametrize("takeover", [True, False])
 def test_deflater_round_trip(bits, takeover):
     d = WsDeflater(bits, not takeover)
-    messages = [b"repeat " * 200, b"repeat " * 200, os.urandom(5000), b""]
+    # An empty message right after another is where zlib has nothing to flush.
+    messages = [b"repeat " * 200, b"repeat " * 200, os.urandom(5000), b"", b"", b"after empty", b""]
     decomp = zlib.decompressobj(wbits=-max(bits, 9))
     sizes = []
     for m in messages:

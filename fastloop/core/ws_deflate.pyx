@@ -189,6 +189,12 @@ cdef Py_ssize_t fl_ws_deflate(fl_ws_deflater *d, const uint8_t *data, size_t n, 
     k = room - d.z.avail_out
     if k >= 4 and out[k - 4] == 0 and out[k - 3] == 0 and out[k - 2] == 0xFF and out[k - 1] == 0xFF:
         k -= 4
+    if k == 0:
+        # Nothing to flush (an empty message right after another: zlib emits no new block).
+        # The receiver appends 00 00 ff ff, which is only the LEN/NLEN of a stored block, so
+        # send the block's header byte for it (RFC 7692 7.2.3.6 sends an empty message as 00).
+        out[0] = 0
+        k = 1
     if d.no_context_takeover:
         deflateReset(&d.z)
     return <Py_ssize_t>k
