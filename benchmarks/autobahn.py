@@ -7,14 +7,15 @@ autobahntestsuite runs on Python 2.7 only: the script finds one (pyenv's version
 python2.7 on PATH), makes a virtualenv for it under benchmarks/.build/autobahn (gitignored) and
 pip-installs autobahntestsuite there once. Without a 2.7 interpreter it prints why and exits 0,
 so CI can call it unconditionally. `wstest -m fuzzingclient` then runs the cases given (all 517
-by default) against the URL, its HTML and JSON reports go to benchmarks/.build/autobahn/reports,
+by default) against the URL, its HTML and JSON reports go to benchmarks/.build/autobahn/reports/<agent>,
 and the summary is one line per behaviour kind (OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED,
 FAILED), then the cases that were not OK, then one machine-readable line.
 
 --echo-websockets starts an echo server of the `websockets` library on 127.0.0.1 (when it is
 installed), runs the suite against it and stops it: a way to see the harness work before
-fastloop serves WebSockets. Every run is bounded by --timeout; the server process it starts is
-stopped by its PID.
+fastloop serves WebSockets. --echo-engine does the same with ws_engine_echo.py, fastloop's
+protocol engine (its Python view) under asyncio: the engine's conformance before the loops use
+it. Every run is bounded by --timeout; the server process it starts is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def run_suite(url: str, agent: str, cases: List[str], exclude: List[str], timeou
         return 0
     started = time.monotonic()
     exe = wstest(python27, timeout)
-    outdir = WORK / "reports"
+    outdir = WORK / "reports" / agent
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,25 +167,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_echo_server(argv: List[str], agent: str, cases: List[str], exclude: List[str], timeout: float) -> int:
+    """Starts an echo server (argv + a free port; it prints "ready"), runs the suite on it."""
+    port = free_port()
+    # Its stderr is dropped: a reference server logs every protocol error the suite provokes.
+    server = subprocess.Popen(argv + [str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            print(f"autobahn: the {agent} echo server did not start")
+            return 1
+        return run_suite(f"ws://127.0.0.1:{port}", agent, cases, exclude, timeout)
+    finally:
+        server.kill()  # by its PID: the one process this script started
+        server.wait()
+
+
 def echo_websockets(cases: List[str], exclude: List[str], timeout: float) -> int:
     try:
         import websockets
     except ImportError:
         print("autobahn: skipped: --echo-websockets needs `pip install websockets`")
         return 0
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert server.stdout is not None
-        if server.stdout.readline().strip() != "ready":
-            print("autobahn: the websockets echo server did not start")
-            return 1
-        agent = f"websockets-{websockets.__version__}"
-        return run_suite(f"ws://127.0.0.1:{port}", agent, cases, exclude, timeout)
-    finally:
-        server.kill()  # by its PID: the one process this script started
-        server.wait()
+    return run_echo_server([sys.executable, "-c", ECHO_SERVER], f"websockets-{websockets.__version__}",
+                           cases, exclude, timeout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -196,9 +203,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=1200, help="seconds for install and run together")
     ap.add_argument("--echo-websockets", action="store_true",
                     help="run against an echo server of the websockets library (started here)")
+    ap.add_argument("--echo-engine", action="store_true",
+                    help="run against ws_engine_echo.py: fastloop's protocol engine under asyncio")
     args = ap.parse_args(argv)
     if args.echo_websockets:
         return echo_websockets(args.cases, args.exclude, args.timeout)
+    if args.echo_engine:
+        return run_echo_server([sys.executable, str(HERE / "ws_engine_echo.py")], "fastloop-engine",
+                               args.cases, args.exclude, args.timeout)
     if not args.url:
         ap.error("a ws:// URL (or --echo-websockets) is needed")
     return run_suite(args.url, args.agent, args.cases, args.exclude, args.timeout)

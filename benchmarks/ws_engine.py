@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import zlib
+from pathlib import Path
 
-from fastloop._core import WsDeflater, WsParser, ws_frame, ws_parse_count
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's fastloop first
+
+from fastloop._core import WsDeflater, WsParser, ws_frame, ws_parse_count  # noqa: E402
 
 KEY = b"\x37\xfa\x21\x3d"
 
