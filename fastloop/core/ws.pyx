@@ -5,7 +5,8 @@
 #   ws_sha1.h         SHA-1 and base64 for Sec-WebSocket-Accept
 #   ws_handshake.pyx  the upgrade request's checks, the accept value, subprotocol and
 #                     permessage-deflate negotiation, the 101 and 426 answers
-#   ws_frame.pyx      the incremental frame parser, UTF-8 validation, the frame writer
+#   ws_utf8.pyx       the incremental UTF-8 validator (a DFA), failing at the first bad byte
+#   ws_frame.pyx      the incremental frame parser and the frame writer
 #   ws_deflate.pyx    inflating received messages (bounded) and deflating sent ones
 #   ws_view.pyx       WsParser, WsDeflater and helpers: the engine driven from Python (tests)
 #
@@ -16,6 +17,7 @@
 # connection closed. Everything is nogil and returns 0 or -code; nothing here owns a socket.
 
 include "ws.pxd"
+include "ws_utf8.pyx"
 include "ws_frame.pyx"
 include "ws_handshake.pyx"
 include "ws_deflate.pyx"
