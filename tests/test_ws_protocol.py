@@ -557,6 +557,21 @@ def test_compressed_errors(name, stream, code):
     assert strip(events) == [("error", code)]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_compressed_message_ending_with_a_final_block(mode):
+    # RFC 7692 7.2.3.4: a sender may end a message with BFINAL set; what the receiver appends
+    # after it is ignored and the next message starts a new stream.
+    texts = ["final " * 30, "next " * 30, "last"]
+    stream = b""
+    for t in texts:
+        comp = zlib.compressobj(wbits=-15)
+        data = comp.compress(t.encode()) + comp.flush(zlib.Z_FINISH)
+        third = len(data) // 3
+        stream += frame(TEXT, data[:third], fin=False, rsv=RSV1) + frame(CONT, data[third:])
+    events, error_at, _ = run(stream, mode, deflate=deflate_params(), inflate_room=5)
+    assert events == [("text", t) for t in texts] and error_at is None
+
+
 def test_uncompressed_message_beside_compressed_ones():
     stream = client_messages(["a" * 100]) + frame(TEXT, b"plain") + client_messages(["b" * 100])
     events, _, _ = run(stream, deflate=deflate_params())

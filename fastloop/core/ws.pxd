@@ -138,6 +138,7 @@ ctypedef struct fl_ws_inflater:
     bint ready                    # zlib state allocated (lazily, at the first compressed message)
     bint tail_pending             # the 00 00 ff ff tail is still to be fed for this message
     bint fin                      # the chunk being inflated ends its message
+    bint stream_ended             # the sender's final block was inflated: skip to the message end
 
 ctypedef struct fl_ws_deflater:
     z_stream z

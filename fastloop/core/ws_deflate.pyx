@@ -100,10 +100,17 @@ cdef int fl_ws_inflate_step(fl_ws_inflater *f, fl_ws_parser *p, uint8_t *out, si
             f.z.next_in = FL_WS_TAIL
             f.z.avail_in = 4
             f.tail_pending = False
+        if f.stream_ended:
+            f.z.avail_in = 0
+            f.tail_pending = False
+            break
         rc = inflate(&f.z, Z_SYNC_FLUSH)
         if rc == Z_STREAM_END:
-            # The sender ended a stream (a final block): what follows starts a new one.
+            # The sender ended its stream with a final block (RFC 7692 7.2.3.4 allows it): the
+            # rest of the message, our appended tail included, is past its end and ignored,
+            # and the next message starts a new stream.
             inflateReset(&f.z)
+            f.stream_ended = True
         elif rc != Z_OK and rc != Z_BUF_ERROR:
             produced[0] = 0
             return -FL_WS_PROTOCOL_ERROR
@@ -118,8 +125,9 @@ cdef int fl_ws_inflate_step(fl_ws_inflater *f, fl_ws_parser *p, uint8_t *out, si
     if f.z.avail_out == 0:
         return 1
     if f.fin:
-        if f.no_context_takeover:
+        if f.no_context_takeover and not f.stream_ended:
             inflateReset(&f.z)
+        f.stream_ended = False
         return fl_ws_message_end(p)
     return 0
 
