@@ -7,9 +7,11 @@ autobahntestsuite runs on Python 2.7 only: the script finds one (pyenv's version
 python2.7 on PATH), makes a virtualenv for it under benchmarks/.build/autobahn (gitignored) and
 pip-installs autobahntestsuite there once. Without a 2.7 interpreter it prints why and exits 0,
 so CI can call it unconditionally. `wstest -m fuzzingclient` then runs the cases given (all 517
-by default) against the URL, its HTML and JSON reports go to benchmarks/.build/autobahn/reports/<agent>,
-and the summary is one line per behaviour kind (OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED,
-FAILED), then the cases that were not OK, then one machine-readable line.
+by default, one wstest per section so each reports as it ends) against the URL, its HTML and
+JSON reports go to benchmarks/.build/autobahn/reports/<agent>, and the summary is one line per
+behaviour kind (OK, NON-STRICT, INFORMATIONAL, UNIMPLEMENTED, FAILED), then the cases that were
+not OK, then one machine-readable line. A section that overruns --batch-timeout is cut (and
+said so); --timeout bounds the whole run. The exit status is 1 when a case FAILED or was cut.
 
 --echo-websockets starts an echo server of the `websockets` library on 127.0.0.1 (when it is
 installed), runs the suite against it and stops it: a way to see the harness work before
@@ -109,7 +111,28 @@ def summarize(index: Path, agent: str) -> Dict[str, List[str]]:
     return by_kind
 
 
-def run_suite(url: str, agent: str, cases: List[str], exclude: List[str], timeout: float) -> int:
+# The suite's sections, run one wstest each by default: a report per section as it ends, and a
+# section that overruns --batch-timeout is cut without losing the others.
+SECTIONS = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "12.*", "13.*"]
+
+
+def run_batch(exe: Path, url: str, agent: str, cases: List[str], exclude: List[str], outdir: Path,
+              timeout: float) -> Optional[Dict[str, List[str]]]:
+    """One wstest run; its case ids by behaviour kind, or None when it overran timeout."""
+    outdir.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "fuzzingclient.json"
+        write_spec(spec, url, agent, cases, exclude, outdir)
+        try:
+            subprocess.run([str(exe), "-m", "fuzzingclient", "-s", str(spec)], cwd=tmp, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+    return summarize(outdir / "index.json", agent)
+
+
+def run_suite(url: str, agent: str, cases: List[str], exclude: List[str], timeout: float,
+              batch_timeout: float) -> int:
     python27 = find_python27()
     if python27 is None:
         print("autobahn: skipped: no Python 2.7 interpreter (pyenv versions/2.7.* or python2.7); "
@@ -119,18 +142,20 @@ def run_suite(url: str, agent: str, cases: List[str], exclude: List[str], timeou
     exe = wstest(python27, timeout)
     outdir = WORK / "reports" / agent
     shutil.rmtree(outdir, ignore_errors=True)
-    outdir.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "fuzzingclient.json"
-        write_spec(spec, url, agent, cases, exclude, outdir)
-        left = timeout - (time.monotonic() - started)
-        try:
-            subprocess.run([str(exe), "-m", "fuzzingclient", "-s", str(spec)], cwd=tmp, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=max(1.0, left))
-        except subprocess.TimeoutExpired:
-            print(f"autobahn: wstest did not finish within {timeout:.0f} s; no summary")
-            return 1
-    by_kind = summarize(outdir / "index.json", agent)
+    batches = [[section] for section in SECTIONS] if cases == ["*"] else [cases]
+    by_kind: Dict[str, List[str]] = {k: [] for k in KINDS}
+    cut: List[str] = []
+    for n, batch in enumerate(batches):
+        left = min(batch_timeout, timeout - (time.monotonic() - started))
+        got = run_batch(exe, url, agent, batch, exclude, outdir / str(n), left) if left > 1 else None
+        if got is None:
+            cut += batch
+            print(f"autobahn: {' '.join(batch)}: cut after {max(left, 0):.0f} s", flush=True)
+            continue
+        for kind, ids in got.items():
+            by_kind.setdefault(kind, []).extend(ids)
+        print(f"autobahn: {' '.join(batch)}: " + " ".join(f"{k}={len(v)}" for k, v in got.items() if v),
+              flush=True)
     total = sum(len(v) for v in by_kind.values())
     print(f"autobahn: {agent} at {url}: {total} cases in {time.monotonic() - started:.0f} s "
           f"(reports in {outdir})")
@@ -139,9 +164,11 @@ def run_suite(url: str, agent: str, cases: List[str], exclude: List[str], timeou
     for kind in by_kind:
         if kind != "OK" and by_kind[kind]:
             print(f"  {kind}: {' '.join(by_kind[kind])}")
+    if cut:
+        print(f"  not run to the end (time): {' '.join(cut)}")
     print("autobahn " + " ".join([f"agent={agent}", f"cases={total}"] +
-                                 [f"{k}={len(v)}" for k, v in by_kind.items()]))
-    return 1 if by_kind.get("FAILED") else 0
+                                 [f"{k}={len(v)}" for k, v in by_kind.items()] + [f"cut={len(cut)}"]))
+    return 1 if by_kind.get("FAILED") or cut else 0
 
 
 ECHO_SERVER = """
@@ -167,7 +194,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_echo_server(argv: List[str], agent: str, cases: List[str], exclude: List[str], timeout: float) -> int:
+def run_echo_server(argv: List[str], agent: str, cases: List[str], exclude: List[str], timeout: float,
+                    batch_timeout: float) -> int:
     """Starts an echo server (argv + a free port; it prints "ready"), runs the suite on it."""
     port = free_port()
     # Its stderr is dropped: a reference server logs every protocol error the suite provokes.
@@ -178,20 +206,20 @@ def run_echo_server(argv: List[str], agent: str, cases: List[str], exclude: List
         if server.stdout.readline().strip() != "ready":
             print(f"autobahn: the {agent} echo server did not start")
             return 1
-        return run_suite(f"ws://127.0.0.1:{port}", agent, cases, exclude, timeout)
+        return run_suite(f"ws://127.0.0.1:{port}", agent, cases, exclude, timeout, batch_timeout)
     finally:
         server.kill()  # by its PID: the one process this script started
         server.wait()
 
 
-def echo_websockets(cases: List[str], exclude: List[str], timeout: float) -> int:
+def echo_websockets(cases: List[str], exclude: List[str], timeout: float, batch_timeout: float) -> int:
     try:
         import websockets
     except ImportError:
         print("autobahn: skipped: --echo-websockets needs `pip install websockets`")
         return 0
     return run_echo_server([sys.executable, "-c", ECHO_SERVER], f"websockets-{websockets.__version__}",
-                           cases, exclude, timeout)
+                           cases, exclude, timeout, batch_timeout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -200,20 +228,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--agent", default="fastloop", help="the server's name in the reports")
     ap.add_argument("--cases", nargs="+", default=["*"], help="case ids or patterns (default: all)")
     ap.add_argument("--exclude", nargs="+", default=[], help="case ids or patterns to leave out")
-    ap.add_argument("--timeout", type=float, default=1200, help="seconds for install and run together")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds for install and run together")
+    ap.add_argument("--batch-timeout", type=float, default=900, help="seconds for one section of cases")
     ap.add_argument("--echo-websockets", action="store_true",
                     help="run against an echo server of the websockets library (started here)")
     ap.add_argument("--echo-engine", action="store_true",
                     help="run against ws_engine_echo.py: fastloop's protocol engine under asyncio")
     args = ap.parse_args(argv)
     if args.echo_websockets:
-        return echo_websockets(args.cases, args.exclude, args.timeout)
+        return echo_websockets(args.cases, args.exclude, args.timeout, args.batch_timeout)
     if args.echo_engine:
         return run_echo_server([sys.executable, str(HERE / "ws_engine_echo.py")], "fastloop-engine",
-                               args.cases, args.exclude, args.timeout)
+                               args.cases, args.exclude, args.timeout, args.batch_timeout)
     if not args.url:
         ap.error("a ws:// URL (or --echo-websockets) is needed")
-    return run_suite(args.url, args.agent, args.cases, args.exclude, args.timeout)
+    return run_suite(args.url, args.agent, args.cases, args.exclude, args.timeout, args.batch_timeout)
 
 
 if __name__ == "__main__":
