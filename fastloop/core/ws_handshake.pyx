@@ -11,26 +11,40 @@ cdef const char *FL_WS_426 = (b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-V
                               b"Content-Length: 0\r\nConnection: close\r\n\r\n")
 
 
+cdef bint fl_next_element(const char *buf, uint32_t *pos, uint32_t end, fl_span *out) noexcept nogil:
+    # The next element of the comma-separated list buf[*pos:end), trimmed of OWS, empty ones
+    # skipped (RFC 9110 5.6.1): True with out its span, or False at the end of the list.
+    cdef uint32_t i = pos[0], s, e
+    while i < end and (fl_is_ows(buf[i]) or buf[i] == c','):
+        i += 1
+    pos[0] = i
+    if i == end:
+        return False
+    s = i
+    while i < end and buf[i] != c',':
+        i += 1
+    e = i
+    while e > s and fl_is_ows(buf[e - 1]):
+        e -= 1
+    out.off = s
+    out.len = e - s
+    pos[0] = i
+    return True
+
+
 cdef bint fl_list_has(const char *buf, fl_span v, const char *lit, uint32_t n, bint fold) noexcept nogil:
     # Whether the comma-separated list v has the element lit (fold: ASCII case-insensitive,
-    # lit lowercase). Elements are trimmed of OWS; empty ones are skipped (RFC 9110 5.6.1).
-    cdef uint32_t i = v.off, end = v.off + v.len, s, e, j
-    while i < end:
-        while i < end and (fl_is_ows(buf[i]) or buf[i] == c','):
-            i += 1
-        s = i
-        while i < end and buf[i] != c',':
-            i += 1
-        e = i
-        while e > s and fl_is_ows(buf[e - 1]):
-            e -= 1
-        if e - s != n:
+    # lit lowercase).
+    cdef uint32_t i = v.off, j
+    cdef fl_span el
+    while fl_next_element(buf, &i, v.off + v.len, &el):
+        if el.len != n:
             continue
         j = 0
         while j < n:
-            if fold and (<unsigned char>buf[s + j] | 0x20) != <unsigned char>lit[j]:
+            if fold and (<unsigned char>buf[el.off + j] | 0x20) != <unsigned char>lit[j]:
                 break
-            if not fold and buf[s + j] != lit[j]:
+            if not fold and buf[el.off + j] != lit[j]:
                 break
             j += 1
         if j == n:
@@ -92,22 +106,14 @@ cdef int fl_ws_select_subprotocol(const char *buf, const fl_request *req, const 
     """supported[0:n): the server's subprotocols, comma-separated, most preferred first. Picks
     the first one that a Sec-WebSocket-Protocol header offers (case-sensitive tokens): 0 and
     out its span in supported, or -1 when none is (answer without the header)."""
-    cdef uint32_t i = 0, s, e
+    cdef uint32_t i = 0
     cdef int h
-    while i < n:
-        while i < n and (fl_is_ows(supported[i]) or supported[i] == c','):
-            i += 1
-        s = i
-        while i < n and supported[i] != c',' and not fl_is_ows(supported[i]):
-            i += 1
-        e = i
-        if e == s:
-            continue
+    cdef fl_span el
+    while fl_next_element(supported, &i, <uint32_t>n, &el):
         for h in range(req.num_headers):
             if fl_header_is(buf, req, h, b"sec-websocket-protocol", 22) and \
-                    fl_list_has(buf, req.headers[h].value, supported + s, e - s, False):
-                out.off = s
-                out.len = e - s
+                    fl_list_has(buf, req.headers[h].value, supported + el.off, el.len, False):
+                out[0] = el
                 return 0
     return -1
 

@@ -50,25 +50,16 @@ cdef void fl_utf8_init() noexcept:
     # (80-8F, nothing above U+10FFFF), 8 rejected (absorbing).
     for s in range(9 * FL_UTF8_CLASSES):
         fl_utf8_next[s] = FL_UTF8_REJECT
-    cdef uint8_t *t = fl_utf8_next
-    t[0 * 12 + 0] = 0
-    t[0 * 12 + 5] = 1
-    t[0 * 12 + 6] = 4
-    t[0 * 12 + 7] = 2
-    t[0 * 12 + 8] = 5
-    t[0 * 12 + 9] = 6
-    t[0 * 12 + 10] = 3
-    t[0 * 12 + 11] = 7
-    for c in (1, 2, 3):
-        t[1 * 12 + c] = 0
-        t[2 * 12 + c] = 1
-        t[3 * 12 + c] = 2
-    t[4 * 12 + 3] = 1
-    t[5 * 12 + 1] = 1
-    t[5 * 12 + 2] = 1
-    t[6 * 12 + 2] = 2
-    t[6 * 12 + 3] = 2
-    t[7 * 12 + 1] = 2
+    cdef int state, nxt
+    for state, classes, nxt in (
+        # state, the byte classes it accepts, the state each leads to
+        (0, (0,), 0), (0, (5,), 1), (0, (6,), 4), (0, (7,), 2),
+        (0, (8,), 5), (0, (9,), 6), (0, (10,), 3), (0, (11,), 7),
+        (1, (1, 2, 3), 0), (2, (1, 2, 3), 1), (3, (1, 2, 3), 2),
+        (4, (3,), 1), (5, (1, 2), 1), (6, (2, 3), 2), (7, (1,), 2),
+    ):
+        for c in classes:
+            fl_utf8_next[state * FL_UTF8_CLASSES + c] = nxt
 
 
 fl_utf8_init()
