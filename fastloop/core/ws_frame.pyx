@@ -70,7 +70,8 @@ cdef Py_ssize_t fl_ws_fail(fl_ws_parser *p, fl_ws_event *ev, int code, const cha
 
 cdef bint fl_ws_close_code_ok(int code) noexcept nogil:
     # RFC 6455 7.4: 1004-1006 and 1015 are reserved (never on the wire), 0-999 and 1016-2999
-    # unused; 3000-4999 belong to libraries and applications.
+    # unused; 3000-4999 belong to libraries and applications. 1012-1014, registered with IANA
+    # after the RFC, are refused too (as the issue asks; the websockets library accepts them).
     return (1000 <= code <= 1003) or (1007 <= code <= 1011) or (3000 <= code <= 4999)
 
 
