@@ -49,7 +49,7 @@ debug = os.environ.get("FASTLOOP_DEBUG", "") not in ("", "0")
 poller = os.environ.get("FASTLOOP_POLLER", "")
 
 macros = [("FASTLOOP_DEBUG", "1" if debug else "0")]
-libraries = []
+libraries = ["z"]  # zlib, for WebSocket permessage-deflate (core/ws_deflate.pyx)
 include_dirs = ["fastloop/core"]
 if poller == "kqueue":
     macros.append(("FASTLOOP_POLLER_KQUEUE", "1"))

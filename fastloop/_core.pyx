@@ -17,5 +17,6 @@ include "core/handler.pyx"
 include "core/loop.pyx"
 include "core/worker.pyx"
 include "core/acceptor.pyx"
+include "core/ws.pyx"
 
 POLLER = FL_POLLER_NAME.decode()
