@@ -61,7 +61,11 @@ class Config:
     # ---- processes and threads
     workers: int = _setting(1, "worker processes, pre-forked and supervised; more than 1 lets "
                             "Python handlers use several cores", "N", short="-w")
-    threads: int = _setting(1, "event-loop threads per worker process", "N")
+    threads: int = _setting(1, "event-loop threads per worker process (they never run "
+                            "application code)", "N")
+    handler_threads: int = _setting(4, "Python threads per worker process that run the "
+                                    "application's handlers (fastloop routes, WSGI) beside the "
+                                    "event loops", "N")
     dispatch: Optional[str] = _setting(None, "how connections reach threads: reuseport (the "
                                        "kernel spreads them; Linux default) or acceptor (one "
                                        "thread hands them out)", choices=("reuseport", "acceptor"))
@@ -170,7 +174,7 @@ class Config:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
         self._validate_operations()
-        for name in ("workers", "threads", "backlog", "timeout_keep_alive",
+        for name in ("workers", "threads", "handler_threads", "backlog", "timeout_keep_alive",
                      "timeout_request_header", "limit_request_line", "limit_request_fields",
                      "limit_request_field_size", "limit_request_body"):
             positive(name)
@@ -260,6 +264,7 @@ class Config:
         aside: host and port, or uds; the caller passes inherited sockets itself)."""
         return {
             "host": self.host, "port": self.port, "uds": self.uds, "threads": self.threads,
+            "handler_threads": self.handler_threads,
             "dispatch": self.dispatch, "backlog": self.backlog, "limits": self.limits(),
             "timeouts": self.timeouts(), "limit_concurrency": self.limit_concurrency,
         }

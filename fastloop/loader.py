@@ -70,7 +70,8 @@ def as_app(obj: Any, config: Config) -> App:
     else:
         if not callable(obj):
             raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
-        app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=config.supervised())
+        # The handler threads run the application, so it runs concurrently when they are many.
+        app = WSGIApp(obj, multithread=config.handler_threads > 1, multiprocess=config.supervised())
     app = AccessLogApp(app) if config.access_log else app
     if config.proxy_headers or config.root_path:
         # Outermost, so the access log (and everything else) sees the forwarded client.

@@ -27,7 +27,9 @@ def default_dispatch() -> str:
 
 
 class Server:
-    """Serves an App over HTTP/1.1 on `threads` event-loop threads.
+    """Serves an App over HTTP/1.1 on `threads` event-loop threads, with its handlers run by
+    `handler_threads` Python threads beside them (an event loop never runs application code,
+    never waits on a client: see fastloop/core/handoff.pyx).
 
     host/port: TCP over IPv4 or IPv6 (port 0 picks a free port; see .port).
     uds: a Unix socket path instead of TCP.
@@ -40,6 +42,8 @@ class Server:
     --fd): one per thread for reuseport dispatch, or one for acceptor dispatch (the default when
     threads > 1 share a single socket). The server takes them over and closes them at stop();
     host, port and uds are then ignored.
+    handler_threads: Python threads that run handlers (fastloop routes and WSGI apps); a
+    handler that blocks (a sleep, a slow query) holds one of them, never an event loop.
     """
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, threads: int = 1,

@@ -248,9 +248,11 @@ class WSGIHandler:
                     env[key] = value
         if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
             env["wsgi.url_scheme"] = request.override_scheme
-        if request.override_host is not None:
-            env["HTTP_HOST"] = request.override_host
-        host = env.get("HTTP_HOST")
+        # A trusted proxy's host, else the authority of an absolute-form target, which wins
+        # over the Host header (RFC 9112 3.2.2), else the Host header.
+        host = request.host
+        if host is not None:
+            env["HTTP_HOST"] = host
         if host:
             # As gunicorn reads it: the Host the client asked for names the server; without a
             # port there, the scheme's default port.

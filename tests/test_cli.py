@@ -23,7 +23,8 @@ ISSUE_FLAGS = """--host --port --uds --fd -w --workers --threads --dispatch --ba
     --limit-request-line --limit-request-fields --limit-request-field-size --limit-request-body
     --limit-max-requests --limit-max-requests-jitter --access-log --no-access-log --log-level
     --interface --factory --uds-perms --reuse-port --no-reuse-port --preload --timeout-worker
-    --reload --reload-dir --reload-include --reload-exclude --log-config --version""".split()
+    --reload --reload-dir --reload-include --reload-exclude --log-config --version
+    --handler-threads""".split()
 
 
 def test_every_flag_of_the_issue_exists_and_is_explained():

@@ -331,3 +331,19 @@ def test_flask_multipart_upload(flask_server):
     status, _, body = request(flask_server.port, "POST", "/upload", body=payload,
                               headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert (status, body) == (200, b"a.bin 70000")
+
+
+def test_an_absolute_form_target_names_the_host_for_wsgi():
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(host=environ.get("HTTP_HOST"), name=environ["SERVER_NAME"],
+                    port=environ["SERVER_PORT"], path=environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with running_server(fastloop.wsgi.WSGIApp(app)) as srv:
+        data = raw_request(srv.port, b"GET http://abs.example:8080/x?q HTTP/1.1\r\nHost: other.example\r\n"
+                           b"Connection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert seen == {"host": "abs.example:8080", "name": "abs.example", "port": "8080", "path": "/x"}
