@@ -221,8 +221,10 @@ class WSGIHandler:
         env["QUERY_STRING"] = request.query
         env["SERVER_PROTOCOL"] = request.version
         client = request.client
-        if isinstance(client, tuple):  # a TCP peer; over a Unix socket there is no address
+        if isinstance(client, tuple):  # a TCP peer
             env["REMOTE_ADDR"], env["REMOTE_PORT"] = client[0], str(client[1])
+        else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
+            env["REMOTE_ADDR"] = ""
         body = request.body
         env["wsgi.input"] = io.BytesIO(body)
         if body:

@@ -4,6 +4,7 @@ close(), wsgi.file_wrapper, mounting, wsgiref.validate, and a real Flask applica
 import http.client
 import io
 import json
+import socket
 from wsgiref.validate import validator
 
 import pytest
@@ -347,3 +348,21 @@ def test_an_absolute_form_target_names_the_host_for_wsgi():
                            b"Connection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 ")
     assert seen == {"host": "abs.example:8080", "name": "abs.example", "port": "8080", "path": "/x"}
+
+
+def test_remote_addr_is_empty_over_a_unix_socket(tmp_path):
+    seen = {}
+
+    def app(environ, start_response):
+        seen["addr"] = environ.get("REMOTE_ADDR")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    path = str(tmp_path / "s.sock")
+    with running_server(fastloop.wsgi.WSGIApp(app), uds=path):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert seen == {"addr": ""}
