@@ -100,6 +100,19 @@ static inline void fl_format_date(int64_t secs, char out[29])
 #undef FL_PUT2
 }
 
+/* Keeps line = "Date: <IMF-fixdate>\r\n" (37 bytes) current: rewritten only when the second
+ * changes since *sec (the cache of the caller, one per thread: each loop and handler thread). */
+static inline void fl_refresh_date_line(int64_t *sec, char line[37])
+{
+    int64_t now = fl_wall_seconds();
+    if (now == *sec)
+        return;
+    *sec = now;
+    memcpy(line, "Date: ", 6);
+    fl_format_date(now, line + 6);
+    memcpy(line + 35, "\r\n", 2);
+}
+
 #endif
 
 /* ---- socket addresses and sendfile (the server's responses and request objects) ---- */

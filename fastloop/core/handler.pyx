@@ -142,12 +142,7 @@ cdef class Responder:
         free(self.buf)
 
     cdef const char *date(self) noexcept:
-        cdef int64_t sec = fl_wall_seconds()
-        if sec != self.date_sec:
-            self.date_sec = sec
-            memcpy(self.date_line, b"Date: ", 6)
-            fl_format_date(sec, self.date_line + 6)
-            memcpy(self.date_line + 35, b"\r\n", 2)
+        fl_refresh_date_line(&self.date_sec, self.date_line)
         return self.date_line
 
     cdef char *room(self, size_t n) except NULL:

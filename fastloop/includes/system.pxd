@@ -38,6 +38,7 @@ cdef extern from "compat.h" nogil:
     int64_t fl_now_ms()
     int64_t fl_wall_seconds()
     void fl_format_date(int64_t secs, char *out)
+    void fl_refresh_date_line(int64_t *sec, char *line)
     int fl_socket_address(int fd, int peer, char *host, size_t hostlen, int *port)
     ssize_t fl_sendfile(int out, int in_, int64_t *off, size_t n)
 
