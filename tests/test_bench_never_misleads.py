@@ -10,12 +10,11 @@ closed before sending anything are counted apart (`connections["never_sent"]`).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
+import tempfile
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Tuple
 
 import pytest
@@ -23,9 +22,7 @@ import pytest
 import fastloop
 from bench_servers import canned, closing_unread
 from fastloop import bench, doctor
-from helpers import LOOPBACK, running_server, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import LOOPBACK, env_importing_this_fastloop, running_server, wait_until
 
 
 def hello_app() -> fastloop.App:
@@ -51,8 +48,10 @@ def interrupted_bench(started: Callable[[], bool], after: float, *args: str,
     """Runs `fastloop bench *args` as a process, sends it `signum` `after` seconds once
     started() is true (the load really began, not just the fork), and returns its exit
     status, stdout and stderr. The process is killed if it outlives the test."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "fastloop", "bench", *args], env=env,
+    # Outside the source tree, which holds no built extension on a fresh clone (CI): the child
+    # imports the fastloop these tests import.
+    proc = subprocess.Popen([sys.executable, "-m", "fastloop", "bench", *args],
+                            env=env_importing_this_fastloop(), cwd=tempfile.gettempdir(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(started, timeout=15)

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.error
@@ -85,8 +86,9 @@ def test_fastloop_runs_without_prometheus_client():
     code = ("import sys; sys.modules['prometheus_client'] = None\n"
             "import fastloop.metrics, fastloop.serve\n"
             "print(fastloop.metrics.render([('0', '1', {'requests': 1})]).count('# TYPE'))")
+    # cwd outside the source tree: on a fresh clone it holds no built extension.
     out = subprocess.run([sys.executable, "-c", code], env=env_importing_this_fastloop(),
-                         capture_output=True, text=True, timeout=30)
+                         cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) > 10
 
