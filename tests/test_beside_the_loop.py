@@ -12,6 +12,7 @@ import pytest
 from helpers import raw_request, running_server, wait_until
 
 import fastloop
+import fastloop.wsgi
 
 H = b"Host: t\r\n"
 BIG = 32 << 20
@@ -184,3 +185,73 @@ def test_books_add_up_after_mixed_load(app):
         s = srv.stats()
         assert s["accepted"] == s["closed"] == 16 and s["requests"] == 4 * 40
         assert s["late_answers"] == 0 and s["aborted"] == 0
+
+
+@pytest.fixture
+def flask_app(tmp_path):
+    flask = pytest.importorskip("flask")
+    blob = tmp_path / "blob.bin"
+    with open(blob, "wb") as f:
+        f.truncate(BIG)
+    web = flask.Flask("beside")
+    yields: list = []
+
+    @web.get("/static")
+    def static_text():  # Flask's own "static" endpoint name is taken
+        return "static"
+
+    @web.get("/quick")
+    def quick():
+        return "quick"
+
+    @web.get("/slow")
+    def slow():
+        time.sleep(2)
+        return "slow"
+
+    @web.get("/file")
+    def file():
+        return flask.send_file(blob)
+
+    @web.get("/events")
+    def events():
+        def gen():
+            for i in range(5):
+                yields.append(time.monotonic())
+                yield f"data: {i}\n\n"
+                time.sleep(0.2)
+        return flask.Response(gen(), mimetype="text/event-stream")
+
+    app = fastloop.wsgi.WSGIApp(web)
+    app.yields = yields  # type: ignore[attr-defined]
+    return app
+
+
+def test_flask_a_sleeping_view_and_a_client_that_never_reads_send_file_hold_up_no_one(flask_app):
+    with running_server(flask_app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as slow, \
+                socket.create_connection(("127.0.0.1", srv.port), timeout=10) as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.sendall(b"GET /slow HTTP/1.1\r\n" + H + b"\r\n")
+            stalled.sendall(b"GET /file HTTP/1.1\r\n" + H + b"\r\n")
+            time.sleep(0.3)
+            started = time.monotonic()
+            other_clients_are_served(srv.port)
+            assert time.monotonic() - started < 1.7  # before the sleeping view returns
+            assert srv.stats()["bytes_out"] < BIG // 2  # the stalled file is still unsent
+
+
+def test_flask_streamed_events_reach_the_client_as_they_are_yielded(flask_app):
+    with running_server(flask_app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET /events HTTP/1.1\r\n" + H + b"\r\n")
+            arrivals: list = []
+            data = b""
+            while len(arrivals) < 5:
+                chunk = s.recv(65536)
+                assert chunk
+                data += chunk
+                while data.count(b"data: ") > len(arrivals):
+                    arrivals.append(time.monotonic())
+    for i in range(4):
+        assert arrivals[i] < flask_app.yields[i + 1], f"event {i} came after event {i + 1} was yielded"
