@@ -1071,8 +1071,12 @@ cdef class Worker(Loop):
                 self.timer_unlink(c)  # the handler's time is its own
             return
         if c.flags & CONN_F_CLOSE_AFTER:
+            # Linger when input may be left unread, buffered or still in the socket (reading
+            # stopped for a handler, or a client pipelining into a graceful stop): closing then
+            # would reset the answers away (RFC 9112 9.6).
             if (c.flags & (CONN_F_LINGER | CONN_F_PEER_EOF)) == CONN_F_LINGER or \
-                    (c.rpos < c.rlen and not (c.flags & CONN_F_PEER_EOF)):
+                    ((c.rpos < c.rlen or (c.flags & CONN_F_READ_MORE) or self.stopping)
+                     and not (c.flags & CONN_F_PEER_EOF)):
                 shutdown(c.fd, SHUT_WR)
                 c.state = CONN_CLOSING
                 self.release_buffers(c)
