@@ -3,6 +3,8 @@
 
 from libc.stdint cimport int64_t
 
+from libc.stdint cimport uint8_t
+
 from fastloop.core cimport buf, scan, wskey
 
 
@@ -77,7 +79,7 @@ def scan_hex(bytes data):
 def sha1(bytes data):
     """fl_sha1 over data: the 20-byte digest."""
     cdef unsigned char out[20]
-    wskey.fl_sha1(<const char *>data, len(data), out)
+    wskey.fl_sha1(<const uint8_t *><const char *>data, len(data), out)
     return out[:20]
 
 
