@@ -141,6 +141,7 @@ cdef class Worker(Loop):
     cdef int conn_deliver_body(self, fl_conn *c) noexcept nogil
     cdef void conn_read_body(self, fl_conn *c) noexcept nogil
     cdef void conn_drop_output(self, fl_conn *c) noexcept nogil
+    cdef int conn_io_failed(self, fl_conn *c, int err) noexcept nogil
     cdef void note(self, int what) noexcept nogil
     cdef void flush_notes(self) noexcept
     cdef void begin_stop(self) noexcept nogil

@@ -45,6 +45,12 @@ cdef extern from *:
     """
     const uint64_t FL_RBUF_MAX
 
+# conn_io_failed results
+cdef enum:
+    FL_IO_AGAIN = 0               # EAGAIN: drained (or full) until the next edge
+    FL_IO_RETRY = 1               # EINTR: try again at once
+    FL_IO_CLOSED = 2              # an error: the connection is closed
+
 # conn_process results
 cdef enum:
     FL_PROC_MORE = 0              # every complete request was answered: read more
@@ -508,14 +514,9 @@ cdef class Worker(Loop):
                 c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
                 return
             else:
-                err = errno
-                if err == EAGAIN or err == EWOULDBLOCK:
-                    return
-                if err == EINTR:
+                if self.conn_io_failed(c, errno) == FL_IO_RETRY:
                     continue
-                self.count_errno(self.counters.io_errors, err)
-                self.conn_close(c)
-                return
+                return  # EAGAIN: drained; anything else closed c
 
     cdef int conn_process(self, fl_conn *c) noexcept nogil:
         """Answers every complete request in c's buffer that C can answer, and gathers the
@@ -760,14 +761,12 @@ cdef class Worker(Loop):
                     if c.job != NULL:
                         fl_job_sent(c.job, <uint64_t>n)  # a streaming producer may go on
                     continue
-                err = errno
-                if err == EAGAIN or err == EWOULDBLOCK:
-                    break  # the next writable edge resumes
-                if err == EINTR:
+                err = self.conn_io_failed(c, errno)
+                if err == FL_IO_RETRY:
                     continue
-                self.count_errno(self.counters.io_errors, err)
-                self.conn_close(c)
-                return -1
+                if err == FL_IO_CLOSED:
+                    return -1
+                break  # EAGAIN: the next writable edge resumes
             if c.wsent < c.wlen:
                 break
             c.wsent = c.wlen = 0
@@ -1031,14 +1030,20 @@ cdef class Worker(Loop):
                 c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
                 return
             else:
-                err = errno
-                if err == EAGAIN or err == EWOULDBLOCK:
-                    return
-                if err == EINTR:
+                if self.conn_io_failed(c, errno) == FL_IO_RETRY:
                     continue
-                self.count_errno(self.counters.io_errors, err)
-                self.conn_close(c)
-                return
+                return  # EAGAIN: drained; anything else closed c
+
+    cdef int conn_io_failed(self, fl_conn *c, int err) noexcept nogil:
+        """What a failed recv() or send() on c means: FL_IO_AGAIN (EAGAIN: wait for the next
+        edge), FL_IO_RETRY (EINTR), or FL_IO_CLOSED (any other error: counted, c closed)."""
+        if err == EAGAIN or err == EWOULDBLOCK:
+            return FL_IO_AGAIN
+        if err == EINTR:
+            return FL_IO_RETRY
+        self.count_errno(self.counters.io_errors, err)
+        self.conn_close(c)
+        return FL_IO_CLOSED
 
     cdef void conn_drop_output(self, fl_conn *c) noexcept nogil:
         """Frees what c had still to send: queued messages and a file being sent."""
