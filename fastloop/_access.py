@@ -1,14 +1,19 @@
-"""The access log: one gunicorn-style line per request.
+"""The access log: one line per request on the "fastloop.access" logger, at INFO.
 
     127.0.0.1 - - [29/Nov/2026:12:28:06 +0000] "GET /users/7?x=1 HTTP/1.1" 200 13 "-" "curl/8.5.0"
 
-(client address, or "-" over a Unix socket; identity; user; time; request line; status; body
-bytes; referer; user agent).
+The line's layout is gunicorn's --access-logformat (fastloop/_accessformat.py: the atoms and
+the default above), or one JSON object per line.
 
-It works by wrapping an App: the wrapper's routes are the app's routes with each handler
-wrapped, taken when the wrapper is built (so build it after the routes are registered).
+It works by wrapping an App: every request is routed through the wrapper's _resolve to the
+app's routes, with the handler wrapped.
+A wrapped handler sets Request.on_answered, which the handler thread calls once the answer
+has been handed to the connection: so the line carries the status really answered (a
+handler that raised is a 500), the body bytes really posted (a streamed body's pieces, a
+file's count; see core/handler.pyx Responder.sent) and the time at completion.
 With the log on, static routes are answered by their Python twin (App.static registers both),
 so they are logged too: logging needs the GIL per request anyway.
+Requests the core itself rejects (400, 408, 413, ...) never reach Python and are not logged.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
+from ._accessformat import DEFAULT_FORMAT, Entry, check_format, format_line, json_line
 from ._core import Response
 from .app import App
 
@@ -27,57 +33,49 @@ access_log = logging.getLogger("fastloop.access")
 _NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
 
 
-def _size(result: Any) -> int:
-    body = result.body if isinstance(result, Response) else result
-    if isinstance(body, str):
-        return len(body.encode("utf-8"))
-    try:
-        return len(body)
-    except TypeError:
-        return 0
-
-
-def _line(request: Any, status: Any, size: Any) -> None:
-    target = request.path + ("?" + request.query if request.query else "")
-    client = request.client
-    access_log.info('%s - - [%s] "%s %s %s" %s %s "%s" "%s"',
-                    client[0] if isinstance(client, tuple) else "-",
-                    time.strftime("%d/%b/%Y:%H:%M:%S %z"), request.method, target,
-                    request.version, status, size, request.header("referer", "-"),
-                    request.header("user-agent", "-"))
-
-
-def _logged(handler: Callable) -> Callable:
-    def logged(request: Any) -> Any:
-        try:
-            result = handler(request)
-        except Exception:
-            _line(request, 500, "-")
-            raise  # the core logs the traceback and answers 500
-        _line(request, result.status if isinstance(result, Response) else 200, _size(result))
-        return result
-
-    return logged
-
-
 class AccessLogApp(App):
     """app, with every request written to the "fastloop.access" logger at INFO (static
-    routes, 404s and 405s included)."""
+    routes, 404s and 405s included), formatted by fmt (gunicorn atoms) or, with as_json, as
+    one JSON object per line."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, fmt: str = DEFAULT_FORMAT, as_json: bool = False) -> None:
         super().__init__()
+        check_format(fmt)
         self.inner = app
+        self.fmt = fmt
+        self.as_json = as_json
         self._statics = {}  # so C hands every request to Python, where it is logged
         self._stream_paths = app._stream_paths
-        self._routes = {path: (_logged(handler), methods)
-                        for path, (handler, methods) in app._routes.items()}
+        # No exact routes of its own: the core would answer a wrong method on one 405 without
+        # calling anything here, so every request comes through _resolve (one call more).
+        self._routes = {}
+
+    def _watch(self, request: Any) -> None:
+        """Asks the handler thread to report request's answer once it is handed over."""
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        start = time.perf_counter()
+
+        def answered(request: Any, status: int, sent: int) -> None:
+            entry = Entry(request, status, sent, time.perf_counter() - start, time.time())
+            access_log.info("%s", json_line(entry) if self.as_json
+                            else format_line(self.fmt, entry))
+
+        request.on_answered = answered
+
+    def _logged(self, handler: Callable) -> Callable:
+        def logged(request: Any) -> Any:
+            self._watch(request)
+            return handler(request)  # a handler that raises is answered 500, and logged so
+
+        return logged
 
     def _resolve(self, request: Any) -> Optional[tuple]:
-        entry = self.inner._resolve(request)
+        entry = self.inner._routes.get(request.path) or self.inner._resolve(request)
         if entry is None:
-            return _logged(lambda request: _NOT_FOUND), ("GET", request.method)
+            return self._logged(lambda request: _NOT_FOUND), ("GET", request.method)
         handler, methods = entry
         if request.method not in methods:
-            _line(request, 405, "-")  # the core answers it, with Allow
+            self._watch(request)  # the core answers it 405, with Allow
             return entry
-        return _logged(handler), methods
+        return self._logged(handler), methods

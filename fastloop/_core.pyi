@@ -1,6 +1,6 @@
 """Types of fastloop's compiled core (fastloop/_core.pyx)."""
 
-from typing import Any, Iterator, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Tuple, Union
 
 POLLER: str
 DEFAULT_LIMITS: dict[str, int]
@@ -44,6 +44,8 @@ class Request:
     override_scheme: str | None
     override_host: str | None
     override_root_path: str | None
+    # called on the handler thread with (request, status, body bytes posted) once answered
+    on_answered: Callable[[Request, int, int], object] | None
     @property
     def headers(self) -> Headers: ...
     @property

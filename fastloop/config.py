@@ -12,6 +12,7 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
+from ._accessformat import DEFAULT_FORMAT, check_format
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from .proxy import TrustedPeers, check_root_path
 
@@ -110,6 +111,16 @@ class Config:
     # ---- logging
     access_log: bool = _setting(False, "log every request, gunicorn-style (static routes are "
                                 "then answered from Python, so they are logged too)")
+    access_log_format: str = _setting(DEFAULT_FORMAT, "layout of an access-log line: "
+                                      "gunicorn's atoms (h remote address, t time, r request "
+                                      "line, s status, B/b body bytes, D/L duration, {name}i a "
+                                      "request header, ...; see fastloop/_accessformat.py)",
+                                      "FORMAT")
+    access_log_json: bool = _setting(False, "write each access-log line as one JSON object "
+                                     "with the same fields, named")
+    access_log_file: str = _setting("-", "where access-log lines go: a file (appended) or - "
+                                    "for stderr (ignored with --log-config, which decides)",
+                                    "PATH")
     log_level: str = _setting("info", "level of the error log", choices=LOG_LEVELS)
     log_config: Optional[str] = _setting(None, "configure all logging from this file: JSON "
                                          "for logging.config.dictConfig, else INI for "
@@ -214,6 +225,7 @@ class Config:
     def _validate_front(self) -> None:
         """The proxy, root-path and metrics settings."""
         TrustedPeers(self.forwarded_allow_ips)
+        check_format(self.access_log_format)
         if self.root_path is not None:
             self.root_path = check_root_path(self.root_path) or None
         if not 0 <= self.metrics_port <= 65535:

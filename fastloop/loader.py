@@ -72,7 +72,8 @@ def as_app(obj: Any, config: Config) -> App:
             raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
         # The handler threads run the application, so it runs concurrently when they are many.
         app = WSGIApp(obj, multithread=config.handler_threads > 1, multiprocess=config.supervised())
-    app = AccessLogApp(app) if config.access_log else app
+    if config.access_log:
+        app = AccessLogApp(app, config.access_log_format, config.access_log_json)
     if config.proxy_headers or config.root_path:
         # Outermost, so the access log (and everything else) sees the forwarded client.
         proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None

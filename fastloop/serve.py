@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import logging.config
+import logging.handlers
 import os
 import sys
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = "none" if f.default is None else str(f.default).lower() \
             if isinstance(f.default, bool) else f.default
         help_ = f"{meta['help']} (default: {default}; env {ENV_PREFIX}{f.name.upper()})"
+        help_ = help_.replace("%", "%%")  # argparse %-formats help (the access-log format)
         names = [meta["short"], flag] if meta["short"] else [flag]
         t = setting_type(f)
         if t is bool:
@@ -220,3 +222,12 @@ def setup_logging(config: Config) -> None:
     ours.setLevel(config.log_level.upper())
     access = logging.getLogger("fastloop.access")
     access.setLevel(logging.INFO if config.access_log else logging.CRITICAL + 1)
+    if config.access_log and not access.handlers:
+        # A handler of its own, message only: the line carries its one timestamp (%(t)s),
+        # and --access-log-file sends it apart from the error log.
+        path = config.access_log_file
+        out = logging.StreamHandler(sys.stderr) if path == "-" else \
+            logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        out.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(out)
+        access.propagate = False

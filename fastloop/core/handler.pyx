@@ -134,6 +134,11 @@ cdef class Responder:
     cdef char *buf
     cdef size_t len
     cdef size_t cap
+    # The body bytes of the last answer post() handled, as handed to the connection: a bytes
+    # body's length, the pieces of an iterable posted before it ended or was cut, a file's
+    # count given to the loop's sendfile; 0 for HEAD, 1xx, 204, 304. Chunk framing is not
+    # counted. "Sent" means posted: a client that vanishes mid-body may not receive all of it.
+    cdef int64_t sent
 
     def __cinit__(self):
         self.date_sec = -1
@@ -201,6 +206,8 @@ cdef class Responder:
                 if j.stream and not fl_job_body_read(j):
                     a.close = True  # part of the body was not read: close after answering
                 end = self.post(j, a, flags)
+                if request.on_answered is not None:
+                    answered_hook(request, a, self.sent)
             except BaseException:
                 end = END_CLOSE | END_CUT
                 raise
@@ -230,6 +237,7 @@ cdef class Responder:
         cdef int end = 0 if keep else END_CLOSE
         cdef size_t body = len(a.body) if a.kind == BODY_BYTES and a.send_body else 0
         cdef char *p
+        self.sent = body
         if keep:
             ch = CONN_KEEP_ALIVE_LINE if flags & FL_REQ_HTTP10 else NO_LINE
         p = self.room(head_size(a, ch) + body)
@@ -245,8 +253,19 @@ cdef class Responder:
             return end
         self.flush(j, 0, 0)  # the head, and the answers before it
         if a.kind == BODY_FILE:
+            self.sent = min(a.file_len, <int64_t>a.length)  # what post_file gives the loop
             return end | post_file(j, a)
         return end | post_pieces(self, j, a)
+
+
+cdef void answered_hook(Request request, Answer a, int64_t sent) noexcept:
+    """Calls request.on_answered(request, status, sent); a failing hook is logged, and the
+    answer goes on as if it had not been called."""
+    try:
+        request.on_answered(request, int(a.status_line[9:12]), sent)
+    except BaseException:
+        log.exception("fastloop: the on_answered hook of %s %s raised", request.method,
+                      request.path)
 
 
 cdef size_t head_size(Answer a, const char *conn_line):
@@ -374,6 +393,7 @@ cdef int post_pieces(Responder r, fl_job *j, Answer a) except -1:
             m.len = p - m.data
             if fl_job_post(j, m) < 0:
                 return END_CLOSE | END_CUT  # the connection is gone
+            r.sent += n
             with nogil:
                 rc = fl_job_wait_room(j)
             if rc < 0:

@@ -38,6 +38,10 @@ cdef class Request:
     cdef public object override_scheme
     cdef public object override_host
     cdef public object override_root_path
+    # Set by a wrapper that wants to know how the answer went (fastloop._access): called on
+    # the handler thread as on_answered(request, status, body_sent) once the whole answer has
+    # been handed to the connection (see Responder.answer for what body_sent counts).
+    cdef public object on_answered
 
     @property
     def body(self):

@@ -1,0 +1,265 @@
+"""The access log over real sockets, under the default handler threads: every format atom,
+the JSON option, the file destination, and the true body bytes (a streamed body, a file,
+HEAD, a 404, a 405). Nothing is logged unless the access log is on."""
+
+import base64
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+from helpers import LOOPBACK, running_server, wait_until
+from serving import ServeProcess, get
+
+import fastloop
+from fastloop._access import AccessLogApp
+from fastloop._accessformat import DEFAULT_FORMAT, check_format
+from fastloop.config import Config
+from fastloop.loader import as_app
+
+PIECE = b"x" * 10000
+PIECES = 197  # 1 970 000 bytes streamed
+
+
+def make_app(tmp_path):
+    app = fastloop.App()
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"f" * 123457)
+
+    @app.get("/hello")
+    def hello(request):
+        return "hello"
+
+    @app.get("/stream")
+    def stream(request):
+        return fastloop.Response((PIECE for _ in range(PIECES)), content_type="application/octet-stream")
+
+    @app.get("/file")
+    def file(request):
+        return open(data, "rb")
+
+    @app.get("/boom")
+    def boom(request):
+        raise RuntimeError("boom")
+
+    @app.get("/items/{n:int}")
+    def item(request, n):
+        return f"item {n}"
+
+    return app
+
+
+def exchange(port, head):
+    """Sends one request (Connection: close) and returns every byte of the answer."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as s:
+        s.sendall(head)
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    return data
+
+
+def request(port, method, target, extra=b""):
+    return exchange(port, method.encode() + b" " + target.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                    + extra + b"Connection: close\r\n\r\n")
+
+
+class Log(logging.Handler):
+    """The access-log lines, as written."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def wait(self, count):
+        # The line is written on the handler thread once the answer is handed over, which
+        # may be just after the client read its last byte.
+        assert wait_until(lambda: len(self.lines) >= count), self.lines
+        return self.lines[-1]
+
+
+@pytest.fixture
+def log():
+    logger = logging.getLogger("fastloop.access")
+    handler = Log()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+def served(tmp_path, log):
+    def serve(fmt=DEFAULT_FORMAT, as_json=False):
+        return running_server(AccessLogApp(make_app(tmp_path), fmt, as_json))
+    return serve
+
+
+def test_default_format_is_gunicorns(served, log):
+    with served() as srv:
+        data = request(srv.port, "GET", "/hello?x=1", b"User-Agent: t/1\r\nReferer: http://r/\r\n")
+        assert data.endswith(b"hello")
+        line = log.wait(1)
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[\d\d/\w\w\w/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+                        r'"GET /hello\?x=1 HTTP/1\.1" 200 5 "http://r/" "t/1"', line), line
+
+
+ATOMS = [  # atom, request extra header lines, expected text (a regex)
+    ("h", b"", r"127\.0\.0\.1"),
+    ("l", b"", r"-"),
+    ("u", b"", r"-"),
+    ("u", b"Authorization: Basic " + base64.b64encode(b"ann:secret") + b"\r\n", r"ann"),
+    ("t", b"", r"\[\d\d/\w\w\w/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"),
+    ("r", b"", r"GET /hello\?a=b HTTP/1\.1"),
+    ("m", b"", r"GET"),
+    ("U", b"", r"/hello"),
+    ("q", b"", r"a=b"),
+    ("H", b"", r"HTTP/1\.1"),
+    ("s", b"", r"200"),
+    ("B", b"", r"5"),
+    ("b", b"", r"5"),
+    ("f", b"Referer: http://ref/x\r\n", r"http://ref/x"),
+    ("f", b"", r"-"),
+    ("a", b"User-Agent: agent/2\r\n", r"agent/2"),
+    ("D", b"", r"\d+"),
+    ("L", b"", r"\d+\.\d{6}"),
+    ("p", b"", f"<{os.getpid()}>"),
+    ("{x-trace}i", b"X-Trace: abc 123\r\n", r"abc 123"),
+    ("{X-Trace}i", b"X-Trace: abc\r\n", r"abc"),
+    ("{x-trace}i", b"", r"-"),
+]
+
+
+@pytest.mark.parametrize("atom,extra,expected", ATOMS)
+def test_each_atom(served, log, atom, extra, expected):
+    with served(f"<%({atom})s>") as srv:
+        assert request(srv.port, "GET", "/hello?a=b", extra).endswith(b"hello")
+        line = log.wait(1)
+    assert re.fullmatch(f"<{expected}>", line), (atom, line)
+
+
+def test_b_is_a_dash_for_no_body_and_duration_atoms_agree(served, log):
+    with served("%(s)s %(B)s %(b)s %(D)s %(L)s") as srv:
+        assert request(srv.port, "HEAD", "/hello").startswith(b"HTTP/1.1 200 ")
+        status, big_b, small_b, micros, seconds = log.wait(1).split()
+    assert (status, big_b, small_b) == ("200", "0", "-")
+    assert abs(int(micros) - float(seconds) * 1e6) <= 1
+
+
+def test_json_lines(served, log):
+    with served(as_json=True) as srv:
+        request(srv.port, "GET", "/items/7?z=9", b"User-Agent: j/1\r\n")
+        entry = json.loads(log.wait(1))
+    assert entry["remote_addr"] == "127.0.0.1" and entry["user"] is None
+    assert (entry["request"], entry["method"], entry["path"], entry["query"],
+            entry["protocol"]) == ("GET /items/7?z=9 HTTP/1.1", "GET", "/items/7", "z=9",
+                                   "HTTP/1.1")
+    assert (entry["status"], entry["bytes"], entry["referer"], entry["user_agent"]) == \
+        (200, 6, None, "j/1")
+    assert entry["pid"] == os.getpid() and isinstance(entry["duration_us"], int)
+    assert abs(entry["duration_us"] - entry["duration_s"] * 1e6) <= 1
+    assert abs(time.time() - time.mktime(time.strptime(entry["time"][:19],
+                                                       "%Y-%m-%dT%H:%M:%S"))) < 60
+
+
+def test_true_bytes_of_a_streamed_body_a_file_and_errors(served, log):
+    fmt = '"%(r)s" %(s)s %(B)s'
+    with served(fmt) as srv:
+        data = request(srv.port, "GET", "/stream")
+        assert data.count(b"x") == PIECE_BYTES
+        assert log.wait(1) == f'"GET /stream HTTP/1.1" 200 {PIECE_BYTES}'
+        data = request(srv.port, "GET", "/file")
+        assert data.endswith(b"f" * 123457)
+        assert log.wait(2) == '"GET /file HTTP/1.1" 200 123457'
+        assert request(srv.port, "HEAD", "/file").startswith(b"HTTP/1.1 200 ")
+        assert log.wait(3) == '"HEAD /file HTTP/1.1" 200 0'
+        assert request(srv.port, "HEAD", "/stream").startswith(b"HTTP/1.1 200 ")
+        assert log.wait(4) == '"HEAD /stream HTTP/1.1" 200 0'
+        assert request(srv.port, "GET", "/nowhere").startswith(b"HTTP/1.1 404 ")
+        assert log.wait(5) == '"GET /nowhere HTTP/1.1" 404 9'  # b"Not Found"
+        assert request(srv.port, "POST", "/hello").startswith(b"HTTP/1.1 405 ")
+        assert log.wait(6) == '"POST /hello HTTP/1.1" 405 18'  # b"Method Not Allowed"
+        assert request(srv.port, "DELETE", "/items/3").startswith(b"HTTP/1.1 405 ")
+        assert log.wait(7) == '"DELETE /items/3 HTTP/1.1" 405 18'
+        assert request(srv.port, "GET", "/boom").startswith(b"HTTP/1.1 500 ")
+        line = log.wait(8)
+    assert line.startswith('"GET /boom HTTP/1.1" 500 ')
+    assert len(log.lines) == 8
+
+
+PIECE_BYTES = len(PIECE) * PIECES  # 1.97 MB
+
+
+def test_a_client_that_leaves_mid_stream_is_logged_with_what_was_posted(served, log):
+    with served("%(s)s %(B)s") as srv:
+        with socket.create_connection((LOOPBACK, srv.port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+            s.recv(1000)
+        status, sent = log.wait(1).split()
+    assert status == "200" and 0 < int(sent) < PIECE_BYTES
+
+
+def test_bad_formats_are_refused():
+    check_format(DEFAULT_FORMAT)
+    check_format("%({x-y}i)s %(D)s")
+    for bad in ("%(h", "%(zz)s", "%(h)d"):
+        with pytest.raises(ValueError):
+            check_format(bad)
+    with pytest.raises(ValueError, match="access_log_format"):
+        Config.from_env({}, access_log_format="%(nope)s")
+
+
+def test_nothing_is_logged_without_the_access_log(tmp_path, log):
+    app = as_app(make_app(tmp_path), Config())
+    assert not isinstance(app, AccessLogApp)
+    with running_server(app) as srv:
+        assert request(srv.port, "GET", "/hello").endswith(b"hello")
+        assert request(srv.port, "GET", "/nowhere").startswith(b"HTTP/1.1 404 ")
+        assert request(srv.port, "POST", "/hello").startswith(b"HTTP/1.1 405 ")
+    assert log.lines == []
+
+
+# ---- fastloop serve: the destination ------------------------------------------------------
+
+def test_serve_writes_the_access_log_to_a_file(tmp_path):
+    path = tmp_path / "access.log"
+    with ServeProcess(["serve_apps:app", "--port", "0", "--access-log", "--access-log-file",
+                       str(path), "--access-log-format", "%(m)s %(U)s %(s)s %(B)s"]) as srv:
+        assert get(srv.url, "/items/5") == b"item 5"
+        assert wait_until(lambda: path.exists() and path.read_text() != "")
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(10) == 0
+    assert path.read_text() == "GET /items/5 200 6\n"  # the line alone: no second timestamp
+    assert "GET /items/5" not in srv.log()
+
+
+def test_serve_access_log_goes_to_stderr_by_default_as_json(tmp_path):
+    with ServeProcess(["serve_apps:app", "--port", "0", "--access-log",
+                       "--access-log-json"]) as srv:
+        assert get(srv.url, "/items/6") == b"item 6"
+        srv.wait_for('"path": "/items/6"')
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(10) == 0
+    line = next(line for line in srv.log().splitlines() if '"/items/6"' in line)
+    assert json.loads(line)["status"] == 200
+
+
+def test_serve_logs_nothing_without_access_log(tmp_path):
+    path = tmp_path / "access.log"
+    with ServeProcess(["serve_apps:app", "--port", "0", "--access-log-file", str(path)]) as srv:
+        assert get(srv.url, "/items/5") == b"item 5"
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(10) == 0
+    assert not path.exists() and "GET /items/5" not in srv.log()
