@@ -11,21 +11,17 @@ a half head, or a short body on a live connection.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
-import time
 from typing import Any, Callable, List, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-from wire import Truncated, read_answer  # noqa: E402
+from wire import NEXT, Truncated, exchange, read_answer  # noqa: E402,F401 (exchange: for callers)
 
 import fastloop  # noqa: E402
 
 Draw = Callable[[int], int]
-
-NEXT = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
 
 NAMES = ["X-A", "Content-Length", "content-length", "Transfer-Encoding", "Connection", "Server",
          "Date", "Keep-Alive", "X\x00", "X Y", "", "Set-Cookie", "X:Y", 5]
@@ -103,30 +99,6 @@ def serve_results() -> Tuple[Any, List[Any]]:
         return current[0]
 
     return app, current
-
-
-def exchange(port: int, request: bytes, head: bool, timeout: float = 5.0) -> Tuple[bytes, bool]:
-    """Sends request and GET /next; returns (every byte read, whether the server closed)."""
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request + NEXT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(262144)
-            except ConnectionResetError:
-                return data, True
-            if not chunk:
-                return data, True
-            data += chunk
-            try:
-                got = read_answer(data, head_request=head)
-                nxt = read_answer(got[1]) if got is not None else None
-            except Exception:
-                return data, False  # malformed already: check_exchange says how
-            if nxt is not None and not nxt[1]:
-                return data, False
-    raise AssertionError(f"no answer, no close within {timeout}s: {data[:300]!r}")
 
 
 def check_exchange(data: bytes, closed: bool, head: bool) -> None:

@@ -6,38 +6,12 @@ between (two lengths, a half head, a short body on a live connection)."""
 
 from __future__ import annotations
 
-import socket
-import time
 
 import pytest
 from helpers import running_server
-from wire import Malformed, Truncated, read_answer
+from wire import Malformed, Truncated, exchange, read_answer
 
 import fastloop
-
-NEXT = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-def exchange(port: int, request: bytes, timeout: float = 5.0, head: bool = False):
-    """Sends request then GET /next on one connection; returns (bytes, closed by the server)."""
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request + NEXT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                return data, True
-            if not chunk:
-                return data, True
-            data += chunk
-            got = read_answer(data, head_request=head)
-            if got is not None:
-                nxt = read_answer(got[1])
-                if nxt is not None and not nxt[1]:
-                    return data, False
-    raise AssertionError(f"no complete exchange within {timeout}s: {data[:300]!r}")
 
 
 def two_answers(port: int, request: bytes, head: bool = False):

@@ -70,6 +70,21 @@ def app(tmp_path):
     return app
 
 
+def event_arrivals(port: int, count: int = 5) -> list:
+    """GET /events; the time each of its first count events ("data: ...") arrived."""
+    arrivals: list = []
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /events HTTP/1.1\r\n" + H + b"\r\n")
+        while len(arrivals) < count:
+            chunk = s.recv(65536)
+            assert chunk
+            data += chunk
+            while data.count(b"data: ") > len(arrivals):
+                arrivals.append(time.monotonic())
+    return arrivals
+
+
 def other_clients_are_served(port: int, quick: int = 50, static: int = 50, conns: int = 10) -> None:
     socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(conns)]
     try:
@@ -108,16 +123,7 @@ def test_a_client_that_never_reads_a_32_mib_answer_holds_up_no_one(app, path):
 
 def test_each_streamed_event_reaches_the_client_before_the_next_is_yielded(app):
     with running_server(app) as srv:
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-            s.sendall(b"GET /events HTTP/1.1\r\n" + H + b"\r\n")
-            arrivals = []
-            data = b""
-            while len(arrivals) < 5:
-                chunk = s.recv(65536)
-                assert chunk
-                data += chunk
-                while data.count(b"data: ") > len(arrivals):
-                    arrivals.append(time.monotonic())
+        arrivals = event_arrivals(srv.port)
     yields = app.state["yields"]
     for i in range(4):
         assert arrivals[i] < yields[i + 1], f"event {i} arrived after event {i + 1} was yielded"
@@ -243,15 +249,6 @@ def test_flask_a_sleeping_view_and_a_client_that_never_reads_send_file_hold_up_n
 
 def test_flask_streamed_events_reach_the_client_as_they_are_yielded(flask_app):
     with running_server(flask_app) as srv:
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-            s.sendall(b"GET /events HTTP/1.1\r\n" + H + b"\r\n")
-            arrivals: list = []
-            data = b""
-            while len(arrivals) < 5:
-                chunk = s.recv(65536)
-                assert chunk
-                data += chunk
-                while data.count(b"data: ") > len(arrivals):
-                    arrivals.append(time.monotonic())
+        arrivals = event_arrivals(srv.port)
     for i in range(4):
         assert arrivals[i] < flask_app.yields[i + 1], f"event {i} came after event {i + 1} was yielded"

@@ -10,9 +10,13 @@ cut on purpose); read_answer() returns None while an answer is incomplete.
 from __future__ import annotations
 
 import re
+import socket
+import time
 from typing import List, NamedTuple, Optional, Tuple
 
-__all__ = ["Answer", "Malformed", "Truncated", "read_answer", "read_answers"]
+__all__ = ["Answer", "Malformed", "Truncated", "read_answer", "read_answers", "exchange", "NEXT"]
+
+NEXT = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"
 
 _STATUS = re.compile(rb"HTTP/1\.1 ([1-9][0-9]{2}) ([\t -~\x80-\xff]*)\Z")
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t -~\x80-\xff]*?)[ \t]*\Z")
@@ -133,3 +137,29 @@ def read_answers(data: bytes, eof: bool = True) -> Tuple[List[Answer], bytes]:
         if answer.close_delimited:
             break
     return out, data
+
+
+def exchange(port: int, request: bytes, head: bool = False, timeout: float = 5.0) -> Tuple[bytes, bool]:
+    """Sends request, then GET /next, on one connection to 127.0.0.1:port. Returns (every byte
+    read, whether the server closed) once both answers are in, the server closed, or what came
+    is malformed already (the caller's read_answer says how); raises after timeout seconds."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request + NEXT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(262144)
+            except ConnectionResetError:
+                return data, True
+            if not chunk:
+                return data, True
+            data += chunk
+            try:
+                got = read_answer(data, head_request=head)
+                nxt = read_answer(got[1]) if got is not None else None
+            except Malformed:
+                return data, False
+            if nxt is not None and not nxt[1]:
+                return data, False
+    raise AssertionError(f"no answer, no close within {timeout}s: {data[:300]!r}")
