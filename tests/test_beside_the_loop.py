@@ -252,3 +252,17 @@ def test_flask_streamed_events_reach_the_client_as_they_are_yielded(flask_app):
         arrivals = event_arrivals(srv.port)
     for i in range(4):
         assert arrivals[i] < flask_app.yields[i + 1], f"event {i} came after event {i + 1} was yielded"
+
+
+def test_an_answer_that_comes_after_stop_is_dropped_and_counted(app):
+    srv = fastloop.Server(app, host="127.0.0.1", port=0)
+    srv.start()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"GET /slow?0.8 HTTP/1.1\r\n" + H + b"\r\n")
+        time.sleep(0.2)  # the handler sleeps now
+        srv.stop(0.2)
+        stats = srv.stats()
+        assert stats["aborted"] == 1 and stats["open"] == 0 and stats["late_answers"] == 0
+        assert s.recv(4096) == b""  # closed, unanswered
+    assert app.state["slow_done"].wait(3)
+    assert wait_until(lambda: srv.stats()["late_answers"] == 1, timeout=2)

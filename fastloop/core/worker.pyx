@@ -153,6 +153,18 @@ cdef class Worker(Loop):
             self.streams[i].path_len = PyBytes_GET_SIZE(path)
         self.nstreams = len(streams)
 
+    def stats(self):
+        """Loop.stats(), with the answers that came after this loop had stopped (its inbox
+        drops them) counted among the late ones."""
+        cdef uint64_t dropped
+        out = Loop.stats(self)
+        with nogil:
+            pthread_mutex_lock(&self.inbox.lock)
+            dropped = self.inbox.dropped
+            pthread_mutex_unlock(&self.inbox.lock)
+        out["late_answers"] += dropped
+        return out
+
     def __dealloc__(self):
         cdef uint32_t i
         cdef fl_conn *c
