@@ -46,9 +46,11 @@ cdef class Acceptor(Loop):
     cdef void hand_off(self, int fd) noexcept nogil:
         cdef fl_inbox *box = self.inboxes[self.next_worker]
         self.next_worker = (self.next_worker + 1) % self.ninboxes
+        # Counted before the push: the worker may take and count it at once, and stats()
+        # reckons the descriptors in transit as handed_off - the workers' accepted.
+        self.counters.handed_off += 1
         if fl_inbox_push_fd(box, fd) < 0:
+            self.counters.handed_off -= 1
             close(fd)
             self.counters.closed += 1
             self.count_errno(self.counters.io_errors, ENOMEM)
-            return
-        self.counters.handed_off += 1
