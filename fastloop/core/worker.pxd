@@ -112,6 +112,7 @@ cdef class Worker(Loop):
     cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil
     cdef void consume(self, fl_conn *c) noexcept nogil
+    cdef void conn_past_request(self, fl_conn *c) noexcept nogil
     cdef void accept_all(self) noexcept nogil
     cdef void drop_fd(self, int fd) noexcept nogil
     cdef void refuse(self, int fd) noexcept nogil

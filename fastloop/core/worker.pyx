@@ -252,15 +252,12 @@ cdef class Worker(Loop):
                     c = self.conn_for(tok)
                     if c != NULL:  # NULL: closed earlier in this batch, maybe its slot reused
                         self.conn_event(c, events[i].mask)
-            if self.njobs:
-                # Every request of this turn that needs Python, to the handler threads at once.
-                fl_pool_push(self.handlers, self.jobs_first, self.jobs_last, self.njobs)
-                self.jobs_first = self.jobs_last = NULL
-                self.njobs = 0
             # Expire as of the wait: a connection whose request arrived while a handler held
             # this thread has its event in the next wait, and is served, not timed out.
             self.timers_expire(wait_now)
-            if self.njobs:  # made while closing or flushing on a timer: never left for later
+            if self.njobs:
+                # Every request of this turn that needs Python (timers' flushes included), to
+                # the handler threads at once.
                 fl_pool_push(self.handlers, self.jobs_first, self.jobs_last, self.njobs)
                 self.jobs_first = self.jobs_last = NULL
                 self.njobs = 0
@@ -679,12 +676,7 @@ cdef class Worker(Loop):
         q.req_flags = c.req_flags
         self.nstage += 1
         self.stage_bytes += c.head_len + c.body_len
-        c.rpos += <uint32_t>c.req_len  # the request is in the buffer: within FL_RBUF_MAX
-        c.scanned = 0
-        c.state = CONN_READ_HEAD
-        c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
-        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
-            c.flags |= CONN_F_CLOSE_AFTER  # nothing after it is a request of this connection
+        self.conn_past_request(c)  # its bytes stay where they are until conn_end_process
         return 0
 
     cdef int conn_end_process(self, fl_conn *c, int rc) noexcept nogil:
@@ -732,15 +724,19 @@ cdef class Worker(Loop):
     cdef void consume(self, fl_conn *c) noexcept nogil:
         """The current request is answered: move on to the next one."""
         self.counters.requests += 1
-        # req_len <= FL_RBUF_MAX here (conn_process rejects more; a streaming request's is 0)
-        c.rpos += <uint32_t>c.req_len
+        self.conn_past_request(c)
         if c.rpos == c.rlen:
             c.rpos = c.rlen = 0
+
+    cdef void conn_past_request(self, fl_conn *c) noexcept nogil:
+        """Moves c's parsing past its current request (answered, or staged for a job)."""
+        # req_len <= FL_RBUF_MAX here (conn_process rejects more; a streaming request's is 0)
+        c.rpos += <uint32_t>c.req_len
         c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
         if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
-            c.flags |= CONN_F_CLOSE_AFTER
+            c.flags |= CONN_F_CLOSE_AFTER  # nothing after it is a request of this connection
 
     cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil:
         """Answers a request that cannot be served with status, counted, then closes. Nothing
