@@ -11,6 +11,7 @@ from typing import Any
 
 from ._core import Acceptor, ConnLimit, HandlerPool, Worker
 from .app import App
+from .asgi import ASGIApp, AsgiRunner
 from .listen import bind_tcp, bind_unix
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
@@ -97,12 +98,22 @@ class Server:
         """Binds, starts the threads and returns once the server accepts connections."""
         if self._running:
             raise RuntimeError("server already started")
-        listeners = self._listen()
+        if isinstance(self.app, ASGIApp):
+            # The lifespan startup runs before the server listens; a failure raises here.
+            self._handlers = AsgiRunner(self.app)
+            self._handlers.start()
+            pool = self._handlers.pool
+        else:
+            self._handlers = pool = HandlerPool(self.app, self.handler_threads)
+        try:
+            listeners = self._listen()
+        except BaseException:
+            self._handlers.stop(0.0)
+            raise
         try:
             conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
             is_tcp = listeners[0].family != socket.AF_UNIX
-            self._handlers = HandlerPool(self.app, self.handler_threads)
-            self._workers = [Worker(i, self.app, self._handlers, is_tcp=is_tcp, limits=self.limits,
+            self._workers = [Worker(i, self.app, pool, is_tcp=is_tcp, limits=self.limits,
                                     timeouts=self.timeouts, conn_limit=conn_limit)
                              for i in range(self.threads)]
             if self.dispatch == "reuseport":
@@ -114,8 +125,10 @@ class Server:
         except BaseException:
             for sock in listeners:
                 sock.close()
+            self._handlers.stop(0.0)
             raise
-        self._handlers.start()
+        if not isinstance(self._handlers, AsgiRunner):
+            self._handlers.start()
         loops = self._workers + ([self._acceptor] if self._acceptor is not None else [])
         for loop in loops:
             name = "fastloop-acceptor" if loop is self._acceptor else f"fastloop-worker-{loop.index}"

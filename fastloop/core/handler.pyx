@@ -27,10 +27,45 @@ cdef const char *CONN_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
 cdef const char *NO_LINE = b""
 
 
-cdef class HandlerPool:
-    """The handler threads of one server, shared by all its event loops."""
+cdef class JobPool:
+    """Where the event loops of a server queue their jobs (fl_pool), and who runs them: the
+    handler threads (HandlerPool) or one asyncio loop (AsgiBridge, core/asgi.pyx)."""
 
     cdef fl_pool pool
+
+    def __cinit__(self, *args, **kwargs):
+        memset(&self.pool, 0, sizeof(fl_pool))
+        pthread_mutex_init(&self.pool.lock, NULL)
+        pthread_cond_init(&self.pool.cond, NULL)
+        self.pool.notify_fd = -1
+
+    def __dealloc__(self):
+        self.drop_queued()
+        pthread_cond_destroy(&self.pool.cond)
+        pthread_mutex_destroy(&self.pool.lock)
+
+    cdef void drop_queued(self) noexcept:
+        """Releases the jobs nobody will run (their connections close with their loops)."""
+        cdef fl_job *j
+        cdef fl_job *ready
+        cdef fl_job *nxt
+        j = fl_pool_take_all(&self.pool, &ready)
+        while j != NULL:
+            nxt = j.next
+            fl_job_release(j)
+            j = nxt
+        while ready != NULL:
+            nxt = ready.ready_next
+            fl_job_release(ready)
+            ready = nxt
+
+    cdef fl_pool *c_pool(self) noexcept:
+        return &self.pool
+
+
+cdef class HandlerPool(JobPool):
+    """The handler threads of one server, shared by all its event loops."""
+
     cdef object app
     cdef dict routes
     cdef object resolve
@@ -38,11 +73,6 @@ cdef class HandlerPool:
     cdef readonly int size
     cdef uint64_t handled
     cdef uint64_t failed
-
-    def __cinit__(self, *args, **kwargs):
-        memset(&self.pool, 0, sizeof(fl_pool))
-        pthread_mutex_init(&self.pool.lock, NULL)
-        pthread_cond_init(&self.pool.cond, NULL)
 
     def __init__(self, app, int threads):
         if threads < 1:
@@ -52,16 +82,6 @@ cdef class HandlerPool:
         self.resolve = app._resolve
         self.size = threads
         self.threads = []
-
-    def __dealloc__(self):
-        cdef fl_job *j
-        while True:
-            j = fl_pool_take(&self.pool)
-            if j == NULL:
-                break
-            fl_job_release(j)
-        pthread_cond_destroy(&self.pool.cond)
-        pthread_mutex_destroy(&self.pool.lock)
 
     def start(self):
         for i in range(self.size):
@@ -80,19 +100,11 @@ cdef class HandlerPool:
         for t in self.threads:
             t.join(timeout)
         self.threads = [t for t in self.threads if t.is_alive()]
-        cdef fl_job *j
-        while True:  # never taken: their connections are closed with their loops
-            j = fl_pool_take(&self.pool)
-            if j == NULL:
-                break
-            fl_job_release(j)
+        self.drop_queued()  # never taken: their connections are closed with their loops
 
     def stats(self):
         return {"handled": self.handled, "handler_errors": self.failed,
                 "handlers_busy": len([t for t in self.threads if t.is_alive()])}
-
-    cdef fl_pool *c_pool(self) noexcept:
-        return &self.pool
 
     def _run(self):
         cdef Responder r = Responder()

@@ -83,6 +83,13 @@ ctypedef struct fl_job:
     int body_end        # 0 more to come, 1 complete, or -status (400, 408, 413; -1: reset)
     int wait_body       # the handler waits for body bytes
     int body_paused     # the loop stopped reading because body_n passed the high-water mark
+    int peer_eof        # the client shut its side (FIN or reset) while the handler ran
+    # An asyncio pool's handler is not a thread that can wait on cond: waking the job puts it
+    # on its pool's ready list instead (fl_job_wake). pool is set when the job is queued.
+    fl_pool *pool
+    fl_job *ready_next  # on pool.ready, under the pool's lock
+    int ready           # on pool.ready (under the pool's lock)
+    void *owner         # the asyncio side's object for this job (only touched by that thread)
 
 ctypedef struct fl_pool:
     # The jobs waiting for a handler thread, FIFO, shared by every loop of a server.
@@ -93,3 +100,9 @@ ctypedef struct fl_pool:
     int idle            # threads waiting on cond
     int stopping
     uint64_t queued     # jobs ever queued (for stats)
+    # For a pool whose jobs are run by an asyncio loop rather than threads: a pipe's write
+    # end (else -1), written once when jobs or woken jobs appear and nobody was told yet.
+    int notify_fd
+    int notified
+    fl_job *ready       # jobs whose waiting handler must look again (room, body, gone)
+    fl_job *ready_tail

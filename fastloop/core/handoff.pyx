@@ -23,10 +23,16 @@
 # the last release frees. When a connection closes, the loop marks its job gone (the handler
 # stops producing; what it still posts is dropped), and when a loop ends its inbox is closed
 # (later posts are dropped and counted as late answers). Nothing here relies on the GIL.
+#
+# A pool may also be run by one asyncio loop instead of threads (core/asgi.pyx): its handlers
+# wait on futures, not on a job's condition variable. Then queueing jobs and waking a job
+# (room to send, body bytes, the connection gone) put it on the pool's lists and write one
+# byte to the pool's pipe only if nobody was told yet: one wake-up of the asyncio loop per
+# batch, whatever the number of loops, jobs and events. Lock order: a job's, then its pool's.
 
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
-from posix.unistd cimport close
+from posix.unistd cimport close, write
 
 
 cdef enum:
@@ -200,9 +206,28 @@ cdef void fl_job_gone(fl_job *j) noexcept nogil:
     pthread_mutex_lock(&j.lock)
     j.gone = 1
     j.fd = -1
-    pthread_cond_broadcast(&j.cond)
+    fl_job_wake(j)
     pthread_mutex_unlock(&j.lock)
     fl_job_release(j)
+
+
+cdef void fl_job_peer_eof(fl_job *j) noexcept nogil:
+    """The loop's side: the client shut its sending side while the handler runs (an asyncio
+    handler's receive() then reports the disconnect, as other ASGI servers do)."""
+    pthread_mutex_lock(&j.lock)
+    if not j.peer_eof:
+        j.peer_eof = 1
+        fl_job_wake(j)
+    pthread_mutex_unlock(&j.lock)
+
+
+cdef void fl_job_wake(fl_job *j) noexcept nogil:
+    """Under j.lock: whoever waits for j looks again (a thread on j.cond, or the asyncio
+    loop of j's pool)."""
+    if j.pool != NULL and j.pool.notify_fd >= 0:
+        fl_pool_ready(j.pool, j)
+    else:
+        pthread_cond_broadcast(&j.cond)
 
 
 cdef int fl_job_post(fl_job *j, fl_msg *m) noexcept nogil:
@@ -248,7 +273,7 @@ cdef void fl_job_sent(fl_job *j, uint64_t n) noexcept nogil:
     # (sent may pass posted: bytes of the answer before this job count too.)
     if j.wait_room and j.posted < j.sent + FL_LOW_WATER:
         j.wait_room = 0
-        pthread_cond_signal(&j.cond)
+        fl_job_wake(j)
     pthread_mutex_unlock(&j.lock)
 
 
@@ -280,7 +305,7 @@ cdef int fl_job_give_body(fl_job *j, const char *p, size_t n, int end) noexcept 
         rc = 1
     if j.wait_body:
         j.wait_body = 0
-        pthread_cond_signal(&j.cond)
+        fl_job_wake(j)
     pthread_mutex_unlock(&j.lock)
     return rc
 
@@ -306,9 +331,57 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     p.tail = last
     last.next = NULL
     p.queued += n
-    if p.idle:
+    if p.notify_fd >= 0:
+        fl_pool_notify(p)
+    elif p.idle:
         pthread_cond_signal(&p.cond)
     pthread_mutex_unlock(&p.lock)
+
+
+cdef void fl_pool_notify(fl_pool *p) noexcept nogil:
+    """Under p.lock: tells an asyncio pool's loop that there is work, once per batch."""
+    cdef char one = 1
+    if not p.notified:
+        p.notified = 1
+        # A full pipe cannot happen (one byte until the loop drains it); an error would only
+        # lose a wake-up that the next one brings.
+        write(p.notify_fd, &one, 1)
+
+
+cdef void fl_pool_ready(fl_pool *p, fl_job *j) noexcept nogil:
+    """Under j.lock: puts j on p's ready list (holding a reference) unless it is there."""
+    pthread_mutex_lock(&p.lock)
+    if not j.ready and not p.stopping:
+        j.ready = 1
+        fl_atomic_add_int(&j.refs, 1)
+        j.ready_next = NULL
+        if p.ready_tail != NULL:
+            p.ready_tail.ready_next = j
+        else:
+            p.ready = j
+        p.ready_tail = j
+        fl_pool_notify(p)
+    pthread_mutex_unlock(&p.lock)
+
+
+cdef fl_job *fl_pool_take_all(fl_pool *p, fl_job **ready) noexcept nogil:
+    """An asyncio pool's side: every queued job (linked through next) and every woken one
+    (through ready_next, each holding a reference the caller releases). The next post after
+    this writes to the pipe again."""
+    cdef fl_job *jobs
+    cdef fl_job *r
+    pthread_mutex_lock(&p.lock)
+    jobs = p.head
+    p.head = p.tail = NULL
+    ready[0] = p.ready
+    r = p.ready
+    while r != NULL:
+        r.ready = 0
+        r = r.ready_next
+    p.ready = p.ready_tail = NULL
+    p.notified = 0
+    pthread_mutex_unlock(&p.lock)
+    return jobs
 
 
 cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:

@@ -91,6 +91,7 @@ cdef class Worker(Loop):
     cdef object static_keep     # the bytes the fl_static pointers point into
     cdef fl_static *streams     # exact paths of streaming routes (only .path is used)
     cdef int nstreams
+    cdef bint stream_bodies     # every Python request with a body streams it (ASGI)
     cdef fl_inbox *inbox
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush

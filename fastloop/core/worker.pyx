@@ -106,7 +106,7 @@ cdef class Worker(Loop):
         self.date_sec = -1
         self.refresh_date()
 
-    def __init__(self, int index, app, HandlerPool handlers, *, bint is_tcp=True,
+    def __init__(self, int index, app, JobPool handlers, *, bint is_tcp=True,
                  dict limits=None, dict timeouts=None, ConnLimit conn_limit=None):
         tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
         self.index = index
@@ -152,6 +152,9 @@ cdef class Worker(Loop):
             self.streams[i].path = PyBytes_AS_STRING(path)
             self.streams[i].path_len = PyBytes_GET_SIZE(path)
         self.nstreams = len(streams)
+        # ASGI: every request with a body streams it to the application (http.request with
+        # more_body); bodiless ones still go in batches.
+        self.stream_bodies = bool(getattr(app, "_stream_bodies", False))
 
     def stats(self):
         """Loop.stats(), with the answers that came after this loop had stopped (its inbox
@@ -470,6 +473,8 @@ cdef class Worker(Loop):
             if (c.flags & CONN_F_STREAM) and c.body_left and not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF)):
                 self.conn_read_body(c)  # a streaming route's handler takes the body as it comes
                 return
+            if (mask & FL_HUP) and c.job != NULL:
+                fl_job_peer_eof(c.job)  # an ASGI app learns of it (http.disconnect)
             c.flags |= CONN_F_READ_MORE  # an edge goes unread now: read once it is answered
             return
         if c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_PEER_EOF):
@@ -592,7 +597,8 @@ cdef class Worker(Loop):
                     c.line.query = self.req.query
                     c.line.authority = self.req.authority
                     c.line.minor = self.req.minor
-                if c.route < 0 and fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0:
+                if c.route < 0 and ((self.stream_bodies and (cl or (self.req.flags & FL_REQ_CHUNKED)))
+                                    or fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0):
                     if self.nstage:
                         c.scanned = 0  # after the staged answers, from its head again
                         return self.conn_end_process(c, FL_PROC_MORE)
@@ -713,6 +719,7 @@ cdef class Worker(Loop):
         return FL_PROC_PY
 
     cdef void queue_job(self, fl_job *j) noexcept nogil:
+        j.pool = self.handlers  # where its handler waits (fl_job_wake)
         j.next = NULL
         if self.jobs_last != NULL:
             self.jobs_last.next = j

@@ -1,0 +1,696 @@
+# ASGI 3 applications beside the loop: one asyncio loop per server runs every request's
+# application call, fed by the event loops through an fl_pool whose waker is a pipe.
+#
+# Theory of operation. The event loops queue jobs exactly as for the handler threads (see
+# handoff.pyx), but the pool is an AsgiBridge: queueing a batch of jobs, or waking a job whose
+# handler waits (room to send, body bytes, the client gone), writes one byte to the bridge's
+# pipe if nobody was told yet. The asyncio loop reads the pipe (add_reader) and takes
+# everything at once: one wake-up and one Python callback per batch, never one
+# call_soon_threadsafe per request. Each new job becomes an AsgiCall run as one task, which
+# calls the application for the job's requests in order (pipelined requests answer in order,
+# gathered into one message as the handler threads do).
+#
+# receive() and send() never block the asyncio loop: when a body has not arrived yet, or the
+# client is more than FL_HIGH_WATER behind, they set the job's wait flag under its lock and
+# await a future that the bridge resolves when the job is woken; they look again after each
+# wake-up, so a wake-up that finds no waiter is never lost. All AsgiCall state is touched only
+# by the asyncio thread (the bridge's callback and the tasks), never by an event loop.
+#
+# Framing is the server's, as for every other interface: the application's Content-Length is
+# checked against what it sends; a body of unknown length is chunked (HTTP/1.1) or ends with
+# the connection (HTTP/1.0); a failure before http.response.start is a clean 500, after it the
+# connection is cut, never a half-framed answer on a keep-alive connection.
+
+import os as _os
+from urllib.parse import unquote as _unquote
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memmove
+from posix.unistd cimport read
+
+
+class ClientDisconnected(OSError):
+    """send() on a connection the client has closed (the ASGI spec asks for an OSError)."""
+
+
+cdef dict DISCONNECT = {"type": "http.disconnect"}
+cdef object _TOKEN_B = _re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+cdef object _BAD_VALUE_B = _re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+# AsgiCall.phase: how far the answer of the current request has gone
+cdef enum:
+    PH_NONE = 0         # nothing sent
+    PH_STARTED = 1      # http.response.start received, nothing written
+    PH_BODY = 2         # the head is out, body messages follow (more_body)
+    PH_TRAILERS = 3     # the last body message is out; trailers follow
+    PH_DONE = 4         # the answer is complete
+
+
+cdef class AsgiBridge(JobPool):
+    """The pool of one server whose jobs an asyncio loop runs. on_readable() is the loop's
+    reader callback for fileno(); spawn(call) starts each new AsgiCall (a task)."""
+
+    cdef int rfd
+    cdef object spawn
+    cdef public object loop
+    cdef public object app
+    cdef public dict base_scope     # what every http scope shares (asgi, scheme, state...)
+    cdef public object app_name
+    cdef uint64_t handled
+    cdef uint64_t app_errors        # the application raised, or returned without answering
+    cdef uint64_t invalid           # it sent an invalid message
+    cdef uint64_t disconnects       # receive() reported http.disconnect before the answer
+    cdef uint64_t wakeups
+
+    def __init__(self, app, loop, spawn, dict base_scope, app_name="ASGI app"):
+        r, w = _os.pipe()
+        _os.set_blocking(r, False)
+        _os.set_blocking(w, False)
+        self.rfd = r
+        self.pool.notify_fd = w
+        self.app = app
+        self.loop = loop
+        self.spawn = spawn
+        self.base_scope = base_scope
+        self.app_name = app_name
+
+    def fileno(self):
+        return self.rfd
+
+    def on_readable(self):
+        """Takes every queued and woken job: woken ones look again, new ones start."""
+        cdef char drain[256]
+        cdef fl_job *jobs
+        cdef fl_job *ready
+        cdef fl_job *nxt
+        cdef AsgiCall call
+        while read(self.rfd, drain, sizeof(drain)) == sizeof(drain):
+            pass
+        self.wakeups += 1
+        jobs = fl_pool_take_all(&self.pool, &ready)
+        while ready != NULL:
+            nxt = ready.ready_next
+            if ready.owner != NULL:
+                (<AsgiCall>ready.owner).wake()
+            fl_job_release(ready)
+            ready = nxt
+        while jobs != NULL:
+            nxt = jobs.next
+            jobs.next = NULL
+            call = AsgiCall.__new__(AsgiCall)
+            call.adopt(self, jobs)  # takes the handler's reference
+            self.spawn(call)
+            jobs = nxt
+
+    def close(self):
+        """No more jobs start; those queued are released (their loops close them)."""
+        with nogil:
+            pthread_mutex_lock(&self.pool.lock)
+            self.pool.stopping = 1
+            pthread_mutex_unlock(&self.pool.lock)
+        self.drop_queued()
+        if self.rfd >= 0:
+            _os.close(self.rfd)
+            _os.close(self.pool.notify_fd)
+            self.rfd = -1
+            with nogil:
+                pthread_mutex_lock(&self.pool.lock)
+                self.pool.notify_fd = -1
+                self.pool.notified = 1  # never write again
+                pthread_mutex_unlock(&self.pool.lock)
+
+    def stats(self):
+        return {"handled": self.handled, "handler_errors": self.app_errors + self.invalid,
+                "asgi_app_errors": self.app_errors, "asgi_invalid_messages": self.invalid,
+                "asgi_disconnects": self.disconnects, "asgi_wakeups": self.wakeups}
+
+
+cdef inline bint job_gone(fl_job *j) noexcept nogil:
+    cdef bint gone
+    pthread_mutex_lock(&j.lock)
+    gone = j.gone != 0
+    pthread_mutex_unlock(&j.lock)
+    return gone
+
+
+cdef class AsgiCall:
+    """One job's requests, answered by the application in order, on the asyncio loop."""
+
+    cdef fl_job *j              # the handler's reference, until run() ends
+    cdef AsgiBridge bridge
+    cdef Responder out          # answers gathered for one message, and the Date line
+    cdef object recv_waiter     # futures resolved by wake()
+    cdef object send_waiter
+    cdef int k                  # the request being answered
+    cdef int req_flags
+    # the current request's answer
+    cdef int phase
+    cdef Answer a
+    cdef bint want_trailers
+    cdef bytes trailer_fields   # http.response.trailers gathered so far
+    cdef uint64_t body_sent     # body bytes posted (chunk framing not counted)
+    cdef int end                # END_* flags for the connection after this answer
+    # the current request's body
+    cdef bint body_done         # everything was given to the application (or it failed)
+    cdef bint continue_asked
+    cdef int body_error         # 400/408/413 when the core refused the body, else 0
+    cdef bint saw_disconnect
+
+    cdef void adopt(self, AsgiBridge bridge, fl_job *j) noexcept:
+        self.bridge = bridge
+        self.j = j
+        j.owner = <void *>self  # cleared in run() before the reference is dropped
+        self.out = Responder.__new__(Responder)
+
+    def __dealloc__(self):
+        if self.j != NULL:  # a task that never ran (its loop stopped first)
+            self.j.owner = NULL
+            fl_job_release(self.j)
+            self.j = NULL
+
+    cdef void wake(self) noexcept:
+        """The bridge's side: the job changed (room, body, gone): waiters look again."""
+        for fut in (self.recv_waiter, self.send_waiter):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def run(self):
+        """Answers the job's requests, in order, then gives the job back to its loop."""
+        cdef fl_job *j = self.j
+        cdef int k, answered = 0, last
+        app = self.bridge.app
+        try:
+            for k in range(j.start, j.nreqs):
+                self.begin(k)
+                try:
+                    await app(self.scope(), self.receive, self.send)
+                    if self.phase != PH_DONE:
+                        self.bridge.app_errors += 1
+                        log.error("fastloop: %s returned without completing its answer to %s",
+                                  self.bridge.app_name, self.request_name())
+                except BaseException as exc:
+                    self.app_failed(exc)
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled (the server stops) or exiting: after the cleanup
+                finally:
+                    self.finish()
+                    self.bridge.handled += 1
+                    answered += 1
+                    last = self.end != 0 or k == j.nreqs - 1
+                    if last:
+                        self.out.flush(j, MSG_F_END | self.end, answered)
+                if last:
+                    return
+                if self.out.len > FL_BATCH_FLUSH:
+                    self.out.flush(j, 0, 0)
+                if fl_job_behind(j):
+                    # The client does not read: the rest waits in the loop (END_MORE).
+                    j.start = k + 1
+                    self.out.flush(j, MSG_F_END | END_MORE, answered)
+                    return
+        finally:
+            j.owner = NULL
+            self.j = NULL
+            fl_job_release(j)
+
+    cdef str request_name(self):
+        cdef fl_jobreq *q = &self.j.reqs[self.k]
+        cdef const char *p = self.j.req + q.off
+        return (decode_span(p, q.line.method) + " " + decode_span(p, q.line.path))
+
+    cdef void begin(self, int k):
+        self.k = k
+        self.req_flags = self.j.reqs[k].req_flags
+        self.phase = PH_NONE
+        self.a = None
+        self.want_trailers = False
+        self.trailer_fields = b""
+        self.body_sent = 0
+        self.end = 0
+        self.body_done = False
+        self.continue_asked = False
+        self.body_error = 0
+        self.saw_disconnect = False
+
+    cdef dict scope(self):
+        """The http scope of the current request (asgiref's HTTP connection scope)."""
+        cdef fl_job *j = self.j
+        cdef fl_jobreq *q = &j.reqs[self.k]
+        cdef fl_request_line *line = &q.line
+        cdef const char *p = j.req + q.off
+        cdef dict scope = self.bridge.base_scope.copy()
+        cdef bytes raw_path = (PyBytes_FromStringAndSize(p + line.path.off, line.path.len)
+                               if line.path.len else b"/")
+        state = scope.get("state")
+        if state is not None:
+            scope["state"] = state.copy()  # each request gets its own copy (lifespan spec)
+        scope["type"] = "http"
+        scope["http_version"] = "1.1" if line.minor else "1.0"
+        scope["method"] = "GET" if q.req_flags & FL_REQ_GET else decode_span(p, line.method)
+        scope["raw_path"] = raw_path
+        path = raw_path.decode("latin-1")
+        scope["path"] = _unquote(path) if "%" in path else path
+        scope["query_string"] = (PyBytes_FromStringAndSize(p + line.query.off, line.query.len)
+                                 if line.query.len else b"")
+        scope["headers"] = head_fields(p, q.head_len)
+        scope["client"] = socket_address(j, 1)
+        scope["server"] = socket_address(j, 0)
+        return scope
+
+    # ---- receive ----------------------------------------------------------------------------
+
+    async def receive(self):
+        """The next http.request message, or http.disconnect (asgiref's HTTP spec)."""
+        cdef fl_job *j = self.j
+        cdef fl_jobreq *q
+        cdef bytes body
+        if j == NULL or self.body_done:
+            return await self.wait_disconnect()
+        if not j.stream:
+            self.body_done = True
+            q = &j.reqs[self.k]
+            body = (PyBytes_FromStringAndSize(j.req + q.off + q.head_len, <Py_ssize_t>q.body_len)
+                    if q.body_len else b"")
+            return {"type": "http.request", "body": body, "more_body": False}
+        if not self.continue_asked:
+            self.continue_asked = True
+            if (self.req_flags & FL_REQ_EXPECT_CONTINUE) and not (self.req_flags & FL_REQ_HTTP10):
+                fl_job_post(j, fl_msg_new(0, MSG_CONTINUE))  # the application wants the body
+        while True:
+            message = self.take_body()
+            if message is not None:
+                return message
+            await self.wait("recv")
+
+    cdef object take_body(self):
+        """An http.request message with the body bytes that arrived, DISCONNECT when the body
+        can never complete, or None (the job's wait_body flag set: a wake-up will come)."""
+        cdef fl_job *j = self.j
+        cdef char *data = NULL
+        cdef size_t n = 0
+        cdef int end = 0, gone = 0
+        cdef bint resume = False
+        with nogil:
+            pthread_mutex_lock(&j.lock)
+            if j.body_n:
+                data = j.body  # all of it: the buffer changes hands
+                n = j.body_n
+                j.body = NULL
+                j.body_n = j.body_cap = 0
+            end = j.body_end
+            gone = j.gone
+            if n == 0 and end == 0 and not gone:
+                j.wait_body = 1
+            if j.body_paused and j.body_n < FL_LOW_WATER:
+                j.body_paused = 0
+                resume = True
+            pthread_mutex_unlock(&j.lock)
+            if resume:
+                fl_job_post(j, fl_msg_new(0, MSG_READ))
+        if n:
+            try:
+                body = PyBytes_FromStringAndSize(data, n)
+            finally:
+                free(data)
+            if end == 1:
+                self.body_done = True
+            return {"type": "http.request", "body": body, "more_body": end != 1}
+        if end == 1:
+            self.body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if end < 0 or gone:
+            # Reset (-1), or refused by the core (-400, -408, -413): the body never completes.
+            self.body_done = True
+            if end < -1:
+                self.body_error = -end
+            self.saw_disconnect = True
+            self.bridge.disconnects += 1
+            return DISCONNECT
+        return None
+
+    async def wait_disconnect(self):
+        """After the body: http.disconnect once the answer is complete or the client left."""
+        cdef fl_job *j = self.j
+        while True:
+            if j == NULL or self.phase == PH_DONE or self.peer_left():
+                if self.phase != PH_DONE and not self.saw_disconnect:
+                    self.saw_disconnect = True
+                    self.bridge.disconnects += 1
+                return DISCONNECT
+            await self.wait("recv")
+
+    cdef bint peer_left(self):
+        cdef fl_job *j = self.j
+        cdef bint left
+        with nogil:
+            pthread_mutex_lock(&j.lock)
+            left = j.gone or j.peer_eof
+            pthread_mutex_unlock(&j.lock)
+        return left
+
+    async def wait(self, str which):
+        fut = self.bridge.loop.create_future()
+        if which == "recv":
+            self.recv_waiter = fut
+        else:
+            self.send_waiter = fut
+        try:
+            await fut
+        finally:
+            if which == "recv":
+                self.recv_waiter = None
+            else:
+                self.send_waiter = None
+
+    # ---- send -------------------------------------------------------------------------------
+
+    async def send(self, message):
+        """http.response.start / .body / .pathsend / .trailers (asgiref's HTTP spec)."""
+        cdef fl_job *j = self.j
+        if j == NULL:
+            raise ClientDisconnected("the request is over: its answer cannot be sent")
+        kind = message["type"] if type(message) is dict else _message_type(message)
+        if self.phase == PH_NONE:
+            if kind != "http.response.start":
+                self.invalid(f"expected http.response.start, got {kind!r}")
+            self.start(message)
+            return
+        if self.phase == PH_DONE:
+            self.invalid(f"{kind!r} sent after the answer was complete")
+        if job_gone(j):
+            raise ClientDisconnected("the client has closed the connection")
+        if kind == "http.response.body":
+            if self.phase != PH_STARTED and self.phase != PH_BODY:
+                self.invalid(f"{kind!r} where trailers were expected")
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, (bytearray, memoryview)):
+                    self.invalid(f"a body is bytes, not {type(body).__name__}")
+                body = bytes(body)
+            if self.body(body, bool(message.get("more_body", False))):
+                await self.wait_room()
+        elif kind == "http.response.pathsend" and self.phase == PH_STARTED:
+            self.pathsend(message)
+        elif kind == "http.response.trailers" and self.phase == PH_TRAILERS:
+            self.trailers(message)
+        else:
+            self.invalid(f"unexpected message {kind!r}")
+
+    cdef void invalid(self, str why) except *:
+        self.bridge.invalid += 1
+        raise RuntimeError(f"fastloop: invalid ASGI message from {self.bridge.app_name}: {why}")
+
+    cdef void start(self, message) except *:
+        """Checks http.response.start; nothing is written before the first body message."""
+        cdef Answer a = Answer.__new__(Answer)
+        status = message.get("status")
+        if type(status) is not int or status < 200 or status > 999:
+            self.invalid(f"invalid status {status!r}")
+        a.status_line = STATUS_LINES.get(status) or status_line(status)
+        a.ctype = b""
+        try:
+            asgi_fields(a, message.get("headers", ()))
+        except (TypeError, ValueError) as exc:
+            self.invalid(str(exc))
+        a.send_body = not ((self.req_flags & FL_REQ_HEAD) or status == 204 or status == 304)
+        self.want_trailers = bool(message.get("trailers", False))
+        self.a = a
+        self.phase = PH_STARTED
+
+    cdef bint body(self, bytes body, bint more) except -1:
+        """Posts a body message (with the head before the first). Returns True when the
+        client is behind and send() must wait for room."""
+        cdef Answer a = self.a
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        cdef char *p
+        if self.phase == PH_STARTED:
+            if not more and not self.want_trailers:
+                self.whole(body)
+                return False
+            if a.send_body and a.length is None:
+                if self.req_flags & FL_REQ_HTTP10:
+                    a.close = True  # no chunked coding in 1.0: the close ends the body
+                else:
+                    a.chunked = True
+            if self.want_trailers and not a.chunked:
+                self.want_trailers = False  # trailers need chunked coding: none are sent
+            self.head(0)
+            self.out.flush(self.j, 0, 0)
+            self.phase = PH_BODY
+        if a.send_body and n:
+            self.body_sent += n
+            if a.length is not None and self.body_sent > <uint64_t>a.length:
+                self.cut("a body longer than its Content-Length")
+            post_bytes(self.j, body, a.chunked)
+        if not more:
+            if a.length is not None and a.send_body and self.body_sent != <uint64_t>a.length:
+                self.cut("a body shorter than its Content-Length")
+            if self.want_trailers:
+                self.phase = PH_TRAILERS
+                return False
+            if a.chunked:
+                memcpy(self.out.room(5), b"0\r\n\r\n", 5)
+                self.out.len += 5
+            self.complete()
+            return False
+        return fl_job_behind(self.j)
+
+    cdef void whole(self, bytes body) except *:
+        """The whole answer in one message: gathered with the job's other answers."""
+        cdef Answer a = self.a
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        cdef char *p
+        if a.length is None:
+            if self.a.status_line[9:12] != b"304":
+                a.length = n
+        elif a.send_body and a.length != n:
+            self.bridge.invalid += 1
+            log.error("fastloop: %s sent a body of %d bytes but a Content-Length of %d for %s",
+                      self.bridge.app_name, n, a.length, self.request_name())
+            self.a = plan_answer(SERVER_ERROR, self.req_flags)
+            a = self.a
+            body = a.body
+            n = len(body)
+        if not a.send_body:
+            n = 0
+        self.body_sent = n
+        p = self.head(n)
+        if n:
+            memcpy(p, PyBytes_AS_STRING(body), n)
+            self.out.len += n
+        self.complete()
+
+    cdef char *head(self, size_t extra) except NULL:
+        """Writes the head into the gathered buffer with room for extra bytes after it;
+        returns where they go (self.out.len counts the head only)."""
+        cdef Answer a = self.a
+        cdef fl_job *j = self.j
+        # inbox.stopping is a relaxed flag: an answer racing the stop may lack "close", and
+        # its connection still closes after it (the loop checks its own flag).
+        cdef bint keep = (self.req_flags & FL_REQ_KEEP_ALIVE) and not a.close and not j.inbox.stopping
+        cdef const char *ch = CONN_CLOSE_LINE
+        cdef char *p
+        if keep:
+            ch = CONN_KEEP_ALIVE_LINE if self.req_flags & FL_REQ_HTTP10 else NO_LINE
+        else:
+            self.end |= END_CLOSE
+        p = self.out.room(head_size(a, ch) + extra)
+        p = write_head(p, a, self.out.date(), ch)
+        self.out.len = p - self.out.buf
+        return p
+
+    cdef void complete(self) noexcept:
+        self.phase = PH_DONE
+        if self.j.stream and not fl_job_body_read(self.j):
+            self.end |= END_CLOSE  # part of the body was not read: close after answering
+        if self.recv_waiter is not None and not self.recv_waiter.done():
+            self.recv_waiter.set_result(None)  # a receive() waiting for the end: disconnect
+
+    cdef void cut(self, str why) except *:
+        """The head is out and the answer cannot be completed right: cut the connection."""
+        self.end |= END_CLOSE | END_CUT
+        self.phase = PH_DONE
+        self.invalid(why)
+
+    cdef void pathsend(self, message) except *:
+        """http.response.pathsend: the file goes out with sendfile from the loop."""
+        cdef Answer a = self.a
+        cdef fl_msg *m
+        cdef int fd
+        cdef int64_t size
+        path = message.get("path")
+        if not isinstance(path, str) or not _os.path.isabs(path):
+            self.invalid(f"pathsend needs an absolute path, not {path!r}")
+        fd = _os.open(path, _os.O_RDONLY | getattr(_os, "O_CLOEXEC", 0))
+        try:
+            size = _os.fstat(fd).st_size
+            if a.length is None:
+                a.length = size
+            elif a.length != size:
+                self.invalid(f"Content-Length {a.length} for a file of {size} bytes")
+        except BaseException:
+            _os.close(fd)
+            raise
+        self.head(0)
+        self.out.flush(self.j, 0, 0)
+        if not a.send_body or size == 0:
+            _os.close(fd)
+        else:
+            m = fl_msg_new(0, MSG_FILE)
+            if m == NULL:
+                _os.close(fd)
+                raise MemoryError()
+            m.fd = fd
+            m.off = 0
+            m.count = size
+            fl_job_post(self.j, m)
+            self.body_sent = size
+        self.complete()
+
+    cdef void trailers(self, message) except *:
+        """http.response.trailers: gathered until the last one, then written after the last
+        chunk (RFC 9112 7.1.2)."""
+        cdef Answer t = Answer.__new__(Answer)
+        try:
+            asgi_fields(t, message.get("headers", ()))
+        except (TypeError, ValueError) as exc:
+            self.invalid(str(exc))
+        self.trailer_fields += t.fields
+        if not message.get("more_trailers", False):
+            data = b"0\r\n" + self.trailer_fields + b"\r\n"
+            memcpy(self.out.room(len(data)), PyBytes_AS_STRING(data), len(data))
+            self.out.len += len(data)
+            self.complete()
+
+    async def wait_room(self):
+        """send() waits while the client is more than FL_HIGH_WATER behind."""
+        cdef fl_job *j = self.j
+        cdef bint behind
+        while True:
+            with nogil:
+                pthread_mutex_lock(&j.lock)
+                behind = not j.gone and j.posted > j.sent + FL_HIGH_WATER
+                if behind:
+                    j.wait_room = 1
+                pthread_mutex_unlock(&j.lock)
+            if not behind:
+                return
+            await self.wait("send")
+
+    # ---- the end of a request -----------------------------------------------------------------
+
+    cdef void app_failed(self, exc) noexcept:
+        if isinstance(exc, ClientDisconnected):
+            return  # the client left: nothing to answer, nothing wrong with the application
+        if self.phase == PH_DONE and isinstance(exc, RuntimeError) and "invalid ASGI" in str(exc):
+            return  # counted and cut already
+        self.bridge.app_errors += 1
+        if isinstance(exc, Exception):
+            try:
+                log.error("fastloop: %s raised while answering %s", self.bridge.app_name,
+                          self.request_name(), exc_info=exc)
+            except BaseException:
+                pass
+
+    cdef void finish(self) except *:
+        """After the application returned (or raised): a clean 500 (or the core's status for
+        a refused body) if nothing was written, a cut connection if the answer is partial."""
+        cdef int status
+        if self.phase == PH_NONE or self.phase == PH_STARTED:
+            status = self.body_error or 500
+            if job_gone(self.j):
+                self.end |= END_CLOSE | END_CUT
+            else:
+                self.a = plan_answer(Response(STATUS_BODIES.get(status, b"Internal Server Error\n"),
+                                              status=status, content_type="text/plain"),
+                                     self.req_flags)
+                if self.body_error:
+                    self.a.close = True
+                self.whole(self.a.body)
+        elif self.phase != PH_DONE:
+            self.end |= END_CLOSE | END_CUT
+            self.phase = PH_DONE
+        if self.j.stream and not fl_job_body_read(self.j):
+            self.end |= END_CLOSE
+
+
+cdef dict STATUS_BODIES = {400: b"Bad Request\n", 408: b"Request Timeout\n",
+                           413: b"Payload Too Large\n", 500: b"Internal Server Error\n"}
+
+
+cdef str _message_type(message):
+    try:
+        return message["type"]
+    except (TypeError, KeyError):
+        raise RuntimeError(f"fastloop: an ASGI message is a dict with a type, not {message!r}")
+
+
+cdef list head_fields(const char *p, uint32_t head_len):
+    """The request's header fields as ASGI wants them: (lower-cased name, value) bytes pairs
+    in order, repeats kept. The C parser validated every line, so a plain split is exact."""
+    cdef bytes head = PyBytes_FromStringAndSize(p, head_len - 4)
+    cdef list out = []
+    lines = head.split(b"\r\n")
+    for i in range(1, len(lines)):
+        name, _, value = (<bytes>lines[i]).partition(b":")
+        out.append((name.lower(), value.strip(b" \t")))
+    return out
+
+
+cdef void asgi_fields(Answer a, headers) except *:
+    """The application's header fields into a.fields (bytes names and values), with the
+    framing rules of answer.pyx: Content-Length checked and announced by the core,
+    Transfer-Encoding and Keep-Alive dropped, a close token in Connection honoured."""
+    cdef list parts = []
+    cdef object length = None
+    for pair in headers:
+        name, value = pair
+        if type(name) is not bytes or type(value) is not bytes:
+            raise TypeError(f"header names and values are bytes, not {name!r}: {value!r}")
+        if not _TOKEN_B.match(name):
+            raise ValueError(f"invalid response header name {name!r}")
+        if _BAD_VALUE_B.search(value):
+            raise ValueError(f"invalid value for response header {name!r}: {value!r}")
+        lower = (<bytes>name).lower()
+        if lower == b"content-length":
+            n = field_length(value.decode("latin-1"))
+            if length is not None and n != length:
+                raise ValueError("two different Content-Length fields")
+            length = n
+        elif lower == b"connection":
+            if _CLOSE_TOKEN.search(value.decode("latin-1")):
+                a.close = True
+        elif lower == b"transfer-encoding" or lower == b"keep-alive":
+            pass
+        else:
+            if lower == b"server":
+                a.own_server = True
+            elif lower == b"date":
+                a.own_date = True
+            parts.append(name + b": " + value + b"\r\n")
+    a.length = length
+    a.fields = b"".join(parts)
+
+
+cdef void post_bytes(fl_job *j, bytes piece, bint chunked) except *:
+    """One body piece, chunk-framed if chunked, posted to the connection."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
+    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
+    cdef char *p
+    if m == NULL:
+        raise MemoryError()
+    m.data = <char *>malloc(n + 24)
+    if m.data == NULL:
+        fl_msg_free(m)
+        raise MemoryError()
+    p = m.data
+    if chunked:
+        p += fmt_hex(p, n)
+    memcpy(p, PyBytes_AS_STRING(piece), n)
+    p += n
+    if chunked:
+        memcpy(p, b"\r\n", 2)
+        p += 2
+    m.len = p - m.data
+    fl_job_post(j, m)
