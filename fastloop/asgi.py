@@ -86,7 +86,7 @@ class ASGIApp(App):
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind in ("auto", "uvloop"):
         try:
-            import uvloop
+            import uvloop  # type: ignore[import-not-found]
         except ImportError:
             if kind == "uvloop":
                 raise RuntimeError("--loop uvloop: uvloop is not installed") from None
@@ -117,7 +117,7 @@ class AsgiRunner:
 
     def _spawn(self, call: Any) -> None:
         if EAGER_TASKS:
-            task = asyncio.Task(call.run(), loop=self.loop, eager_start=True)
+            task = asyncio.Task(call.run(), loop=self.loop, eager_start=True)  # type: ignore[call-arg]
             if task.done():
                 return
         else:

@@ -20,7 +20,9 @@ __all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES", "REPEATABLE"]
 
 ENV_PREFIX = "FASTLOOP_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-INTERFACES = ("auto", "fastloop", "wsgi")
+INTERFACES = ("auto", "fastloop", "wsgi", "asgi")
+LIFESPAN_MODES = ("auto", "on", "off")
+LOOPS = ("auto", "asyncio", "uvloop")
 # The parser keeps header positions in a fixed array (core/http.pxd FL_MAX_HEADERS).
 MAX_REQUEST_FIELDS = MAX_HEADERS  # the core's cap
 # Settings a flag may repeat: their values are kept comma-separated (FASTLOOP_RELOAD_DIR=a,b).
@@ -142,8 +144,13 @@ class Config:
     metrics_port: int = _setting(9090, "port of the metrics listener (0 picks a free one)",
                                  "PORT")
     # ---- the application
-    interface: str = _setting("auto", "what APP is: a fastloop App, a WSGI callable, or auto "
-                              "to detect it", choices=INTERFACES)
+    interface: str = _setting("auto", "what APP is: a fastloop App, an ASGI or WSGI "
+                              "callable, or auto to detect it (an async callable is ASGI)",
+                              choices=INTERFACES)
+    lifespan: str = _setting("auto", "ASGI lifespan events: auto (if the application "
+                             "supports them), on (it must), off", choices=LIFESPAN_MODES)
+    loop: str = _setting("auto", "the asyncio loop an ASGI application runs on: auto (uvloop "
+                         "when installed), asyncio, uvloop", choices=LOOPS)
     factory: bool = _setting(False, "APP is a factory: call it with no arguments to get the "
                              "application")
     # ---- development
@@ -201,7 +208,7 @@ class Config:
                           ("limit_request_body", MAX_REQUEST_BODY)):
             if getattr(self, name) > top:
                 raise ValueError(f"{name} is at most {top}, not {getattr(self, name)!r}")
-        for name in ("dispatch", "log_level", "interface"):
+        for name in ("dispatch", "log_level", "interface", "lifespan", "loop"):
             choices = _field(name).metadata["choices"]
             value = getattr(self, name)
             if value is not None and value not in choices:

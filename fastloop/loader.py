@@ -5,11 +5,12 @@ that."""
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any
 
 from ._access import AccessLogApp
 from .app import App
+from .asgi import ASGIApp, is_asgi_app
+from .asgi_front import AccessLogMiddleware, ProxyHeadersMiddleware
 from .config import Config
 from .proxy import FrontApp, ProxyHeaders
 from .wsgi import WSGIApp
@@ -42,10 +43,10 @@ def load_app(spec: str, config: Config) -> App:
         if not callable(obj):
             raise AppLoadError(f"{spec} is not callable, so it cannot be a --factory")
         obj = obj()
-    return as_app(obj, config)
+    return as_app(obj, config, spec)
 
 
-def as_app(obj: Any, config: Config) -> App:
+def as_app(obj: Any, config: Config, name: str = "") -> App:
     """obj as the App to serve: a fastloop App as it is, a WSGI callable wrapped in WSGIApp
     (per config.interface), with the access log around it if config.access_log, and proxy
     headers and the root path applied (fastloop.proxy.FrontApp) if configured."""
@@ -53,15 +54,15 @@ def as_app(obj: Any, config: Config) -> App:
     if interface == "auto":
         if isinstance(obj, App):
             interface = "fastloop"
+        elif is_asgi_app(obj):
+            interface = "asgi"
         elif callable(obj):
-            call = obj if inspect.isroutine(obj) else getattr(obj, "__call__", None)
-            if inspect.iscoroutinefunction(call):
-                raise AppLoadError("this looks like an ASGI application (a coroutine "
-                                   "function); fastloop serves fastloop Apps and WSGI")
             interface = "wsgi"
         else:
-            raise AppLoadError(f"a {type(obj).__name__} is neither a fastloop App nor a WSGI "
-                               "callable")
+            raise AppLoadError(f"a {type(obj).__name__} is neither a fastloop App nor an ASGI "
+                               "or WSGI callable")
+    if interface == "asgi":
+        return asgi_app(obj, config, name)
     if interface == "fastloop":
         if not isinstance(obj, App):
             raise AppLoadError(f"--interface fastloop needs a fastloop.App, not a "
@@ -79,3 +80,18 @@ def as_app(obj: Any, config: Config) -> App:
         proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None
         app = FrontApp(app, proxy, config.root_path or "")
     return app
+
+
+def asgi_app(obj: Any, config: Config, name: str = "") -> App:
+    """obj, an ASGI application, as an ASGIApp, with the access log and trusted proxy
+    headers (ASGI middleware) around it when configured; the root path goes in the scope."""
+    if not callable(obj):
+        raise AppLoadError(f"--interface asgi needs a callable, not a {type(obj).__name__}")
+    inner = obj
+    if config.access_log:
+        inner = AccessLogMiddleware(inner, config.access_log_format, config.access_log_json)
+    if config.proxy_headers:
+        # Outermost, so the access log sees the forwarded client.
+        inner = ProxyHeadersMiddleware(inner, ProxyHeaders(config.forwarded_allow_ips))
+    return ASGIApp(inner, lifespan=config.lifespan, loop=config.loop,
+                   root_path=config.root_path or "", name=name or None)

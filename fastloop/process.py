@@ -217,8 +217,13 @@ def serve_worker(load: Callable[[], Any], sockets: list, config: Any, link: Work
         else:
             log.exception("fastloop: worker %d could not load the application", os.getpid())
         return boot_error
+    from .asgi import LifespanFailed
     writer = snapshots.writer(server) if snapshots is not None else None
-    status = run_until_signal(server, config.timeout_graceful_shutdown, link=link)
+    try:
+        status = run_until_signal(server, config.timeout_graceful_shutdown, link=link)
+    except LifespanFailed as exc:
+        log.error("fastloop: worker %d: %s", os.getpid(), exc)
+        return boot_error
     if writer is not None:
         writer.close()  # the final counts, after the last request
     return status

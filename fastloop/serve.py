@@ -1,6 +1,6 @@
 """`fastloop serve module:app` and fastloop.run(app, **settings): serve an application.
 
-APP is a fastloop App or a WSGI callable (detected, or named with --interface), found as
+APP is a fastloop App, an ASGI or a WSGI callable (detected, or named with --interface), found as
 "module:attribute" (the attribute may be dotted: "pkg.web:site.wsgi"), or, with --factory,
 a callable returning one. Each flag's default can also be set in the environment, as
 FASTLOOP_<FLAG> (FASTLOOP_PORT=9000, FASTLOOP_ACCESS_LOG=1).
@@ -25,6 +25,7 @@ from . import POLLER, __version__
 from .app import App
 from .config import ENV_PREFIX, REPEATABLE, Config, setting_type
 from .listen import STARTUP_FAILURE, Listeners, StartupError, listeners_for
+from .asgi import LifespanFailed
 from .loader import AppLoadError, as_app, load_app
 from .metrics import serve_server_metrics
 from .process import WorkerLink, run_until_signal
@@ -185,6 +186,9 @@ def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
     try:
         return run_until_signal(server, config.timeout_graceful_shutdown, started=announce,
                                 link=link)
+    except LifespanFailed as exc:
+        print(f"fastloop: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
     finally:
         if exporter is not None:
             exporter.close()

@@ -1,0 +1,122 @@
+"""What fastloop puts around an ASGI application when asked: trusted proxy headers and the
+access log, as plain ASGI middleware (the same rules and line format as for fastloop Apps and
+WSGI: fastloop/proxy.py, fastloop/_accessformat.py). Nothing is wrapped unless configured, so
+the default path costs nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Optional
+
+from ._access import access_log
+from ._accessformat import Entry, format_line, json_line
+from .proxy import ProxyHeaders
+
+__all__ = ["ProxyHeadersMiddleware", "AccessLogMiddleware"]
+
+
+def _text_headers(scope: dict) -> list:
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope.get("headers", ())]
+
+
+class ProxyHeadersMiddleware:
+    """From a trusted peer only: X-Forwarded-For/-Proto/-Host and Forwarded set the scope's
+    client, scheme and Host header. Lifespan scopes pass through."""
+
+    def __init__(self, app: Callable, proxy: ProxyHeaders) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            peer = tuple(client) if client else ""
+            found, scheme, host = self.proxy.resolve(peer, _text_headers(scope))
+            if found is not None or scheme is not None or host is not None:
+                scope = dict(scope)
+                if found is not None:
+                    scope["client"] = tuple(found)
+                if scheme is not None:
+                    if scope["type"] == "websocket":
+                        scheme = {"https": "wss", "http": "ws"}.get(scheme, scheme)
+                    scope["scheme"] = scheme
+                if host is not None:
+                    value = host.encode("latin-1")
+                    scope["headers"] = [(n, value if n == b"host" else v)
+                                        for n, v in scope["headers"]]
+                    if not any(n == b"host" for n, _ in scope["headers"]):
+                        scope["headers"].append((b"host", value))
+        await self.app(scope, receive, send)
+
+
+class _ScopeRequest:
+    """What an access-log line reads of a request, from an ASGI scope."""
+
+    def __init__(self, scope: dict) -> None:
+        self.scope = scope
+        self.method = scope["method"]
+        self.path = scope["path"]
+        self.query = scope["query_string"].decode("latin-1")
+        self.version = "HTTP/" + scope["http_version"]
+        client = scope.get("client")
+        self.client = tuple(client) if client else None
+
+    def header(self, name: str, default: Any = None) -> Any:
+        key = name.lower().encode("latin-1")
+        for n, v in self.scope["headers"]:
+            if n == key:
+                return v.decode("latin-1")
+        return default
+
+
+class AccessLogMiddleware:
+    """One "fastloop.access" line per HTTP request once its answer is complete (or the
+    application failed: then 500, as the client gets), with the body bytes sent."""
+
+    def __init__(self, app: Callable, fmt: str, as_json: bool = False) -> None:
+        self.app = app
+        self.fmt = fmt
+        self.as_json = as_json
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: Optional[int] = None
+        trailers = False  # the answer then ends with its last trailers message
+        sent = 0
+        logged = False
+
+        def log_line(code: int) -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            entry = Entry(_ScopeRequest(scope), code, sent, time.perf_counter() - start, time.time())
+            access_log.info(json_line(entry) if self.as_json else format_line(self.fmt, entry))
+
+        async def logged_send(message: dict) -> None:
+            nonlocal status, sent, trailers
+            kind = message.get("type")
+            if kind == "http.response.start":
+                status = message.get("status")
+                trailers = bool(message.get("trailers", False))
+            await send(message)
+            if kind == "http.response.body":
+                if scope["method"] != "HEAD":
+                    sent += len(message.get("body", b""))
+                if not message.get("more_body", False) and not trailers:
+                    log_line(status or 500)
+            elif kind == "http.response.pathsend":
+                log_line(status or 500)
+            elif kind == "http.response.trailers" and not message.get("more_trailers", False):
+                log_line(status or 500)
+
+        try:
+            await self.app(scope, receive, logged_send)
+        except BaseException:
+            log_line(500 if status is None else status)
+            raise
+        log_line(500 if status is None else status)
