@@ -12,6 +12,7 @@ Servers (each alone in its process, at most one running at a time):
   baseline         baseline/epoll_server.c, the syscalls-plus-memmem floor
   fastloop-static  fastloop_hello_server.py: app.static("/"), answered in C
   fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
+  fastloop-asgi    fastloop_hello_server.py --asgi: the raw ASGI hello application
 Modes:
   keepalive        one request at a time on each of --connections connections
   pipelined        --pipeline requests in flight on each connection
@@ -67,9 +68,9 @@ from core_vs_baseline import fastloop_problem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVERS = ("baseline", "fastloop-static", "fastloop-py")
+SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi")
 MODES = ("keepalive", "pipelined")
-FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"]}  # fastloop_hello_server.py
+FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"]}  # fastloop_hello_server.py
 CORE_SO = ROOT / "fastloop" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))
 # A fixed string hash: with a random one (the default), the same dict lookups at startup
 # probe more or fewer slots from run to run, about 0.5M instructions of difference between

@@ -1,13 +1,14 @@
 """fastloop answering GET / with "Hello, World!", the counterpart of baseline/epoll_server.c.
 
-Usage: python benchmarks/fastloop_hello_server.py PORT [--threads N] [--python]
+Usage: python benchmarks/fastloop_hello_server.py PORT [--threads N] [--python | --asgi]
 
 Binds 127.0.0.1:PORT (0 picks a free port), prints "listening on PORT" once
 the socket accepts, and serves GET / -> "Hello, World!" (text/plain) until
 SIGINT or SIGTERM; then it stops the server and prints its stats to stderr.
 The answer comes from a static route (built in C), or with --python from a
 handler returning Response(b"Hello, World!", content_type="text/plain"): the
-same bytes, so the two differ only in who builds the answer.
+same bytes, so the two differ only in who builds the answer. With --asgi the answer comes
+from the raw ASGI hello application (http.response.start, then one http.response.body).
 """
 
 from __future__ import annotations
@@ -25,15 +26,25 @@ import fastloop  # noqa: E402
 BODY = b"Hello, World!"
 
 
+async def hello_asgi(scope: dict, receive: object, send: object) -> None:
+    await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": BODY})  # type: ignore[operator]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--python", action="store_true", help="answer from a Python handler")
+    parser.add_argument("--asgi", action="store_true", help="answer from an ASGI application")
     args = parser.parse_args()
 
     app = fastloop.App()
-    if args.python:
+    if args.asgi:
+        from fastloop.asgi import ASGIApp
+        app = ASGIApp(hello_asgi, lifespan="off")
+    elif args.python:
         @app.route("/")
         def hello(request: object) -> fastloop.Response:
             return fastloop.Response(BODY, content_type="text/plain")

@@ -26,7 +26,7 @@ from urllib.parse import unquote as _unquote
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memchr, memcpy, memmove
 from posix.unistd cimport read
 
 
@@ -62,6 +62,10 @@ cdef class AsgiBridge(JobPool):
     cdef uint64_t invalid           # it sent an invalid message
     cdef uint64_t disconnects       # receive() reported http.disconnect before the answer
     cdef uint64_t wakeups
+    # (inbox, token) -> (client, server): the addresses of a connection, asked once (a
+    # connection's token is never reused: it carries a generation). Cleared when large.
+    cdef dict addresses
+    cdef list spare                 # Responders of finished calls, for the next ones
 
     def __init__(self, app, loop, spawn, dict base_scope, app_name="ASGI app"):
         r, w = _os.pipe()
@@ -74,6 +78,27 @@ cdef class AsgiBridge(JobPool):
         self.spawn = spawn
         self.base_scope = base_scope
         self.app_name = app_name
+        self.addresses = {}
+        self.spare = []
+
+    cdef tuple connection_addresses(self, fl_job *j):
+        """(client, server) of j's connection as ASGI scopes give them: (host, port) pairs,
+        or None for the client and (path, None) for the server over a Unix socket."""
+        key = (<size_t>j.inbox, j.token)
+        found = self.addresses.get(key)
+        if found is None:
+            client = socket_address(j, 1)
+            server = socket_address(j, 0)
+            if type(client) is not tuple:
+                client = None
+            if server is not None and type(server) is not tuple:
+                server = (server, None)
+            found = (client, server)
+            if client is not None:  # (None: gone already, or a Unix socket: cheap to redo)
+                if len(self.addresses) >= 65536:
+                    self.addresses.clear()
+                self.addresses[key] = found
+        return <tuple>found
 
     def fileno(self):
         return self.rfd
@@ -161,7 +186,7 @@ cdef class AsgiCall:
         self.bridge = bridge
         self.j = j
         j.owner = <void *>self  # cleared in run() before the reference is dropped
-        self.out = Responder.__new__(Responder)
+        self.out = bridge.spare.pop() if bridge.spare else Responder.__new__(Responder)
 
     def __dealloc__(self):
         if self.j != NULL:  # a task that never ran (its loop stopped first)
@@ -213,6 +238,9 @@ cdef class AsgiCall:
             j.owner = NULL
             self.j = NULL
             fl_job_release(j)
+            if self.out.len == 0 and len(self.bridge.spare) < 64:
+                self.bridge.spare.append(self.out)
+            self.out = None
 
     cdef str request_name(self):
         cdef fl_jobreq *q = &self.j.reqs[self.k]
@@ -254,8 +282,7 @@ cdef class AsgiCall:
         scope["query_string"] = (PyBytes_FromStringAndSize(p + line.query.off, line.query.len)
                                  if line.query.len else b"")
         scope["headers"] = head_fields(p, q.head_len)
-        scope["client"] = socket_address(j, 1)
-        scope["server"] = socket_address(j, 0)
+        scope["client"], scope["server"] = self.bridge.connection_addresses(j)
         return scope
 
     # ---- receive ----------------------------------------------------------------------------
@@ -628,14 +655,74 @@ cdef str _message_type(message):
 
 cdef list head_fields(const char *p, uint32_t head_len):
     """The request's header fields as ASGI wants them: (lower-cased name, value) bytes pairs
-    in order, repeats kept. The C parser validated every line, so a plain split is exact."""
-    cdef bytes head = PyBytes_FromStringAndSize(p, head_len - 4)
+    in order, repeats kept. The C parser validated every line (a name, a colon, a value
+    without CR or LF), so one pass over the head is exact here."""
     cdef list out = []
-    lines = head.split(b"\r\n")
-    for i in range(1, len(lines)):
-        name, _, value = (<bytes>lines[i]).partition(b":")
-        out.append((name.lower(), value.strip(b" \t")))
+    cdef const char *end = p + head_len - 2   # the head's last CRLF
+    cdef const char *line = <const char *>memchr(p, b"\n", head_len) + 1  # past the request line
+    cdef const char *colon
+    cdef const char *eol
+    cdef const char *v
+    cdef const char *ve
+    cdef bytes name
+    cdef char *np
+    cdef Py_ssize_t i, n
+    while line < end:
+        eol = <const char *>memchr(line, b"\r", end - line)
+        if eol == NULL:
+            break
+        colon = <const char *>memchr(line, b":", eol - line)
+        if colon == NULL:
+            break
+        n = colon - line
+        name = PyBytes_FromStringAndSize(NULL, n)
+        np = PyBytes_AS_STRING(name)
+        for i in range(n):
+            np[i] = line[i] + 32 if b"A" <= line[i] <= b"Z" else line[i]
+        v = colon + 1
+        ve = eol
+        while v < ve and (v[0] == b" " or v[0] == b"\t"):
+            v += 1
+        while ve > v and (ve[-1] == b" " or ve[-1] == b"\t"):
+            ve -= 1
+        out.append((name, PyBytes_FromStringAndSize(v, ve - v)))
+        line = eol + 2
     return out
+
+
+# (name, value) -> (what it means for framing, its header line or value), for the few fields
+# an application sends again and again: checked once. Bounded, like CTYPES.
+cdef enum:
+    FIELD_PLAIN = 0
+    FIELD_LENGTH = 1
+    FIELD_CLOSE = 2
+    FIELD_DROP = 3
+    FIELD_SERVER = 4
+    FIELD_DATE = 5
+
+cdef dict FIELD_CACHE = {}
+
+
+cdef tuple classify_field(bytes name, bytes value):
+    """(FIELD_*, line or length) for one response field, or raises for one that could
+    break the head."""
+    if not _TOKEN_B.match(name):
+        raise ValueError(f"invalid response header name {name!r}")
+    if _BAD_VALUE_B.search(value):
+        raise ValueError(f"invalid value for response header {name!r}: {value!r}")
+    lower = name.lower()
+    if lower == b"content-length":
+        return FIELD_LENGTH, field_length(value.decode("latin-1"))
+    if lower == b"connection":
+        return (FIELD_CLOSE if _CLOSE_TOKEN.search(value.decode("latin-1")) else FIELD_DROP), None
+    if lower == b"transfer-encoding" or lower == b"keep-alive":
+        return FIELD_DROP, None
+    line = name + b": " + value + b"\r\n"
+    if lower == b"server":
+        return FIELD_SERVER, line
+    if lower == b"date":
+        return FIELD_DATE, line
+    return FIELD_PLAIN, line
 
 
 cdef void asgi_fields(Answer a, headers) except *:
@@ -644,33 +731,36 @@ cdef void asgi_fields(Answer a, headers) except *:
     Transfer-Encoding and Keep-Alive dropped, a close token in Connection honoured."""
     cdef list parts = []
     cdef object length = None
+    cdef tuple meaning
+    cdef int kind
     for pair in headers:
         name, value = pair
         if type(name) is not bytes or type(value) is not bytes:
             raise TypeError(f"header names and values are bytes, not {name!r}: {value!r}")
-        if not _TOKEN_B.match(name):
-            raise ValueError(f"invalid response header name {name!r}")
-        if _BAD_VALUE_B.search(value):
-            raise ValueError(f"invalid value for response header {name!r}: {value!r}")
-        lower = (<bytes>name).lower()
-        if lower == b"content-length":
-            n = field_length(value.decode("latin-1"))
-            if length is not None and n != length:
+        key = (name, value)
+        found = FIELD_CACHE.get(key)
+        if found is None:
+            found = classify_field(name, value)
+            if len(FIELD_CACHE) < 1024 and len(value) <= 256:
+                FIELD_CACHE[key] = found
+        meaning = <tuple>found
+        kind = meaning[0]
+        if kind == FIELD_PLAIN:
+            parts.append(meaning[1])
+        elif kind == FIELD_LENGTH:
+            if length is not None and meaning[1] != length:
                 raise ValueError("two different Content-Length fields")
-            length = n
-        elif lower == b"connection":
-            if _CLOSE_TOKEN.search(value.decode("latin-1")):
-                a.close = True
-        elif lower == b"transfer-encoding" or lower == b"keep-alive":
-            pass
-        else:
-            if lower == b"server":
-                a.own_server = True
-            elif lower == b"date":
-                a.own_date = True
-            parts.append(name + b": " + value + b"\r\n")
+            length = meaning[1]
+        elif kind == FIELD_CLOSE:
+            a.close = True
+        elif kind == FIELD_SERVER:
+            a.own_server = True
+            parts.append(meaning[1])
+        elif kind == FIELD_DATE:
+            a.own_date = True
+            parts.append(meaning[1])
     a.length = length
-    a.fields = b"".join(parts)
+    a.fields = b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 cdef void post_bytes(fl_job *j, bytes piece, bint chunked) except *:
