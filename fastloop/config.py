@@ -230,8 +230,8 @@ class Config:
         self._validate_front()
         if (self.uds is not None or self.fd is not None) and self.dispatch == "reuseport" \
                 and self.runtime_threads > 1:
-            raise ValueError("one Unix or inherited socket cannot be spread over threads with "
-                             "SO_REUSEPORT: use dispatch acceptor")
+            raise ValueError("one Unix or inherited socket cannot be spread over event loops "
+                             "(runtime_threads) with SO_REUSEPORT: use dispatch acceptor")
 
     def _validate_operations(self) -> None:
         self.uds_mode()
