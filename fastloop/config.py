@@ -76,7 +76,7 @@ class Config:
                             "gunicorn's gthread --threads (was --handler-threads)", "N")
     runtime_threads: int = _setting(1, "event-loop threads per worker process: they do the "
                                     "network I/O and never run application code", "N")
-    dispatch: Optional[str] = _setting(None, "how connections reach threads: reuseport (the "
+    dispatch: Optional[str] = _setting(None, "how connections reach event loops: reuseport (the "
                                        "kernel spreads them; Linux default) or acceptor (one "
                                        "thread hands them out)", choices=("reuseport", "acceptor"))
     preload: bool = _setting(False, "import the application once, before forking the "
