@@ -8,6 +8,12 @@
 # socket takes it; an iterable piece by piece, each posted as it comes, waiting (GIL released)
 # while the client is more than FL_HIGH_WATER behind. The message that ends an answer carries
 # MSG_F_END. See handoff.pyx for the exchange itself.
+#
+# Without the GIL (free-threaded CPython) handler threads run at once, so nothing they share
+# may rely on it: the pool, a job and an inbox are used under their own mutexes (handoff.pyx);
+# the counters below and inbox.stopping only through core/atomic.h; the content-type cache
+# (answer.pyx) only with single dict operations; the App's route tables are only read. A
+# Responder, and the Request of the job at hand, belong to one thread.
 
 import threading as _threading
 from time import perf_counter_ns as _perf_ns
