@@ -3,7 +3,8 @@
 One table drives everything: `fastloop serve` builds its flags from it (--name-with-dashes),
 fastloop.run() takes the same names as keywords, and each setting's default can be set in the
 environment as FASTLOOP_<NAME> (FASTLOOP_PORT=9000, FASTLOOP_ACCESS_LOG=1). Precedence, highest
-first: a flag or keyword, the environment, the default below.
+first: a flag or keyword, the environment, the default below. An old spelling (RENAMED:
+handler_threads, now threads) is still taken at each level for one release, with a warning.
 """
 
 from __future__ import annotations
