@@ -57,7 +57,7 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--duration", type=int, default=5, help="whole seconds (wrk's unit)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workers", type=int, default=1, help="server threads")
+    p.add_argument("--workers", type=int, default=1, help="server event loops (runtime_threads)")
     p.add_argument("--server-core", type=int, default=0)
     p.add_argument("--client-core", type=int, default=1)
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -67,7 +67,7 @@ def main() -> int:
         return 2
     port = h.free_port()
     server_cmd = [sys.executable, str(HERE / "fastloop_hello_server.py"), str(port),
-                  "--threads", str(args.workers)]
+                  "--runtime-threads", str(args.workers)]
     url = f"http://127.0.0.1:{port}/"
     results: dict = {}
     with h.running("fastloop", server_cmd, port, core=args.server_core):

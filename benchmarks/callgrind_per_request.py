@@ -88,7 +88,7 @@ def server_command(name: str, port: int, out_file: Path, args: argparse.Namespac
         # sys.executable, not "python": a launcher script (a pyenv shim, say) would exec
         # the interpreter, and valgrind stops counting at an exec it does not trace.
         target = [sys.executable, str(HERE / "fastloop_hello_server.py"), str(port),
-                  "--threads", str(args.workers), *FASTLOOP_ARGS[name]]
+                  "--runtime-threads", str(args.workers), *FASTLOOP_ARGS[name]]
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *target]
 
 
@@ -388,7 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="any of keepalive pipelined, space or comma separated (default: both)")
     p.add_argument("--servers", nargs="+", default=list(SERVERS), metavar="NAME",
                    help=f"any of {' '.join(SERVERS)} (default: all)")
-    p.add_argument("--workers", type=int, default=1, help="fastloop threads (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="fastloop event loops, runtime_threads (default 1)")
     p.add_argument("--client", choices=("auto", "h2load", "python"), default="auto",
                    help="h2load, the built-in Python client, or auto: h2load if found (default)")
     p.add_argument("--profile", type=int, default=0, metavar="K",

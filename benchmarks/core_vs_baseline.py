@@ -56,7 +56,7 @@ def server_command(name: str, port: int, args: argparse.Namespace) -> list[str]:
     if name == "baseline":
         return [str(build_baseline()), str(port)]
     script = HERE / "fastloop_hello_server.py"
-    return [sys.executable, str(script), str(port), "--threads", str(args.workers)]
+    return [sys.executable, str(script), str(port), "--runtime-threads", str(args.workers)]
 
 
 def wrk_options(scenario: str, args: argparse.Namespace) -> dict:
@@ -172,7 +172,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", choices=SERVERS, help="run one server only")
     p.add_argument(
         "--workers", type=int, default=1,
-        help="fastloop threads (default 1; the baseline is always single-threaded)",
+        help="fastloop event loops, runtime_threads (default 1; the baseline is always single-threaded)",
     )
     p.add_argument(
         "--warmup", type=int, default=1, help="unmeasured wrk seconds first, 0 for none (default 1)"

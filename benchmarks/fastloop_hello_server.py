@@ -1,6 +1,6 @@
 """fastloop answering GET / with "Hello, World!", the counterpart of baseline/epoll_server.c.
 
-Usage: python benchmarks/fastloop_hello_server.py PORT [--threads N] [--python | --asgi]
+Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N] [--python | --asgi]
 
 Binds 127.0.0.1:PORT (0 picks a free port), prints "listening on PORT" once
 the socket accepts, and serves GET / -> "Hello, World!" (text/plain) until
@@ -35,7 +35,7 @@ async def hello_asgi(scope: dict, receive: object, send: object) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runtime-threads", type=int, default=1, help="event loops")
     parser.add_argument("--python", action="store_true", help="answer from a Python handler")
     parser.add_argument("--asgi", action="store_true", help="answer from an ASGI application")
     args = parser.parse_args()
@@ -50,7 +50,8 @@ def main() -> int:
             return fastloop.Response(BODY, content_type="text/plain")
     else:
         app.static("/", BODY, content_type="text/plain")
-    srv = fastloop.Server(app, host="127.0.0.1", port=args.port, threads=args.threads)
+    srv = fastloop.Server(app, host="127.0.0.1", port=args.port,
+                          runtime_threads=args.runtime_threads)
 
     # Block the stop signals before start() creates worker threads, so they
     # inherit the mask and sigwait() below, in this thread, receives them.

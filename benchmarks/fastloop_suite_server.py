@@ -1,6 +1,6 @@
 """fastloop as a server of the suite (benchmarks/run.py), with the endpoints of apps.py.
 
-    python benchmarks/fastloop_suite_server.py {static|py|wsgi} PORT [--threads N] [--workers N]
+    python benchmarks/fastloop_suite_server.py {static|py|wsgi} PORT [--runtime-threads N] [--workers N]
 
 static  GET / and GET /download are static routes (answered in C, prebuilt); /json and
         POST /upload are Python routes as in "py"
@@ -60,10 +60,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("static", "py", "wsgi"))
     p.add_argument("port", type=int)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runtime-threads", type=int, default=1, help="event loops per process")
     p.add_argument("--workers", type=int, default=1)
     args = p.parse_args()
-    fastloop.run(build_app(args.mode), host="127.0.0.1", port=args.port, threads=args.threads,
+    fastloop.run(build_app(args.mode), host="127.0.0.1", port=args.port,
+                 runtime_threads=args.runtime_threads,
                  workers=args.workers, timeout_graceful_shutdown=1.0, log_level="warning")
     return 0
 

@@ -27,7 +27,7 @@ Scenarios (apps.py has the endpoints):
   download   GET /download, a 1 MiB answer, 16 connections
   idle       N connections (10,000; 2,000 with --quick) that made one request each and stay
              open: server RSS after minus before, per connection
-  scaling    GET /, keep-alive, 64 connections, fastloop with 1 thread, 2 threads, 2 processes
+  scaling    GET /, keep-alive, 64 connections, fastloop with 1 event loop, 2 event loops, 2 processes
              (server on --server-core and --client-core: two cores, shared with the client)
 
 Outputs go to benchmarks/results/ (gitignored): results-<date>.json with every run and the
@@ -88,7 +88,7 @@ TITLES = {
     "upload": "1 MiB upload (POST), 16 connections",
     "download": "1 MiB download, 16 connections",
     "idle": "Idle keep-alive connections: server memory per connection",
-    "scaling": "Scaling: plaintext keep-alive, 1 thread / 2 threads / 2 processes",
+    "scaling": "Scaling: plaintext keep-alive, 1 event loop / 2 event loops / 2 processes",
 }
 PLAIN = ("plaintext", "pipelined", "close")
 APP = ("plaintext", "pipelined", "close", "json", "upload", "download", "idle")
@@ -103,7 +103,7 @@ class Spec:
     scenarios: tuple
     peer: str | None = None      # the install entry in peers.PEERS
     mode: str | None = None      # fastloop: static, py, wsgi
-    threads: int = 1
+    runtime_threads: int = 1  # event loops per process
     workers: int = 1
     note: str = ""
     cores: str | None = None     # None: --server-core
@@ -132,12 +132,12 @@ def all_specs() -> list[Spec]:
              note="WSGI, 1 sync worker (no keep-alive, no pipelining)"),
         Spec("nginx", "nginx", PLAIN + ("upload", "download", "idle"),
              note="`return 200`, 1 worker process"),
-        Spec("fastloop-static-2t", "fastloop", ("scaling",), mode="static", threads=2,
-             note=f"2 threads; {two}", cores="0,1"),
+        Spec("fastloop-static-2t", "fastloop", ("scaling",), mode="static", runtime_threads=2,
+             note=f"2 event loops; {two}", cores="0,1"),
         Spec("fastloop-static-2p", "fastloop", ("scaling",), mode="static", workers=2,
              note=f"2 processes; {two}", cores="0,1"),
-        Spec("fastloop-wsgi-2t", "fastloop", ("scaling",), mode="wsgi", threads=2,
-             note=f"2 threads; {two}", cores="0,1"),
+        Spec("fastloop-wsgi-2t", "fastloop", ("scaling",), mode="wsgi", runtime_threads=2,
+             note=f"2 event loops; {two}", cores="0,1"),
         Spec("fastloop-wsgi-2p", "fastloop", ("scaling",), mode="wsgi", workers=2,
              note=f"2 processes; {two}", cores="0,1"),
     ]
@@ -370,7 +370,8 @@ def start(spec: Spec, args, tmp: Path) -> h.Server:
     if spec.kind == "fastloop":
         env["PYTHONPATH"] = str(tmp / "snapshot")
         cmd = [sys.executable, str(HERE / "fastloop_suite_server.py"), spec.mode, str(port),
-               "--threads", str(spec.threads), "--workers", str(spec.workers)]
+               "--runtime-threads", str(spec.runtime_threads), "--workers",
+               str(spec.workers)]
     elif spec.kind == "baseline":
         cmd = [str(build_baseline()), str(port)]
     elif spec.kind == "nginx":

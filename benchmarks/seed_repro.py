@@ -56,7 +56,7 @@ def one(name: str, args: argparse.Namespace) -> dict:
     else:
         app = fastloop.App()
         app.static("/", b"Hello")
-        server = fastloop.Server(app, host="127.0.0.1", port=0, threads=args.workers,
+        server = fastloop.Server(app, host="127.0.0.1", port=0, runtime_threads=args.workers,
                                  backlog=args.backlog)
         server.start()
         accepted = lambda: server.stats()["accepted"]  # noqa: E731
@@ -85,7 +85,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="bench client threads")
-    p.add_argument("--workers", type=int, default=1, help="fastloop server threads")
+    p.add_argument("--workers", type=int, default=1, help="fastloop event loops (runtime_threads)")
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--backlog", type=int, default=2048)

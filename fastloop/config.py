@@ -3,20 +3,26 @@
 One table drives everything: `fastloop serve` builds its flags from it (--name-with-dashes),
 fastloop.run() takes the same names as keywords, and each setting's default can be set in the
 environment as FASTLOOP_<NAME> (FASTLOOP_PORT=9000, FASTLOOP_ACCESS_LOG=1). Precedence, highest
-first: a flag or keyword, the environment, the default below.
+first: a flag or keyword, the environment, the default below. An old spelling (RENAMED:
+handler_threads, now threads) is still taken at each level for one release, with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
 from ._accessformat import DEFAULT_FORMAT, check_format
 from ._core import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS
 from .proxy import TrustedPeers, check_root_path
 
-__all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES", "REPEATABLE"]
+__all__ = ["Config", "ENV_PREFIX", "LOG_LEVELS", "INTERFACES", "REPEATABLE", "RENAMED",
+           "rename_deprecated"]
+
+log = logging.getLogger("fastloop")
 
 ENV_PREFIX = "FASTLOOP_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -27,6 +33,10 @@ LOOPS = ("auto", "asyncio", "uvloop")
 MAX_REQUEST_FIELDS = MAX_HEADERS  # the core's cap
 # Settings a flag may repeat: their values are kept comma-separated (FASTLOOP_RELOAD_DIR=a,b).
 REPEATABLE = ("reload_dir", "reload_include", "reload_exclude")
+# Old spellings still taken for one release (flag, FASTLOOP_* variable, keyword), each with a
+# warning: the old name -> the setting it now is. (`threads` itself changed meaning, from event
+# loops to handler threads, as gunicorn's gthread --threads; loops are runtime_threads.)
+RENAMED = {"handler_threads": "threads"}
 # The most a request line or header line may be set to (core/http.pxd FL_MAX_HEAD_BYTES), and
 # the most a body may (http.pyx MAX_BODY_BYTES, 1 TiB): lengths from the wire are compared with
 # these, so they stay far from any overflow.
@@ -64,12 +74,12 @@ class Config:
     # ---- processes and threads
     workers: int = _setting(1, "worker processes, pre-forked and supervised; more than 1 lets "
                             "Python handlers use several cores", "N", short="-w")
-    threads: int = _setting(1, "event-loop threads per worker process (they never run "
-                            "application code)", "N")
-    handler_threads: int = _setting(4, "Python threads per worker process that run the "
-                                    "application's handlers (fastloop routes, WSGI) beside the "
-                                    "event loops", "N")
-    dispatch: Optional[str] = _setting(None, "how connections reach threads: reuseport (the "
+    threads: int = _setting(4, "Python threads per worker process that run the application's "
+                            "handlers (fastloop routes, WSGI) beside the event loops, as "
+                            "gunicorn's gthread --threads (was --handler-threads)", "N")
+    runtime_threads: int = _setting(1, "event-loop threads per worker process: they do the "
+                                    "network I/O and never run application code", "N")
+    dispatch: Optional[str] = _setting(None, "how connections reach event loops: reuseport (the "
                                        "kernel spreads them; Linux default) or acceptor (one "
                                        "thread hands them out)", choices=("reuseport", "acceptor"))
     preload: bool = _setting(False, "import the application once, before forking the "
@@ -169,7 +179,7 @@ class Config:
         overrides; validated. Unknown override names raise TypeError, bad values ValueError."""
         environ = os.environ if environ is None else environ
         names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - set(names)
+        unknown = set(overrides) - set(names) - set(RENAMED)
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values: Dict[str, Any] = {}
@@ -177,6 +187,16 @@ class Config:
             raw = environ.get(ENV_PREFIX + name.upper())
             if raw is not None:
                 values[name] = _parse(ENV_PREFIX + name.upper(), raw, f)
+        for old, new in RENAMED.items():
+            raw = environ.get(ENV_PREFIX + old.upper())
+            if raw is not None:
+                old_value = _parse(ENV_PREFIX + old.upper(), raw, names[new])
+                rename_deprecated(values, {old: old_value}, ENV_PREFIX + old.upper(),
+                                  ENV_PREFIX + new.upper())
+        overrides = dict(overrides)
+        for old, new in RENAMED.items():
+            if old in overrides:
+                rename_deprecated(overrides, {old: overrides.pop(old)}, old, new, stacklevel=2)
         values.update(overrides)
         config = cls(**values)
         config.validate()
@@ -192,7 +212,7 @@ class Config:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
 
         self._validate_operations()
-        for name in ("workers", "threads", "handler_threads", "backlog", "timeout_keep_alive",
+        for name in ("workers", "threads", "runtime_threads", "backlog", "timeout_keep_alive",
                      "timeout_request_header", "limit_request_line", "limit_request_fields",
                      "limit_request_field_size", "limit_request_body"):
             positive(name)
@@ -217,9 +237,9 @@ class Config:
             raise ValueError("give uds or fd, not both")
         self._validate_front()
         if (self.uds is not None or self.fd is not None) and self.dispatch == "reuseport" \
-                and self.threads > 1:
-            raise ValueError("one Unix or inherited socket cannot be spread over threads with "
-                             "SO_REUSEPORT: use dispatch acceptor")
+                and self.runtime_threads > 1:
+            raise ValueError("one Unix or inherited socket cannot be spread over event loops "
+                             "(runtime_threads) with SO_REUSEPORT: use dispatch acceptor")
 
     def _validate_operations(self) -> None:
         self.uds_mode()
@@ -283,10 +303,31 @@ class Config:
         aside: host and port, or uds; the caller passes inherited sockets itself)."""
         return {
             "host": self.host, "port": self.port, "uds": self.uds, "threads": self.threads,
-            "handler_threads": self.handler_threads,
+            "runtime_threads": self.runtime_threads,
             "dispatch": self.dispatch, "backlog": self.backlog, "limits": self.limits(),
             "timeouts": self.timeouts(), "limit_concurrency": self.limit_concurrency,
         }
+
+
+def rename_deprecated(values: Dict[str, Any], old: Dict[str, Any], old_label: str,
+                      new_label: str, stacklevel: int = 0) -> None:
+    """Moves a deprecated setting (old: {old name: value}, at most one) into values under its
+    new name (RENAMED), with a warning naming both spellings as the user wrote them. Given from
+    Python (stacklevel > 0), a DeprecationWarning; from a flag or the environment, which a
+    DeprecationWarning filter would hide, a logged warning. Both spellings at once, with
+    different values: ValueError. stacklevel counts as warnings.warn's does, from the caller."""
+    for name, value in old.items():
+        new = RENAMED[name]
+        if new in values and values[new] != value:
+            raise ValueError(f"{old_label} is the old spelling of {new_label}: give one of "
+                             f"them, not both ({value!r} and {values[new]!r})")
+        message = (f"{old_label} is deprecated and will be removed in the next release: use "
+                   f"{new_label} (handler threads; event loops are runtime_threads)")
+        if stacklevel:
+            warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
+        else:
+            log.warning("fastloop: %s", message)
+        values[new] = value
 
 
 def _field(name: str) -> dataclasses.Field:

@@ -30,18 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastloop demo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks one)")
-    parser.add_argument("--threads", type=int, default=1, help="event-loop threads (default 1)")
+    parser.add_argument("--threads", type=int, default=4,
+                        help="handler threads, that run the Python routes (default 4)")
+    parser.add_argument("--runtime-threads", type=int, default=1,
+                        help="event-loop threads (default 1)")
     parser.add_argument("--dispatch", choices=("reuseport", "acceptor"), default=None,
-                        help="how connections reach threads (default: reuseport on Linux)")
+                        help="how connections reach event loops (default: reuseport on Linux)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     server = Server(demo_app(), host=args.host, port=args.port, threads=args.threads,
-                    dispatch=args.dispatch)
+                    runtime_threads=args.runtime_threads, dispatch=args.dispatch)
 
     def announce() -> None:
-        print(f"fastloop demo on {server.url} ({POLLER}, {server.threads} thread(s), "
-              f"{server.dispatch} dispatch)", flush=True)
+        print(f"fastloop demo on {server.url} ({POLLER}, {server.runtime_threads} event "
+              f"loop(s), {server.threads} handler thread(s), {server.dispatch} dispatch)",
+              flush=True)
         print(f"  static route:  curl {server.url}", flush=True)
         print(f"  Python route:  curl '{server.url}hello?name=you'", flush=True)
         print("Ctrl-C stops it.", flush=True)

@@ -188,9 +188,9 @@ class Listeners:
 
 def listeners_for(config: Any, slots: int) -> Listeners:
     """Binds (or adopts, for --fd) the listening sockets of `slots` worker processes per config
-    (a fastloop.Config). On Linux (reuseport dispatch) each slot gets `threads` sockets of one
-    SO_REUSEPORT group, so the kernel balances connections over every thread of every worker;
-    otherwise (acceptor dispatch, a Unix socket, an inherited --fd) all slots share one."""
+    (a fastloop.Config). On Linux (reuseport dispatch) each slot gets `runtime_threads` sockets
+    of one SO_REUSEPORT group, so the kernel balances connections over every event loop of every
+    worker; otherwise (acceptor dispatch, a Unix socket, an inherited --fd) all slots share one."""
     if config.fd is not None:
         sock = inherited_socket(config.fd)
         return Listeners([[sock]] * slots, f"fd:{config.fd}")
@@ -200,9 +200,10 @@ def listeners_for(config: Any, slots: int) -> Listeners:
     from .server import default_dispatch  # server imports this module
     dispatch = config.dispatch or default_dispatch()
     if dispatch == "reuseport":
-        socks = bind_tcp(config.host, config.port, slots * config.threads, True, config.backlog,
+        loops = config.runtime_threads
+        socks = bind_tcp(config.host, config.port, slots * loops, True, config.backlog,
                          share=config.reuse_port)
-        sets = [socks[i * config.threads:(i + 1) * config.threads] for i in range(slots)]
+        sets = [socks[i * loops:(i + 1) * loops] for i in range(slots)]
     else:
         sets = [bind_tcp(config.host, config.port, 1, False, config.backlog)] * slots
     host, port = sets[0][0].getsockname()[:2]

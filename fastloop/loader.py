@@ -72,7 +72,7 @@ def as_app(obj: Any, config: Config, name: str = "") -> App:
         if not callable(obj):
             raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
         # The handler threads run the application, so it runs concurrently when they are many.
-        app = WSGIApp(obj, multithread=config.handler_threads > 1, multiprocess=config.supervised())
+        app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=config.supervised())
     if config.access_log:
         app = AccessLogApp(app, config.access_log_format, config.access_log_json)
     if config.proxy_headers or config.root_path:

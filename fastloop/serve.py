@@ -23,7 +23,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 from . import POLLER, __version__
 from .app import App
-from .config import ENV_PREFIX, REPEATABLE, Config, setting_type
+from .config import ENV_PREFIX, RENAMED, REPEATABLE, Config, rename_deprecated, setting_type
 from .listen import STARTUP_FAILURE, Listeners, StartupError, listeners_for
 from .asgi import LifespanFailed
 from .loader import AppLoadError, as_app, load_app
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(*names, dest=f.name, type=t, default=None, metavar=meta["metavar"],
                                 choices=meta["choices"], help=help_,
                                 action="append" if f.name in REPEATABLE else "store")
+    for old, new in RENAMED.items():  # taken for one release, with a warning (parse_config)
+        parser.add_argument("--" + old.replace("_", "-"), dest=old, default=None,
+                            type=setting_type(next(f for f in dataclasses.fields(Config)
+                                                   if f.name == new)),
+                            metavar="N", help=f"deprecated: the old spelling of "
+                            f"--{new.replace('_', '-')}")
     return parser
 
 
@@ -77,8 +83,12 @@ def parse_config(argv: Optional[List[str]] = None,
     parser = build_parser()
     args = parser.parse_args(argv)
     given = {k: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
-             if v is not None and k != "app"}
+             if v is not None and k != "app" and k not in RENAMED}
     try:
+        for old, new in RENAMED.items():
+            if getattr(args, old) is not None:
+                rename_deprecated(given, {old: getattr(args, old)}, "--" + old.replace("_", "-"),
+                                  "--" + new.replace("_", "-"))
         return args.app, Config.from_env(environ, **given)
     except ValueError as exc:
         parser.error(str(exc))
@@ -104,9 +114,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run(app: Union[App, Callable, str], **settings: Any) -> None:
     """Serves app until SIGTERM or SIGINT, then stops gracefully. app is a fastloop App, a
     WSGI callable or a "module:attribute" string; settings are fastloop.Config's fields
-    (host, port, workers, threads, limit_max_requests, ...), their defaults read from
+    (host, port, workers, threads, runtime_threads, limit_max_requests, ...), their defaults read from
     FASTLOOP_* environment variables. Signals are handled only from the main thread.
     Raises SystemExit with serve()'s status when it is not 0."""
+    for old, new in RENAMED.items():
+        if old in settings:  # here, so that the warning points at run()'s caller
+            rename_deprecated(settings, {old: settings.pop(old)}, old, new, stacklevel=2)
     config = Config.from_env(**settings)
     if isinstance(app, str):
         spec = app
@@ -174,8 +187,9 @@ def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
     server = Server(app, sockets=list(listeners.sets[0]), **config.server_kwargs())
 
     def announce() -> None:
-        log.info("fastloop: listening on %s (%s, %d thread(s), %s dispatch, pid %d)",
-                 listeners.url, POLLER, server.threads, server.dispatch, os.getpid())
+        log.info("fastloop: listening on %s (%s, %d event loop(s), %d handler thread(s), "
+                 "%s dispatch, pid %d)", listeners.url, POLLER, server.runtime_threads,
+                 server.threads, server.dispatch, os.getpid())
 
     # --metrics: one server process serves its own counters (a supervisor serves its
     # workers', fastloop.metrics); every in-process path (alone, under --reload) comes here.

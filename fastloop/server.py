@@ -1,4 +1,4 @@
-"""fastloop.Server: listening sockets, worker threads and their life cycle."""
+"""fastloop.Server: listening sockets, event-loop and handler threads, and their life cycle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+import warnings
 from typing import Any
 
 from ._core import Acceptor, ConnLimit, HandlerPool, Worker
@@ -19,6 +20,7 @@ __all__ = ["Server", "bind_tcp", "bind_unix"]
 log = logging.getLogger("fastloop")
 
 DISPATCH_MODES = ("reuseport", "acceptor")
+DEFAULT_THREADS = 4  # handler threads: enough that a few slow handlers leave room for others
 
 
 def default_dispatch() -> str:
@@ -28,9 +30,10 @@ def default_dispatch() -> str:
 
 
 class Server:
-    """Serves an App over HTTP/1.1 on `threads` event-loop threads, with its handlers run by
-    `handler_threads` Python threads beside them (an event loop never runs application code,
-    never waits on a client: see fastloop/core/handoff.pyx).
+    """Serves an App over HTTP/1.1 on `runtime_threads` event-loop threads, with its handlers
+    run by `threads` Python threads beside them (an event loop never runs application code,
+    never waits on a client: see fastloop/core/handoff.pyx). The names are the ecosystem's:
+    gunicorn's gthread `--threads` for handler threads, granian's `--runtime-threads` for loops.
 
     host/port: TCP over IPv4 or IPv6 (port 0 picks a free port; see .port).
     uds: a Unix socket path instead of TCP.
@@ -40,56 +43,71 @@ class Server:
     limit_concurrency: at most this many connections open at once (all threads together);
     a connection beyond it is answered 503 and closed, counted in stats()["rejected"].
     sockets: listening sockets to serve instead of binding (inherited from a supervisor, or
-    --fd): one per thread for reuseport dispatch, or one for acceptor dispatch (the default when
-    threads > 1 share a single socket). The server takes them over and closes them at stop();
-    host, port and uds are then ignored.
-    handler_threads: Python threads that run handlers (fastloop routes and WSGI apps); a
+    --fd): one per event loop for reuseport dispatch, or one for acceptor dispatch (the default
+    when runtime_threads > 1 share a single socket). The server takes them over and closes them
+    at stop(); host, port and uds are then ignored.
+    threads: Python threads that run handlers (fastloop routes and WSGI apps), 4 by default; a
     handler that blocks (a sleep, a slow query) holds one of them, never an event loop.
+    runtime_threads: event-loop threads (1 by default); each owns its connections for life.
+    handler_threads: the old spelling of threads, taken for one release with a
+    DeprecationWarning. (Before it, `threads` counted event loops: an old threads=4 now gives
+    4 handler threads and 1 loop, which serves the same application.)
     """
 
-    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, threads: int = 1,
-                 dispatch: str | None = None, backlog: int = 2048, uds: str | None = None,
-                 limits: dict | None = None, timeouts: dict | None = None,
-                 limit_concurrency: int | None = None, sockets: list | None = None,
-                 handler_threads: int = 4) -> None:
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000,
+                 threads: int | None = None, dispatch: str | None = None, backlog: int = 2048,
+                 uds: str | None = None, limits: dict | None = None,
+                 timeouts: dict | None = None, limit_concurrency: int | None = None,
+                 sockets: list | None = None, runtime_threads: int = 1,
+                 handler_threads: int | None = None) -> None:
+        if handler_threads is not None:
+            if threads is not None and threads != handler_threads:
+                raise ValueError("handler_threads is the old spelling of threads: give one of "
+                                 f"them, not both ({handler_threads} and {threads})")
+            warnings.warn("Server(handler_threads=...) is deprecated and will be removed in the "
+                          "next release: use threads= (handler threads; event loops are "
+                          "runtime_threads=)", DeprecationWarning, stacklevel=2)
+            threads = handler_threads
+        threads = DEFAULT_THREADS if threads is None else threads
         if threads < 1:
-            raise ValueError("threads must be at least 1")
+            raise ValueError("threads (handler threads) must be at least 1")
+        if runtime_threads < 1:
+            raise ValueError("runtime_threads (event loops) must be at least 1")
+        loops = runtime_threads
         if sockets is not None:
             if dispatch is None:
-                dispatch = "reuseport" if len(sockets) == threads else "acceptor"
-            needed = threads if dispatch == "reuseport" else 1
+                dispatch = "reuseport" if len(sockets) == loops else "acceptor"
+            needed = loops if dispatch == "reuseport" else 1
             if len(sockets) != needed:
-                raise ValueError(f"{dispatch} dispatch over {threads} thread(s) takes {needed} "
-                                 f"socket(s), not {len(sockets)}")
+                raise ValueError(f"{dispatch} dispatch over {loops} event loop(s) takes "
+                                 f"{needed} socket(s), not {len(sockets)}")
             uds = None  # an inherited Unix socket's path belongs to whoever bound it
             if sockets[0].family != socket.AF_UNIX:
                 host, port = sockets[0].getsockname()[:2]
         if dispatch is None:
-            dispatch = "acceptor" if uds and threads > 1 else default_dispatch()
+            dispatch = "acceptor" if uds and loops > 1 else default_dispatch()
         if dispatch not in DISPATCH_MODES:
             raise ValueError(f"dispatch must be one of {DISPATCH_MODES}, not {dispatch!r}")
-        if uds and dispatch == "reuseport" and threads > 1:
+        if uds and dispatch == "reuseport" and loops > 1:
             raise ValueError("Unix sockets cannot be shared with SO_REUSEPORT: use dispatch='acceptor'")
         self.app = app
         self.host = host
         self.port = port
         self.uds = uds
         self.threads = threads
+        self.runtime_threads = runtime_threads
         self.dispatch = dispatch
         self.backlog = backlog
         self.limits = limits
         self.timeouts = timeouts
         self.limit_concurrency = limit_concurrency
-        if handler_threads < 1:
-            raise ValueError("handler_threads must be at least 1")
-        self.handler_threads = handler_threads
         self._handlers: Any = None
         self._sockets = sockets
         self._close_lock = threading.Lock()
         self._closing = False
         self._workers: list = []
         self._acceptor: Any = None
-        self._threads: list = []
+        self._loop_threads: list = []
         self._running = False
 
     # ---- life cycle -------------------------------------------------------------------
@@ -104,7 +122,7 @@ class Server:
             self._handlers.start()
             pool = self._handlers.pool
         else:
-            self._handlers = pool = HandlerPool(self.app, self.handler_threads)
+            self._handlers = pool = HandlerPool(self.app, self.threads)
         try:
             listeners = self._listen()
         except BaseException:
@@ -115,7 +133,7 @@ class Server:
             is_tcp = listeners[0].family != socket.AF_UNIX
             self._workers = [Worker(i, self.app, pool, is_tcp=is_tcp, limits=self.limits,
                                     timeouts=self.timeouts, conn_limit=conn_limit)
-                             for i in range(self.threads)]
+                             for i in range(self.runtime_threads)]
             if self.dispatch == "reuseport":
                 for worker, sock in zip(self._workers, listeners):
                     worker.set_listener(sock.detach())
@@ -134,7 +152,7 @@ class Server:
             name = "fastloop-acceptor" if loop is self._acceptor else f"fastloop-worker-{loop.index}"
             t = threading.Thread(target=self._run_loop, args=(loop,), name=name, daemon=True)
             t.start()
-            self._threads.append(t)
+            self._loop_threads.append(t)
         self._closing = False
         self._running = True
 
@@ -147,7 +165,7 @@ class Server:
             self._acceptor.stop(0.0)
         for worker in self._workers:
             worker.stop(timeout)
-        for t in self._threads:
+        for t in self._loop_threads:
             t.join(timeout + 5.0)
             if t.is_alive():
                 log.error("fastloop: %s did not stop", t.name)
@@ -156,10 +174,10 @@ class Server:
         self._handlers.stop(0.05)
         with self._close_lock:  # no stop_now() may wake a poller once it is closed
             self._closing = True
-            if not any(t.is_alive() for t in self._threads):
+            if not any(t.is_alive() for t in self._loop_threads):
                 for loop in self._workers + ([self._acceptor] if self._acceptor is not None else []):
                     loop.close()
-        self._threads = []
+        self._loop_threads = []
         self._running = False
         if self.uds:
             try:
@@ -176,9 +194,16 @@ class Server:
                     worker.stop(0.0)
 
     @property
+    def handler_threads(self) -> int:
+        """The old name of .threads (deprecated, for one release)."""
+        warnings.warn("Server.handler_threads is deprecated: use .threads", DeprecationWarning,
+                      stacklevel=2)
+        return self.threads
+
+    @property
     def alive(self) -> bool:
         """True while the server runs and every one of its event-loop threads is alive."""
-        return self._running and all(t.is_alive() for t in self._threads)
+        return self._running and all(t.is_alive() for t in self._loop_threads)
 
     def serve(self, timeout: float = 5.0) -> int:
         """start(), then as serve_started(timeout)."""
@@ -209,8 +234,9 @@ class Server:
     # ---- counters ---------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """Totals and per-thread counters. accepted == closed + open always holds for the totals
-        once the server is idle; while it runs each figure is exact but read at its own instant."""
+        """Totals and per-event-loop counters ("workers"). accepted == closed + open always
+        holds for the totals once the server is idle; while it runs each figure is exact but
+        read at its own instant."""
         per_worker = [w.stats() for w in self._workers]
         totals: dict = {}
         for s in per_worker:
@@ -223,6 +249,8 @@ class Server:
             totals["open"] = totals.get("open", 0) + in_transit
         if self._handlers is not None:
             totals.update(self._handlers.stats())
+        totals["threads"] = self.threads  # the settings, so a reader knows what was counted
+        totals["runtime_threads"] = self.runtime_threads
         totals["workers"] = per_worker
         return totals
 
@@ -242,7 +270,7 @@ class Server:
             return socks
         if self.uds:
             return [bind_unix(self.uds, self.backlog)]
-        count = self.threads if self.dispatch == "reuseport" else 1
+        count = self.runtime_threads if self.dispatch == "reuseport" else 1
         socks = bind_tcp(self.host, self.port, count, self.dispatch == "reuseport", self.backlog)
         self.port = socks[0].getsockname()[1]
         return socks

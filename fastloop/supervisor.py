@@ -101,8 +101,9 @@ class Supervisor:
         try:
             with SignalInbox(signums) as inbox:
                 self.inbox = inbox
-                log.info("fastloop: supervisor %d: %d workers x %d thread(s) on %s",
-                         os.getpid(), self.slots, self.config.threads, self.listeners.url)
+                log.info("fastloop: supervisor %d: %d workers x %d event loop(s) and %d "
+                         "handler thread(s) on %s", os.getpid(), self.slots,
+                         self.config.runtime_threads, self.config.threads, self.listeners.url)
                 for slot in range(self.slots):
                     self.spawn(slot)
                 while self.children or not self.stopping:

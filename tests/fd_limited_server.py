@@ -1,6 +1,6 @@
 """A fastloop server for tests that need a process of its own, here one with few descriptors.
 
-    python fd_limited_server.py --nofile 64 [--threads N] [--dispatch MODE]
+    python fd_limited_server.py --nofile 64 [--runtime-threads N] [--dispatch MODE]
 
 Lowers the soft RLIMIT_NOFILE to --nofile (the hard limit stays), serves GET / -> 200 "Hello"
 on 127.0.0.1 and a free port, and prints one JSON line {"port": ..., "pid": ...} once it
@@ -21,7 +21,7 @@ import sys
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nofile", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runtime-threads", type=int, default=1)
     parser.add_argument("--dispatch", default=None)
     args = parser.parse_args()
 
@@ -32,7 +32,7 @@ def main() -> None:
 
     app = fastloop.App()
     app.static("/", b"Hello", content_type="text/plain")
-    server = fastloop.Server(app, host="127.0.0.1", port=0, threads=args.threads,
+    server = fastloop.Server(app, host="127.0.0.1", port=0, runtime_threads=args.runtime_threads,
                              dispatch=args.dispatch)
     server.start()
 

@@ -12,9 +12,12 @@ import errno
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from typing import Callable, Iterator, List, Optional
+
+import pytest
 
 import fastloop
 
@@ -26,9 +29,18 @@ __all__ = [
     "open_fds",
     "wait_until",
     "NaiveETServer",
+    "FREE_THREADED",
+    "free_threaded_only",
 ]
 
 LOOPBACK = "127.0.0.1"
+
+# A free-threaded CPython (3.13t, 3.14t) that runs without the GIL: handler threads then run
+# Python in parallel. sys._is_gil_enabled exists from 3.13 on; older ones always have the GIL.
+FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
+# Marks a test that means something only without the GIL (it skips everywhere else).
+free_threaded_only = pytest.mark.skipif(not FREE_THREADED,
+                                        reason="needs a free-threaded CPython with the GIL off")
 
 # What NaiveETServer answers to every request; fastloop tests serve the same body from a static
 # route, so one client-side check fits both servers.

@@ -5,6 +5,7 @@ tell workers apart."""
 import ctypes
 import logging
 import os
+import threading
 import time
 
 import fastloop
@@ -32,6 +33,13 @@ def make_app() -> fastloop.App:
         # does not release it), so no other Python thread of this process runs meanwhile.
         ctypes.PyDLL(None).sleep(int(request.query or 60))
         return "thawed"
+
+    @app.get("/threads")
+    def threads(request):
+        # "HANDLERS LOOPS": the threads this process runs, by the names fastloop gives them.
+        names = [t.name for t in threading.enumerate()]
+        return (f"{sum(n.startswith('fastloop-handler-') for n in names)} "
+                f"{sum(n.startswith('fastloop-worker-') for n in names)}")
 
     @app.get("/items/{id:int}")
     def item(request, id):

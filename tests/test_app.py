@@ -160,7 +160,7 @@ def get(port, method, path, body=b""):
 
 
 def test_routes_over_sockets():
-    with running_server(make_app(), threads=2) as srv:
+    with running_server(make_app(), runtime_threads=2) as srv:
         assert get(srv.port, b"GET", b"/")[::2] == (200, b"home")
         assert get(srv.port, b"GET", b"/users/42?x=1")[::2] == (200, b"user 42")
         assert get(srv.port, b"DELETE", b"/users/42")[::2] == (200, b"deleted 42")

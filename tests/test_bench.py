@@ -83,7 +83,7 @@ def test_histogram_merge_and_empty():
 def test_counts_match_fastloop_server(mode):
     kw = {"keepalive": mode != "no-keepalive", "pipeline": 8 if mode == "pipeline" else 1}
     n = 400 if mode == "no-keepalive" else 3000
-    with running_server(hello_app(), threads=2) as srv:
+    with running_server(hello_app(), runtime_threads=2) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=12, threads=2, requests=n,
                       **kw)
         st = settled(srv, r.connections["established"], n)
@@ -102,7 +102,7 @@ def test_counts_match_fastloop_server(mode):
 
 
 def test_duration_run_counts_match_fastloop_server():
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=6, duration="0.5s",
                       keepalive=False)
         st = settled(srv, r.connections["established"])
@@ -146,7 +146,7 @@ def test_port_exhaustion_is_eaddrnotavail():
     lo, hi = doctor.port_range() or (32768, 60999)
     first = random.Random().randrange(lo, hi - 4)
     source = f"127.0.{random.randrange(1, 250)}.{random.randrange(2, 250)}"
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=8, duration=0.3,
                       source=source, local_ports=(first, first + 3))
         st = settled(srv, r.connections["established"])
@@ -169,7 +169,7 @@ def test_rate_mode_corrected_latency_shows_a_stall():
             time.sleep(0.5)  # the one stall: with one worker thread, the server stops
         return b"ok"
 
-    with running_server(app, threads=1) as srv:
+    with running_server(app, runtime_threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=2, duration=2.0, rate=200)
     assert r.failed == 0 and 300 < r.requests <= 400
     corrected, raw = r.latency_us(True), r.latency_us(False)
@@ -288,7 +288,7 @@ def run_cli(argv: List[str]) -> "tuple[int, str]":
 
 
 def test_cli_json_has_the_documented_keys():
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         rc, out = run_cli(["-c", "4", "-n", "200", "-H", "X-Test: 1", "--json",
                            f"http://{LOOPBACK}:{srv.port}/"])
     assert rc == 0

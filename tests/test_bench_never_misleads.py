@@ -67,7 +67,7 @@ def interrupted_bench(started: Callable[[], bool], after: float, *args: str,
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_prints_the_real_summary(signum):
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         rc, out, err = interrupted_bench(lambda: srv.stats()["requests"] > 0, 1.0, "-c", "4",
                                          "-d", "30s", "--json", f"http://{LOOPBACK}:{srv.port}/",
                                          signum=signum)
@@ -125,7 +125,7 @@ MODES = {
 
 @pytest.mark.parametrize("mode", MODES)
 def test_books_balance_when_a_duration_run_ends_mid_flight(mode):
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=8, duration=0.4, **MODES[mode])
         wait_until(lambda: srv.stats()["open"] == 0, timeout=5)
         served = srv.stats()["requests"]
@@ -139,7 +139,7 @@ def test_books_balance_when_a_duration_run_ends_mid_flight(mode):
 @pytest.mark.parametrize("mode", ["keep-alive", "no-keepalive", "pipeline"])
 def test_books_balance_in_a_counted_run(mode):
     kw = dict(MODES[mode])
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=5, requests=333, **kw)
     assert r.requests == r.sent == 333 and r.sent_unanswered == r.not_sent == 0
     assert r.connections["never_sent"] == 0
@@ -213,7 +213,7 @@ def test_no_keepalive_warning_follows_doctors_tw_reuse(monkeypatch, reuse, warne
     # unless tcp_tw_reuse says the limit does not apply (2: loopback, which this target is).
     monkeypatch.setattr(doctor, "tw_reuse", lambda: reuse)
     monkeypatch.setattr(doctor, "port_range", lambda: (40000, 40999))
-    with running_server(hello_app(), threads=1) as srv:
+    with running_server(hello_app(), runtime_threads=1) as srv:
         r = bench.run(f"http://{LOOPBACK}:{srv.port}/", connections=2, requests=40,
                       keepalive=False)
     assert r.requests == 40

@@ -24,7 +24,7 @@ ISSUE_FLAGS = """--host --port --uds --fd -w --workers --threads --dispatch --ba
     --limit-max-requests --limit-max-requests-jitter --access-log --no-access-log --log-level
     --interface --factory --uds-perms --reuse-port --no-reuse-port --preload --timeout-worker
     --reload --reload-dir --reload-include --reload-exclude --log-config --version
-    --handler-threads""".split()
+    --runtime-threads --handler-threads""".split()
 
 
 def test_every_flag_of_the_issue_exists_and_is_explained():
@@ -48,12 +48,14 @@ def test_settings_map_onto_the_server():
     _, config = parse_config(["m:app", "--limit-request-line", "100", "--limit-request-fields", "20",
                               "--limit-request-field-size", "300", "--limit-request-body", "4000",
                               "--timeout-request-header", "3", "--timeout-keep-alive", "4",
-                              "--limit-concurrency", "50", "--threads", "2", "--backlog", "64"], {})
+                              "--limit-concurrency", "50", "--threads", "2", "--backlog", "64",
+                              "--runtime-threads", "3"], {})
     kw = config.server_kwargs()
     assert kw["limits"] == {"request_line": 100, "fields": 20, "field_size": 300, "body_bytes": 4000,
                             "lenient_targets": False}
     assert kw["timeouts"] == {"header": 3.0, "idle": 4.0}
     assert (kw["limit_concurrency"], kw["threads"], kw["backlog"]) == (50, 2, 64)
+    assert kw["runtime_threads"] == 3
     fastloop.Server(fastloop.App(), **kw)  # every key is one the Server takes
 
 
@@ -168,7 +170,7 @@ def test_access_log_wraps_the_app_and_logs_static_routes_too(caplog):
 # ---- one server process, end to end ---------------------------------------------------------
 
 def test_serve_answers_and_stops_on_sigterm():
-    with ServeProcess(["serve_apps:app", "--port", "0", "--threads", "2"]) as srv:
+    with ServeProcess(["serve_apps:app", "--port", "0", "--runtime-threads", "2"]) as srv:
         assert get(srv.url, "/") == b"static\n"
         assert get(srv.url, "/items/12") == b"item 12"
         assert int(get(srv.url, "/pid")) == srv.pid  # no supervisor: the server is this process
@@ -223,8 +225,8 @@ def test_fastloop_run_from_a_program():
     code = ("import fastloop, serve_apps\n"
             "fastloop.run(serve_apps.wsgi, port=0, timeout_graceful_shutdown=1)\n")
     with ServeProcess([], command=[sys.executable, "-c", code],
-                      env={"FASTLOOP_THREADS": "2", "FASTLOOP_LOG_LEVEL": "info"}) as srv:
+                      env={"FASTLOOP_RUNTIME_THREADS": "2", "FASTLOOP_LOG_LEVEL": "info"}) as srv:
         assert get(srv.url, "/r").startswith(b"wsgi /r ")
-        assert "2 thread(s)" in srv.log()  # from FASTLOOP_THREADS
+        assert "2 event loop(s)" in srv.log()  # from FASTLOOP_RUNTIME_THREADS
         srv.signal(signal.SIGTERM)
         assert srv.wait(10) == 0

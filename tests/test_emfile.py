@@ -44,7 +44,7 @@ class ServerProcess:
         env = env_importing_this_fastloop()
         self.stderr = open(stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, SERVER_SCRIPT, "--nofile", str(nofile), "--threads", str(threads),
+            [sys.executable, SERVER_SCRIPT, "--nofile", str(nofile), "--runtime-threads", str(threads),
              "--dispatch", dispatch],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         self.pid = self.proc.pid

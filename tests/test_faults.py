@@ -197,7 +197,7 @@ def test_clients_that_reset(where):
     """50 clients reset at one point of a request; the server notices each reset at once (not
     at a timeout: the header and body timeouts are far longer than this test)."""
     data, read_first = RESETS[where]
-    with fault_server(threads=2) as srv:
+    with fault_server(runtime_threads=2) as srv:
         socks = [connect(srv) for _ in range(50)]
         for s in socks:
             s.sendall(data)
@@ -225,7 +225,7 @@ def test_half_closed_clients_get_every_answer_then_the_server_closes():
                 + b"GET /py HTTP/1.1\r\n" + H + b"\r\n"
                 + b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % len(body) + body
                 + b"GET /big?3000000 HTTP/1.1\r\n" + H + b"\r\n")
-    with fault_server(threads=2) as srv:
+    with fault_server(runtime_threads=2) as srv:
         clients = [Client(srv) for _ in range(20)]
         for c in clients:
             c.send(requests)
@@ -260,7 +260,7 @@ def test_half_closed_with_an_incomplete_request_is_closed_at_once(sent):
 
 def test_clients_that_stop_reading_are_closed_at_the_write_timeout():
     count, write_timeout = 20, 0.5
-    with fault_server(threads=2, timeouts={"write": write_timeout}) as srv:
+    with fault_server(runtime_threads=2, timeouts={"write": write_timeout}) as srv:
         socks = []
         try:
             for _ in range(count):
@@ -294,7 +294,7 @@ def raise_nofile(needed: int) -> None:
 def test_1000_slowloris_clients():
     count, header_timeout = 1000, 1.0
     raise_nofile(2 * count + 256)  # both ends of every connection live in this process
-    with fault_server(threads=2, timeouts={"header": header_timeout}) as srv:
+    with fault_server(runtime_threads=2, timeouts={"header": header_timeout}) as srv:
         slow: List[socket.socket] = []
         try:
             for _ in range(count):
@@ -394,7 +394,7 @@ def garbage(rng: random.Random) -> bytes:
 
 def test_random_garbage_gets_an_error_or_nothing_and_a_close():
     rng = random.Random(20240607)
-    with fault_server(threads=2) as srv:
+    with fault_server(runtime_threads=2) as srv:
         for _ in range(300):
             with connect(srv) as s:
                 s.sendall(garbage(rng))
@@ -447,7 +447,7 @@ def test_chunk_framing_cannot_make_the_server_buffer_far_more_than_the_body_limi
 # ---- handlers that raise or block ---------------------------------------------------------
 
 def test_a_handler_that_raises_costs_one_500_and_nothing_else(caplog):
-    with fault_server(threads=2) as srv:
+    with fault_server(runtime_threads=2) as srv:
         with Client(srv) as c:
             for i in range(100):
                 path = b"/boom" if i % 2 else b"/py"
@@ -465,7 +465,7 @@ def test_a_handler_that_raises_costs_one_500_and_nothing_else(caplog):
 def test_a_blocking_handler_delays_only_its_own_worker():
     # reuseport spreads connections over both workers by address hash: with 24 clients the
     # chance that none lands on the free worker is 2**-23.
-    with fault_server(threads=2) as srv:
+    with fault_server(runtime_threads=2) as srv:
         blocked = Client(srv)
         blocked.send(b"GET /block?1.5 HTTP/1.1\r\n" + H + b"\r\n")
         time.sleep(0.1)
@@ -524,7 +524,7 @@ def py(request):
     time.sleep(0.002)  # keeps requests in flight when the signal lands
     return "py"
 
-srv = fastloop.Server(app, host="127.0.0.1", port=0, threads=2)
+srv = fastloop.Server(app, host="127.0.0.1", port=0, runtime_threads=2)
 srv.start()
 print(srv.port, flush=True)
 srv.serve_started()  # until SIGTERM, then a graceful stop

@@ -96,7 +96,7 @@ def sleep(req):
     time.sleep(SLEEP)  # holds this worker: its sockets' events pile up meanwhile
     return "slept"
 
-server = fastloop.Server(app, host="127.0.0.1", port=0, threads=2, dispatch=dispatch)
+server = fastloop.Server(app, host="127.0.0.1", port=0, runtime_threads=2, dispatch=dispatch)
 server.start()
 print(json.dumps({"poller": fastloop.POLLER, "port": server.port, "module": fastloop.__file__}),
       flush=True)
@@ -310,7 +310,7 @@ class ServerProcess:
 
 @pytest.fixture(params=["reuseport", "acceptor"])
 def server(request: pytest.FixtureRequest, kqueue_build: KqueueBuild, tmp_path: Path):
-    """A running kqueue server (threads=2) in the parametrized dispatch mode; killed after the
+    """A running kqueue server (runtime_threads=2) in the parametrized dispatch mode; killed after the
     test unless the test stopped it with stop_and_check."""
     srv = ServerProcess(kqueue_build, request.param, tmp_path)
     try:

@@ -19,7 +19,7 @@ def hello_app():
 
 
 def test_limit_concurrency_answers_503_beyond_it_and_recovers():
-    with running_server(hello_app(), threads=2, dispatch="acceptor", limit_concurrency=4) as srv:
+    with running_server(hello_app(), runtime_threads=2, dispatch="acceptor", limit_concurrency=4) as srv:
         held = []
         for _ in range(4):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)

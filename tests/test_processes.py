@@ -112,7 +112,7 @@ def test_workers_share_the_port_and_a_dead_worker_is_replaced():
 
 
 def test_graceful_stop_under_keep_alive_load_answers_what_was_read():
-    args = ["serve_apps:app", "--port", "0", "-w", "2", "--threads", "2",
+    args = ["serve_apps:app", "--port", "0", "-w", "2", "--runtime-threads", "2",
             "--timeout-graceful-shutdown", "5"]
     with ServeProcess(args, ready_workers=2) as srv:
         in_flight = []

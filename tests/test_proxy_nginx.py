@@ -133,7 +133,7 @@ def app_named(name: str) -> fastloop.App:
 
 
 def test_load_through_nginx_has_no_502_or_504_and_reuses_upstream_connections(nginx_for):
-    with running_server(app_named("a"), threads=2, timeouts={"idle": IDLE_TIMEOUT}) as srv:
+    with running_server(app_named("a"), runtime_threads=2, timeouts={"idle": IDLE_TIMEOUT}) as srv:
         nginx = nginx_for(srv.port)
         runs = [("/", {"keepalive": True}, 20000),
                 ("/who", {"keepalive": True}, 10000),
@@ -152,7 +152,7 @@ def test_load_through_nginx_has_no_502_or_504_and_reuses_upstream_connections(ng
 
 
 def test_graceful_restart_behind_nginx_drops_nothing(nginx_for):
-    old = fastloop.Server(app_named("old"), host=LOOPBACK, port=0, threads=2, dispatch="reuseport",
+    old = fastloop.Server(app_named("old"), host=LOOPBACK, port=0, runtime_threads=2, dispatch="reuseport",
                           timeouts={"idle": IDLE_TIMEOUT})
     old.start()
     new = None
@@ -172,7 +172,7 @@ def test_graceful_restart_behind_nginx_drops_nothing(nginx_for):
         assert going.wait(10.0) and wait_until(lambda: old.stats()["requests"] > 100)
         # The restart: the new server joins the port's SO_REUSEPORT group, then the old one
         # stops gracefully (in-flight requests answered, idle connections closed).
-        new = fastloop.Server(app_named("new"), host=LOOPBACK, port=old.port, threads=2,
+        new = fastloop.Server(app_named("new"), host=LOOPBACK, port=old.port, runtime_threads=2,
                               dispatch="reuseport", timeouts={"idle": IDLE_TIMEOUT})
         new.start()
         time.sleep(0.3)

@@ -23,7 +23,7 @@ def slow(request):
     time.sleep(8)
     return "slept"
 
-srv = fastloop.Server(app, port=0, threads=2)
+srv = fastloop.Server(app, port=0, runtime_threads=2)
 srv.start()
 print(f"listening on {srv.url}", file=sys.stderr, flush=True)
 try:

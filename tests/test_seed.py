@@ -164,7 +164,7 @@ def hello_app() -> fastloop.App:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dispatch", ["reuseport", "acceptor"])
 def test_fastloop_passes_seed_scenario(dispatch: str, threads: int) -> None:
-    with running_server(hello_app(), threads=threads, dispatch=dispatch) as srv:
+    with running_server(hello_app(), runtime_threads=threads, dispatch=dispatch) as srv:
         results = run_seed_scenario(srv.port)
         for i, r in enumerate(results):
             assert r.ok, f"round {i}: {r}"

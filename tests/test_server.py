@@ -71,7 +71,7 @@ def read_response(sock_file):
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server(make_app(), threads=2) as srv:
+    with running_server(make_app(), runtime_threads=2) as srv:
         yield srv
 
 
@@ -263,7 +263,7 @@ def test_concurrent_clients_every_dispatch(dispatch, threads):
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
 
-    with running_server(make_app(), threads=threads, dispatch=dispatch) as srv:
+    with running_server(make_app(), runtime_threads=threads, dispatch=dispatch) as srv:
         ts = [threading.Thread(target=client, args=(srv, k)) for k in range(clients)]
         for t in ts:
             t.start()
@@ -294,7 +294,7 @@ def test_ipv6_and_unix_socket(tmp_path):
                 raise
     path = str(tmp_path / "fastloop.sock")
     for threads in (1, 2):
-        with running_server(make_app(), uds=path, threads=threads) as srv:
+        with running_server(make_app(), uds=path, runtime_threads=threads) as srv:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(5)
                 s.connect(path)
@@ -340,7 +340,7 @@ def test_stop_under_load_leaves_no_descriptor_open():
             except (OSError, http.client.HTTPException):
                 return
 
-    srv = fastloop.Server(make_app(), port=0, threads=2)
+    srv = fastloop.Server(make_app(), port=0, runtime_threads=2)
     srv.start()
     ts = [threading.Thread(target=client, args=(srv.port,)) for _ in range(8)]
     for t in ts:

@@ -98,7 +98,11 @@ cdef class Answer:
     cdef int64_t file_len      # ... and how many bytes the file holds from there (<= length)
 
 
-cdef dict CTYPES = {}  # content type -> its encoded header value, for the few an app uses
+# Content type -> its encoded header value, for the few an app uses. Shared by every handler
+# thread: setdefault, so that a value once cached is never replaced while another thread may be
+# reading it (each dict operation is atomic on a free-threaded CPython; a get-then-set pair is
+# not). The 256 cap is checked racily and may be passed by a few entries: harmless.
+cdef dict CTYPES = {}
 
 
 cdef bytes content_type_bytes(str content_type):
@@ -108,7 +112,7 @@ cdef bytes content_type_bytes(str content_type):
             raise ValueError(f"invalid content type {content_type!r}")  # header injection
         value = content_type.encode("latin-1")
         if len(CTYPES) < 256:
-            CTYPES[content_type] = value
+            value = CTYPES.setdefault(content_type, value)
     return value
 
 

@@ -8,6 +8,12 @@
 # socket takes it; an iterable piece by piece, each posted as it comes, waiting (GIL released)
 # while the client is more than FL_HIGH_WATER behind. The message that ends an answer carries
 # MSG_F_END. See handoff.pyx for the exchange itself.
+#
+# Without the GIL (free-threaded CPython) handler threads run at once, so nothing they share
+# may rely on it: the pool, a job and an inbox are used under their own mutexes (handoff.pyx);
+# the counters below and inbox.stopping only through core/atomic.h; the content-type cache
+# (answer.pyx) only with single dict operations; the App's route tables are only read. A
+# Responder, and the Request of the job at hand, belong to one thread.
 
 import threading as _threading
 from time import perf_counter_ns as _perf_ns
@@ -71,8 +77,10 @@ cdef class HandlerPool(JobPool):
     cdef object resolve
     cdef list threads
     cdef readonly int size
-    cdef uint64_t handled
-    cdef uint64_t failed
+    # Added to by every handler thread, with no GIL to serialise them on a free-threaded
+    # CPython: atomics (core/atomic.h), read by stats() from yet another thread.
+    cdef int64_t handled
+    cdef int64_t failed
 
     def __init__(self, app, int threads):
         if threads < 1:
@@ -103,7 +111,8 @@ cdef class HandlerPool(JobPool):
         self.drop_queued()  # never taken: their connections are closed with their loops
 
     def stats(self):
-        return {"handled": self.handled, "handler_errors": self.failed,
+        return {"handled": fl_atomic_load(&self.handled),
+                "handler_errors": fl_atomic_load(&self.failed),
                 "handlers_busy": len([t for t in self.threads if t.is_alive()])}
 
     def _run(self):
@@ -124,10 +133,10 @@ cdef class HandlerPool(JobPool):
                 except BaseException:
                     # A fault in fastloop itself, not in the handler (that is a 500 already);
                     # answer() has cut the connection.
-                    self.failed += 1
+                    fl_atomic_add(&self.failed, 1)
                     log.exception("fastloop: internal error while answering a request")
                 finally:
-                    self.handled += 1
+                    fl_atomic_add(&self.handled, 1)
                     fl_job_release(j)
 
 
@@ -242,9 +251,12 @@ cdef class Responder:
     cdef int post(self, fl_job *j, Answer a, int flags) except -1:
         """Gathers (or, for files and iterables, posts) answer a. Returns END_* flags: END_CLOSE
         when the connection closes after it, END_CUT when it was cut."""
-        # inbox.stopping is a relaxed flag: an answer racing the stop may lack "close", and
-        # its connection still closes after it (the loop checks its own flag).
-        cdef bint keep = (flags & FL_REQ_KEEP_ALIVE) and not a.close and not j.inbox.stopping
+        # inbox.stopping is set by the loop while handler threads read it: an atomic load
+        # (a plain one would be a data race without the GIL), relaxed because it orders
+        # nothing: an answer racing the stop may lack "close", and its connection still closes
+        # after it (the loop checks its own flag).
+        cdef bint keep = ((flags & FL_REQ_KEEP_ALIVE) and not a.close
+                          and not fl_atomic_load_int(&j.inbox.stopping))
         cdef const char *ch = CONN_CLOSE_LINE
         cdef int end = 0 if keep else END_CLOSE
         cdef size_t body = len(a.body) if a.kind == BODY_BYTES and a.send_body else 0

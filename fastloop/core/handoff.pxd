@@ -1,7 +1,8 @@
 # What event loops and handler threads share: a loop's inbox, the messages that answers travel
 # in, the job that carries one request to a handler thread, and the pool of handler threads.
-# Every field that both sides touch is read and written under the lock of its struct, or is an
-# atomic reference count; see the theory of operation in handoff.pyx.
+# Every field that both sides touch is read and written under the lock of its struct, or only
+# through core/atomic.h (reference counts, inbox.stopping): nothing relies on the GIL, which a
+# free-threaded CPython does not have; see the theory of operation in handoff.pyx.
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
@@ -38,7 +39,7 @@ ctypedef struct fl_inbox:
     pthread_mutex_t lock
     int refs            # atomic: the loop's, and one per job that may post here
     int closed
-    int stopping        # the loop is stopping: answers say Connection: close
+    int stopping        # atomic: the loop is stopping, answers say Connection: close
     int *fds
     int n
     int cap

@@ -1157,7 +1157,8 @@ cdef class Worker(Loop):
         if self.listener.fd >= 0:
             self.accept_all()
         self.close_listener()
-        self.inbox.stopping = 1  # answers from now on say Connection: close (a relaxed flag)
+        # Answers from now on say Connection: close; handler threads read it (core/atomic.h).
+        fl_atomic_store_int(&self.inbox.stopping, 1)
         self.close_idle(False)
 
     cdef void close_idle(self, bint fresh_too) noexcept nogil:

@@ -52,6 +52,9 @@ cdef extern from "reserve.h" nogil:
 cdef extern from "atomic.h" nogil:
     int64_t fl_atomic_add(int64_t *p, int64_t v)
     int fl_atomic_add_int(int *p, int v)
+    int fl_atomic_load_int(const int *p)
+    void fl_atomic_store_int(int *p, int v)
+    int64_t fl_atomic_load(const int64_t *p)
 
 
 cdef extern from "<poll.h>" nogil:

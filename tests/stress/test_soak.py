@@ -95,7 +95,7 @@ def report(line: dict) -> None:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors and RSS in /proc")
 def test_soak_rounds_balance_the_books():
     started = time.monotonic()
-    with running_server(soak_app(), threads=2) as srv:
+    with running_server(soak_app(), runtime_threads=2) as srv:
         baseline_fds = open_fds()
         rss_first = None
         before = counters(srv)
