@@ -70,7 +70,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi")
 MODES = ("keepalive", "pipelined")
-FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"]}  # fastloop_hello_server.py
+# fastloop_hello_server.py's arguments for each
+FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"]}
 CORE_SO = ROOT / "fastloop" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))
 # A fixed string hash: with a random one (the default), the same dict lookups at startup
 # probe more or fewer slots from run to run, about 0.5M instructions of difference between

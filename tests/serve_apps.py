@@ -61,5 +61,5 @@ def wsgi(environ, start_response):
 not_an_app = 42
 
 
-async def asgi(scope, receive, send):  # pragma: no cover - never served
+async def asgi(scope, receive, send):  # pragma: no cover - loaded, never served
     pass

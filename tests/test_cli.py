@@ -16,6 +16,7 @@ from serving import HERE, ServeProcess, get
 import fastloop
 from fastloop.config import MAX_REQUEST_BODY, MAX_REQUEST_FIELDS, Config
 from fastloop.serve import AppLoadError, as_app, build_parser, load_app, parse_config
+from fastloop.asgi import ASGIApp
 from fastloop.wsgi import WSGIApp
 
 ISSUE_FLAGS = """--host --port --uds --fd -w --workers --threads --dispatch --backlog
@@ -137,6 +138,11 @@ def test_load_detects_the_interface():
     made = load_app("serve_apps:make_app", Config(factory=True))
     assert isinstance(made, fastloop.App) and made is not serve_apps.app
     assert load_app("serve_apps:app", Config(interface="fastloop")) is serve_apps.app
+    asgi = load_app("serve_apps:asgi", config)  # a coroutine function: ASGI
+    assert isinstance(asgi, ASGIApp) and asgi.asgi_app is serve_apps.asgi
+    assert asgi.name == "serve_apps:asgi"
+    forced = load_app("serve_apps:wsgi", Config(interface="asgi", lifespan="off"))
+    assert isinstance(forced, ASGIApp) and forced.lifespan == "off"
 
 
 @pytest.mark.parametrize("spec,config,error", [
@@ -144,7 +150,7 @@ def test_load_detects_the_interface():
     ("no_such_module_here:app", Config(), "could not import"),
     ("serve_apps:nothing", Config(), "no attribute"),
     ("serve_apps:not_an_app", Config(), "neither"),
-    ("serve_apps:asgi", Config(), "ASGI"),
+    ("serve_apps:not_an_app", Config(interface="asgi"), "needs a callable"),
     ("serve_apps:wsgi", Config(interface="fastloop"), "needs a fastloop.App"),
     ("serve_apps:not_an_app", Config(factory=True), "not callable"),
 ])
