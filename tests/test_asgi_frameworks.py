@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import urllib.request
 import uuid
@@ -360,11 +359,12 @@ def test_stats_add_up_after_disconnects(served_file):
 
         def adds_up() -> bool:
             c = counters(url)
-            return c["fastloop_accepted_total"] == (c["fastloop_closed_total"] +
-                                                   c["fastloop_open_connections"]) \
-                and c["fastloop_open_connections"] == 0
+            accepted, closed = c["fastloop_accepted_total"], c["fastloop_closed_total"]
+            still_open = c["fastloop_open_connections"]
+            return accepted == closed + still_open and still_open == 0
         assert wait_until(adds_up, 3.0, interval=0.1), counters(url)
-        assert counters(url)["fastloop_accepted_total"] >= 4 + 3 + 1  # streams, records, waits
+        # 3 streams and 1 wait, each with at least one /record poll on a connection of its own
+        assert counters(url)["fastloop_accepted_total"] >= 8
 
 
 @uvicorn_lacks("no http.response.pathsend extension")
@@ -614,4 +614,3 @@ def test_django_post_without_csrf_token_is_refused(django_srv):
                           body=form(username=user, password=password))
     assert answer.status == 403 and b"CSRF verification failed" in answer.body
     assert "sessionid" not in browser.cookies
-
