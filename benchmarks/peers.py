@@ -184,8 +184,11 @@ def peer_command(server: str, port: int, venv: Path) -> list[str]:
                 "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning", "--lifespan", "off", "--backlog", "4096"]
     if base == "hypercorn":  # no access log unless asked for one
+        # hypercorn evaluates the text after the colon in the module's namespace, which a module
+        # __getattr__ does not serve: it calls the builder instead.
+        app = "apps:build_fastapi_app()" if variant == "fastapi" else asgi
         return [py, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                "--worker-class", "uvloop", "--log-level", "warning", "--backlog", "4096", asgi]
+                "--worker-class", "uvloop", "--log-level", "warning", "--backlog", "4096", app]
     if server == "gunicorn":
         return [py, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
                 "--log-level", "warning", "--backlog", "4096", "apps:wsgi_app"]

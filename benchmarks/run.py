@@ -877,7 +877,7 @@ def main(argv=None) -> int:
         log("taskset not found (util-linux)")
         return 2
     if args.install_peers:
-        wanted = {p for s in specs if s.peer for p in s.peer.split("+")} | {"matplotlib"}
+        wanted = {p for s in specs if s.peer for p in s.peer.split("+")}
         peers.install(args.venv, log=log, only=None if not args.servers else wanted)
     status = peers.status(args.venv)
     for s in specs:

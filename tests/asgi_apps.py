@@ -276,6 +276,33 @@ async def _slow(scope: Scope, receive: Receive, send: Send) -> None:
     LIFESPAN["slow"] = LIFESPAN.get("slow", 0) + 1
 
 
+def _decoded(value: Any) -> Any:
+    """A message of a /script, from JSON: {"$b": latin-1 text} is bytes, lists stay lists
+    (headers), everything else as it is (so a str body or a bad status reaches the server)."""
+    if isinstance(value, dict):
+        if set(value) == {"$b"}:
+            return value["$b"].encode("latin-1")
+        return {k: _decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    return value
+
+
+async def _script(scope: Scope, receive: Receive, send: Send) -> None:
+    """Sends the messages that the JSON request body lists, valid or not, in order; a step
+    "raise" raises instead. Whatever send() raises goes to the server, as it would from any
+    application."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    for step in json.loads(body):
+        if step == "raise":
+            raise RuntimeError("a /script step raised, on purpose")
+        await send(_decoded(step))
+
+
 async def _crash(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("raw_app crashed before http.response.start, on purpose")
 
@@ -284,6 +311,7 @@ RAW_ROUTES: Dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "": _hello, "scope": _scope, "wait": _wait_for_disconnect, "stream": _stream_until_disconnect,
     "record": _record, "tasks": _tasks, "lifespan": _lifespan_seen, "pathsend": _pathsend,
     "trailers": _trailers, "echo": _echo, "crash": _crash, "slow": _slow,
+    "script": _script,
 }
 
 

@@ -24,10 +24,13 @@ from http.cookies import SimpleCookie
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgi_apps import DJANGO_ADMIN, FAIL_STARTUP_ENV, FILE_ENV, SHUTDOWN_ENV, STREAM_CHUNKS, digest
 from helpers import LOOPBACK, env_importing_this_fastloop, wait_until
 from serving import ServeProcess
+from wire import Truncated, exchange, read_answer
 
 SERVER = os.environ.get("FASTLOOP_TEST_ASGI_SERVER", "fastloop")
 UVICORN = SERVER == "uvicorn"
@@ -53,8 +56,10 @@ def uvicorn_lacks(what: str):
 def serve_command(app: str, *options: str) -> List[str]:
     """How a user serves APP: the one place that knows which server runs the tests."""
     if UVICORN:
+        # h11, whatever else is installed: with httptools, uvicorn 0.54 writes an empty header
+        # name as ": v" (test_any_message_sequence_leaves_a_sound_wire finds it).
         return [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", "0",
-                "--log-level", "info", *options]
+                "--http", "h11", "--log-level", "info", *options]
     return [sys.executable, "-m", "fastloop", "serve", app, "--host", LOOPBACK, "--port", "0",
             *options]
 
@@ -336,7 +341,8 @@ def test_disconnects_leak_no_descriptor_and_no_task(raw):
             wait_record(raw, key, lambda got: got)
         wait_record(raw, key, lambda got: got[-1][0] == "http.disconnect")
     assert wait_until(lambda: tasks(raw) == tasks_before, 2.0), (tasks(raw), tasks_before)
-    assert wait_until(lambda: open_fds(raw.pid) == fds_before, 2.0), (open_fds(raw.pid), fds_before)
+    # At most as many: the count before may still hold the /tasks connection, closing.
+    assert wait_until(lambda: open_fds(raw.pid) <= fds_before, 2.0), (open_fds(raw.pid), fds_before)
 
 
 @pytest.mark.skipif(UVICORN, reason="fastloop's own counters (stats() through --metrics)")
@@ -390,6 +396,98 @@ def test_trailers_extension(raw):
     assert b"transfer-encoding: chunked" in head.lower()
     expected = digest(b"first part\nsecond part\n").encode()
     assert body.endswith(b"0\r\nx-checksum: " + expected + b"\r\n\r\n"), body[-200:]
+
+
+# -- random message sequences from the app: the wire stays sound --------------------------------
+
+def as_json(value):
+    """A message for asgi_apps' /script: bytes as {"$b": latin-1 text} (str stays str)."""
+    if isinstance(value, bytes):
+        return {"$b": value.decode("latin-1")}
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_json(v) for v in value]
+    return value
+
+
+GOOD_HEADERS = st.lists(st.tuples(st.sampled_from([b"x-test", b"content-type", b"x-empty"]),
+                                  st.sampled_from([b"v", b"text/plain", b"", b"a b\tc"])), max_size=3)
+WILD_HEADERS = st.lists(st.one_of(st.tuples(st.sampled_from([b"x-test", b"content-type"]),
+                                            st.sampled_from([b"v", b""])),
+                                  st.sampled_from([(b"x-bad", b"a\r\nx-injected: 1"), (b"bad name", b"v"),
+                                                   (b"", b"v"), ("x-str", "str, not bytes"),
+                                                   (b"x-nul", b"\x00"), (b"content-length", b"3"),
+                                                   (b"content-length", b"nope"),
+                                                   (b"transfer-encoding", b"chunked"),
+                                                   (b"connection", b"close")])), max_size=3)
+PARTS = st.lists(st.binary(max_size=300), max_size=3)
+
+
+@st.composite
+def valid_scripts(draw):
+    status = draw(st.sampled_from([200, 201, 404, 418, 500]))
+    parts = draw(PARTS)
+    steps = [{"type": "http.response.start", "status": status, "headers": draw(GOOD_HEADERS)}]
+    steps += [{"type": "http.response.body", "body": p, "more_body": True} for p in parts]
+    last: dict = {"type": "http.response.body", "body": draw(st.binary(max_size=300))}
+    if draw(st.booleans()):
+        last["more_body"] = False
+    return steps + [last], status, b"".join(parts) + last["body"]
+
+
+WILD_STEP = st.one_of(
+    st.builds(lambda status, headers: {"type": "http.response.start", "headers": headers,
+                                       **({} if status is None else {"status": status})},
+              st.sampled_from([200, 204, 304, 404, 99, 1000, "200", None]), WILD_HEADERS),
+    st.builds(lambda body, more: {"type": "http.response.body", "body": body,
+                                  **({} if more is None else {"more_body": more})},
+              st.one_of(st.binary(max_size=50), st.sampled_from(["a str body"])),
+              st.sampled_from([True, False, None])),
+    st.sampled_from([{"type": "http.response.bogus"}, {"status": 200}, "raise"]),
+)
+
+
+def run_script(srv: ServeProcess, steps: list):
+    """POST /script STEPS, then GET /next (a 404) on the same connection. Returns the first
+    answer, or None if the server cut it; fails unless the wire is sound: nothing or a truncated
+    answer only on a closed connection, and a kept connection answers the next request exactly."""
+    body = json.dumps(as_json(steps)).encode()
+    request = (b"POST /script HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    data, closed = exchange(srv.port, request)
+    if not data:
+        assert closed
+        return None  # cut before a byte of an answer
+    try:
+        got = read_answer(data, eof=closed)
+    except Truncated:
+        assert closed, data
+        return None
+    assert got is not None, data
+    first, rest = got
+    if closed and not rest:
+        return first  # answered, then closed: sound
+    after = read_answer(rest, eof=closed)
+    assert after is not None and after[1] == b"", data
+    assert (after[0].status, after[0].body) == (404, b"not found"), data
+    return first
+
+
+@settings(max_examples=40, deadline=None)
+@given(script=valid_scripts())
+def test_valid_message_sequences_answer_exactly(raw, script):
+    steps, status, body = script
+    answer = run_script(raw, steps)
+    assert answer is not None and (answer.status, answer.body) == (status, body)
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps=st.lists(WILD_STEP, max_size=4))
+def test_any_message_sequence_leaves_a_sound_wire(raw, steps):
+    answer = run_script(raw, steps)
+    if not steps or steps[0] == "raise":  # the app ended before it sent a thing: the server's 500
+        assert answer is not None and answer.status == 500
 
 
 # -- lifespan ----------------------------------------------------------------------------------
