@@ -8,9 +8,10 @@ uvicorn, the reference the tests are checked against) in a child process run fro
     django_project(dest)     a `django-admin startproject` site with an admin user (for Django)
 
 Theory of operation. The test and the application live in different processes, so the test
-observes the application through the application itself: `/record/KEY` answers what the
-application noted under KEY (a background task ran, a dependency exited, a disconnect was
-seen), and `/open/KEY` opens a gate that the application waits on. A streamed answer waits on a
+observes the application through the application itself: `/record/KEY` (`/record?id=KEY` in
+raw_app) answers what the application noted under KEY (a background task ran, a dependency
+exited, a disconnect was seen), and `/open/A/B` opens gate "A/B", which the application waits
+on. A streamed answer waits on a
 gate that the test opens only after it read the chunk before, so a server that holds chunks
 back makes the application time out at a gate, and the test sees "gate timeout" in the body.
 
@@ -303,6 +304,38 @@ async def _script(scope: Scope, receive: Receive, send: Send) -> None:
         await send(_decoded(step))
 
 
+async def _open(scope: Scope, receive: Receive, send: Send) -> None:
+    """/open/A/B opens gate A/B."""
+    open_gate(scope["path"].split("/", 2)[2])
+    await _answer(send, b"opened")
+
+
+async def _hold(scope: Scope, receive: Receive, send: Send) -> None:
+    """Never calls receive(): notes "holding" under ?id=, waits for gate hold/ID, answers."""
+    key = _query(scope)["id"]
+    note(key, "holding")
+    await wait_gate(f"hold/{key}")
+    await _answer(send, b"held")
+
+
+async def _flood(scope: Scope, receive: Receive, send: Send) -> None:
+    """Sends up to ?mib= MiB in 64 KiB pieces to a client that may not read; keeps the bytes
+    that send() has taken so far as the one entry under ?id=."""
+    query = _query(scope)
+    key, total = query["id"], int(query["mib"]) << 20
+    progress = RECORDS[key]
+    progress[:] = [0]
+    piece = b"f" * 65536
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(total).encode())]})
+    try:
+        while progress[0] < total:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            progress[0] += len(piece)
+    except OSError:
+        pass  # the client left (a server of ASGI spec 2.4 says so)
+
+
 async def _crash(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("raw_app crashed before http.response.start, on purpose")
 
@@ -311,7 +344,8 @@ RAW_ROUTES: Dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "": _hello, "scope": _scope, "wait": _wait_for_disconnect, "stream": _stream_until_disconnect,
     "record": _record, "tasks": _tasks, "lifespan": _lifespan_seen, "pathsend": _pathsend,
     "trailers": _trailers, "echo": _echo, "crash": _crash, "slow": _slow,
-    "script": _script,
+    "script": _script, "hold": _hold, "flood": _flood,
+    "open": _open,
 }
 
 

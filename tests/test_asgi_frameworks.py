@@ -24,7 +24,7 @@ from http.cookies import SimpleCookie
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from asgi_apps import DJANGO_ADMIN, FAIL_STARTUP_ENV, FILE_ENV, SHUTDOWN_ENV, STREAM_CHUNKS, digest
@@ -250,11 +250,64 @@ def test_raw_lifespan_state_reaches_requests(raw):
 
 def test_raw_8_mib_body_streams_in(raw):
     data = random.Random(8).randbytes(8 << 20)
-    answer = call(raw, "POST", "/echo", body=data)
+    answer = call(raw, "POST", "/echo", body=data, timeout=10)
     assert answer.status == 200
     got = answer.json()
     assert (got["size"], got["sha256"]) == (len(data), digest(data))
     assert got["messages"] > 1  # delivered in pieces as it arrived, not as one 8 MiB message
+
+
+def send_until_stuck(sock: socket.socket, data: bytes, still_for: float = 0.5) -> int:
+    """Sends DATA without blocking until the peer took it all or took nothing more for
+    STILL_FOR seconds; returns the bytes it took."""
+    import time
+
+    sock.setblocking(False)
+    sent, last = 0, time.monotonic()
+    view = memoryview(data)
+    while sent < len(data) and time.monotonic() - last < still_for:
+        try:
+            n = sock.send(view[sent:sent + (1 << 20)])
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        sent += n
+        last = time.monotonic()
+    return sent
+
+
+def test_a_body_the_app_does_not_read_is_not_buffered(raw):
+    # The kernel's buffers take some MiB (tcp_rmem may let a reading server grow to 32 MiB);
+    # a server that read everything the app leaves unread would take all 96.
+    key, size = token(), 96 << 20
+    with socket.create_connection((LOOPBACK, raw.port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"POST /hold?id={key} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+                     .encode())
+        wait_record(raw, key, lambda got: got == ["holding"])
+        taken = send_until_stuck(sock, b"u" * size)
+        assert taken < 64 << 20, f"the server took {taken >> 20} MiB that the app never read"
+    assert call(raw, "GET", f"/open/hold/{key}").status == 200
+
+
+def test_send_waits_while_the_client_does_not_read(raw):
+    import time
+
+    key = token()
+    with socket.create_connection((LOOPBACK, raw.port), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(f"GET /flood?id={key}&mib=256 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        taken = [-1]
+
+        def settled() -> bool:  # send() has taken no more for 0.2 s
+            before = taken[0]
+            time.sleep(0.2)
+            taken[0] = (seen(raw, key) or [-1])[0]
+            return taken[0] == before >= 0
+        assert wait_until(settled, 5.0, interval=0)
+        assert taken[0] < 64 << 20, f"send() took {taken[0] >> 20} MiB for a client that reads nothing"
+        sock.setblocking(False)
+        got = sock.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 ")
 
 
 def test_raw_chunked_request_body(raw):
@@ -482,12 +535,33 @@ def test_valid_message_sequences_answer_exactly(raw, script):
     assert answer is not None and (answer.status, answer.body) == (status, body)
 
 
+def two_framings_of_a_204(steps: list) -> bool:
+    """The app's start message is a 204 naming both Content-Length and Transfer-Encoding."""
+    starts = [s for s in steps if isinstance(s, dict) and s.get("type") == "http.response.start"]
+    if not starts or starts[0].get("status") != 204:
+        return False
+    names = {h[0] for h in starts[0]["headers"] if isinstance(h[0], bytes)}
+    return {b"content-length", b"transfer-encoding"} <= names
+
+
 @settings(max_examples=80, deadline=None)
 @given(steps=st.lists(WILD_STEP, max_size=4))
 def test_any_message_sequence_leaves_a_sound_wire(raw, steps):
+    # uvicorn's one known fault here has a test of its own (test_never_two_framings_on_the_wire)
+    assume(not (UVICORN and two_framings_of_a_204(steps)))
     answer = run_script(raw, steps)
     if not steps or steps[0] == "raise":  # the app ended before it sent a thing: the server's 500
         assert answer is not None and answer.status == 500
+
+
+@pytest.mark.parametrize("status", [200, pytest.param(204, marks=uvicorn_lacks(
+    "on a 204 it writes both framing headers the app gave (h11 path)"))])
+def test_never_two_framings_on_the_wire(raw, status):
+    # Found by the test above: the app names two framings; the wire may carry one at most.
+    steps = [{"type": "http.response.start", "status": status,
+              "headers": [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")]},
+             {"type": "http.response.body", "body": b"abc"}]
+    run_script(raw, steps)
 
 
 # -- lifespan ----------------------------------------------------------------------------------
