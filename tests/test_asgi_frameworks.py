@@ -564,6 +564,45 @@ def test_never_two_framings_on_the_wire(raw, status):
     run_script(raw, steps)
 
 
+def test_returning_without_a_response_answers_500(raw):
+    answer = run_script(raw, [])
+    assert answer is not None and answer.status == 500
+
+
+def test_an_exception_after_the_start_cuts_the_connection(raw):
+    # Never a half-framed answer on a keep-alive connection: the cut shows it was not all.
+    steps = [{"type": "http.response.start", "status": 200, "headers": []},
+             {"type": "http.response.body", "body": b"part of it", "more_body": True}, "raise"]
+    assert run_script(raw, steps) is None
+
+
+# -- how users start it ------------------------------------------------------------------------
+
+def test_interface_flag_names_asgi():
+    flag = "asgi3" if UVICORN else "asgi"  # uvicorn's name for ASGI 3
+    with serving("asgi_apps:raw_app", "--interface", flag) as srv:
+        assert call(srv, "GET", "/").body == b"Hello, World!"
+
+
+def test_factory_builds_the_app():
+    pytest.importorskip("starlette")
+    with serving("asgi_apps:build_starlette", "--factory") as srv:
+        assert get_json(srv, "/json")["framework"] == "starlette"
+
+
+def test_run_from_a_program():
+    if UVICORN:
+        code = ("import uvicorn, asgi_apps\n"
+                f"uvicorn.run(asgi_apps.raw_app, host={LOOPBACK!r}, port=0, http='h11')\n")
+    else:
+        code = ("import fastloop, asgi_apps\n"
+                f"fastloop.run(asgi_apps.raw_app, host={LOOPBACK!r}, port=0, log_level='info')\n")
+    with ServeProcess([], command=[sys.executable, "-c", code]) as srv:
+        assert call(srv, "GET", "/").body == b"Hello, World!"
+        srv.signal(signal.SIGTERM)
+        assert srv.wait(10) in (0, -signal.SIGTERM)
+
+
 # -- lifespan ----------------------------------------------------------------------------------
 
 def test_lifespan_startup_failure_stops_the_server():
