@@ -7,8 +7,10 @@
 
 Module attributes for servers that load an application by name (run with benchmarks/ as the
 working directory): ``wsgi_app`` (granian --interface wsgi, gunicorn, and fastloop's WSGI
-server in fastloop_suite_server.py), ``asgi_app`` (uvicorn), ``rsgi_app`` (granian --interface
-rsgi). Servers that are started from Python are run by this file:
+server in fastloop_suite_server.py), ``asgi_app`` (the raw ASGI app: uvicorn, granian
+--interface asgi, hypercorn, fastloop serve --interface asgi), ``rsgi_app`` (granian --interface
+rsgi), ``fastapi_app`` (the same ASGI servers; only GET / and GET /json, built by FastAPI as its
+users write it, on first use). Servers that are started from Python are run by this file:
 
     python benchmarks/apps.py {socketify|bjoern|fastpysgi|mrhttp|mrhttp-cached} PORT
 
@@ -85,6 +87,35 @@ async def asgi_app(scope, receive, send):
                 "headers": [(b"content-type", ctype),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+# -- FastAPI (the ASGI servers) ----------------------------------------------------------------
+
+def build_fastapi_app():
+    """GET / as plain text and GET /json as a dict that FastAPI serializes: its usual path."""
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse
+
+    app = FastAPI()
+    text = HELLO.decode()
+
+    @app.get("/", response_class=PlainTextResponse)
+    async def hello():
+        return text
+
+    @app.get("/json")
+    async def as_json():
+        return MESSAGE
+
+    return app
+
+
+def __getattr__(name: str):
+    # fastapi_app is built when a server asks for it, so importing this module needs no FastAPI.
+    if name != "fastapi_app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = globals()["fastapi_app"] = build_fastapi_app()
+    return app
 
 
 # -- RSGI (granian) ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Servers (each alone in its process, at most one running at a time):
   fastloop-static  fastloop_hello_server.py: app.static("/"), answered in C
   fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
   fastloop-asgi    fastloop_hello_server.py --asgi: the raw ASGI hello application
+  uvicorn-asgi     the same application under uvicorn (uvloop, httptools), if installed
 Modes:
   keepalive        one request at a time on each of --connections connections
   pipelined        --pipeline requests in flight on each connection
@@ -49,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import os
 import re
 import selectors
@@ -68,7 +70,7 @@ from core_vs_baseline import fastloop_problem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi")
+SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi", "uvicorn-asgi")
 MODES = ("keepalive", "pipelined")
 # fastloop_hello_server.py's arguments for each
 FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"]}
@@ -85,6 +87,11 @@ SERVER_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
 def server_command(name: str, port: int, out_file: Path, args: argparse.Namespace) -> list[str]:
     if name == "baseline":
         target = [str(build_baseline()), str(port)]
+    elif name == "uvicorn-asgi":
+        target = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE),
+                  "fastloop_hello_server:hello_asgi", "--host", "127.0.0.1", "--port", str(port),
+                  "--log-level", "warning", "--no-access-log", "--lifespan", "off",
+                  "--loop", "uvloop", "--http", "httptools"]
     else:
         # sys.executable, not "python": a launcher script (a pyenv shim, say) would exec
         # the interpreter, and valgrind stops counting at an exec it does not trace.
@@ -440,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(f"fastloop is not importable ({problem}): baseline only", file=sys.stderr)
             servers = [s for s in servers if s == "baseline"]
+    if "uvicorn-asgi" in servers and importlib.util.find_spec("uvicorn") is None:
+        print("uvicorn is not installed: uvicorn-asgi left out", file=sys.stderr)
+        servers.remove("uvicorn-asgi")
     if "baseline" in servers:
         build_baseline()
 

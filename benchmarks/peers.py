@@ -32,6 +32,8 @@ PEERS = {
     "fastpysgi": (["fastpysgi"], "fastpysgi"),
     "mrhttp": (["mrhttp", "mrpacker"], "mrhttp"),  # mrhttp imports mrpacker, undeclared
     "gunicorn": (["gunicorn"], "gunicorn"),
+    "hypercorn": (["hypercorn", "uvloop"], "hypercorn, uvloop"),
+    "fastapi": (["fastapi"], "fastapi"),  # the app of the *-fastapi servers, not a server
     "matplotlib": (["matplotlib"], "matplotlib"),  # optional: the PNG chart
 }
 
@@ -68,14 +70,20 @@ def _ensure_libev() -> str | None:
     return None
 
 
-def install(venv: Path = DEFAULT_VENV, log=print) -> dict:
-    """Create VENV if needed and install every peer into it; return {peer: status}."""
+def install(venv: Path = DEFAULT_VENV, log=print, only: set | None = None) -> dict:
+    """Create VENV if needed and install every peer (or those named in ONLY) into it; return
+    {peer: status}. Peers left out keep the status of an earlier install."""
     if not python(venv).exists():
         log(f"creating {venv.name}/ with {sys.executable}")
         _venv.EnvBuilder(with_pip=True, clear=False).create(venv)
         _pip(venv, "install", "-q", "--upgrade", "pip", "wheel", "setuptools")
-    status = {}
+    saved = venv / "peers.json"
+    status = json.loads(saved.read_text()) if saved.exists() else {}
     for name, (reqs, modules) in PEERS.items():
+        if only is not None and name not in only:
+            status.setdefault(name, {"installed": False, "why": "not installed yet: run "
+                                     "--install-peers with a server that needs it"})
+            continue
         why = _ensure_libev() if name == "bjoern" else None
         if why is None:
             log(f"pip install {' '.join(reqs)}")
@@ -93,7 +101,7 @@ def install(venv: Path = DEFAULT_VENV, log=print) -> dict:
         status[name] = {"installed": why is None, "why": why}
         if why:
             log(f"  {name}: skipped: {why}")
-    (venv / "peers.json").write_text(json.dumps(status, indent=1))
+    saved.write_text(json.dumps(status, indent=1))
     return status
 
 
@@ -159,18 +167,28 @@ def nginx_command(port: int, prefix: Path, nofile: int) -> list[str]:
 
 
 def peer_command(server: str, port: int, venv: Path) -> list[str]:
-    """The command line of peer SERVER on PORT; its working directory must be benchmarks/."""
+    """The command line of peer SERVER on PORT; its working directory must be benchmarks/.
+    NAME-fastapi is server NAME (uvicorn, granian, hypercorn) serving apps.fastapi_app."""
     py = str(python(venv))
-    if server in ("granian-wsgi", "granian-rsgi"):
-        interface = server.split("-")[1]
+    base, _, variant = server.partition("-")
+    asgi = "apps:fastapi_app" if variant == "fastapi" else "apps:asgi_app"
+    if base == "granian":
+        interface = "asgi" if variant == "fastapi" else variant
+        app = asgi if interface == "asgi" else f"apps:{interface}_app"
         return [py, "-m", "granian", "--interface", interface, "--host", "127.0.0.1",
                 "--port", str(port), "--workers", "1", "--runtime-threads", "1",
                 "--blocking-threads", "1", "--http", "1", "--no-ws", "--log-level", "warning",
-                "--backlog", "4096", f"apps:{interface}_app"]
-    if server == "uvicorn":
-        return [py, "-m", "uvicorn", "apps:asgi_app", "--host", "127.0.0.1", "--port", str(port),
+                "--backlog", "4096", app]
+    if base == "uvicorn":
+        return [py, "-m", "uvicorn", asgi, "--host", "127.0.0.1", "--port", str(port),
                 "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning", "--lifespan", "off", "--backlog", "4096"]
+    if base == "hypercorn":  # no access log unless asked for one
+        # hypercorn evaluates the text after the colon in the module's namespace, which a module
+        # __getattr__ does not serve: it calls the builder instead.
+        app = "apps:build_fastapi_app()" if variant == "fastapi" else asgi
+        return [py, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                "--worker-class", "uvloop", "--log-level", "warning", "--backlog", "4096", app]
     if server == "gunicorn":
         return [py, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
                 "--log-level", "warning", "--backlog", "4096", "apps:wsgi_app"]

@@ -30,6 +30,11 @@ Scenarios (apps.py has the endpoints):
   scaling    GET /, keep-alive, 64 connections, fastloop with 1 event loop, 2 event loops, 2 processes
              (server on --server-core and --client-core: two cores, shared with the client)
 
+ASGI (issue 13): the raw ASGI app of apps.py (the one uvicorn always ran here) under uvicorn,
+granian --interface asgi, hypercorn and `fastloop serve --interface asgi` (fastloop-asgi), with
+every scenario; and a FastAPI app (GET / and GET /json) under the same four (NAME-fastapi).
+fastloop's two are skipped while the fastloop under test has no --interface asgi.
+
 Outputs go to benchmarks/results/ (gitignored): results-<date>.json with every run and the
 summaries, results-<date>.md with the tables, results-<date>.png when matplotlib is there (in
 this interpreter or the peers' virtual environment). A full run also rewrites docs/benchmarks.md.
@@ -92,6 +97,10 @@ TITLES = {
 }
 PLAIN = ("plaintext", "pipelined", "close")
 APP = ("plaintext", "pipelined", "close", "json", "upload", "download", "idle")
+FASTAPI = ("plaintext", "json")
+# (raw ASGI app, FastAPI app) of each ASGI server, in the rows of the ASGI table.
+ASGI_SERVERS = [("fastloop-asgi", "fastloop-fastapi"), ("uvicorn", "uvicorn-fastapi"),
+                ("granian-asgi", "granian-fastapi"), ("hypercorn", "hypercorn-fastapi")]
 
 
 @dataclass
@@ -101,8 +110,8 @@ class Spec:
     name: str
     kind: str                    # fastloop, baseline, peer, nginx
     scenarios: tuple
-    peer: str | None = None      # the install entry in peers.PEERS
-    mode: str | None = None      # fastloop: static, py, wsgi
+    peer: str | None = None      # the install entries in peers.PEERS, joined by "+"
+    mode: str | None = None      # fastloop: static, py, wsgi, asgi, fastapi
     runtime_threads: int = 1  # event loops per process
     workers: int = 1
     note: str = ""
@@ -123,6 +132,18 @@ def all_specs() -> list[Spec]:
         Spec("granian-wsgi", "peer", APP, peer="granian", note="1 worker, WSGI"),
         Spec("granian-rsgi", "peer", APP, peer="granian", note="1 worker, RSGI"),
         Spec("uvicorn", "peer", APP, peer="uvicorn", note="ASGI, uvloop + httptools, 1 worker"),
+        Spec("fastloop-asgi", "fastloop", APP, mode="asgi",
+             note="the raw ASGI app under `fastloop serve --interface asgi`"),
+        Spec("granian-asgi", "peer", APP, peer="granian", note="1 worker, ASGI"),
+        Spec("hypercorn", "peer", APP, peer="hypercorn", note="ASGI, uvloop, 1 worker"),
+        Spec("fastloop-fastapi", "fastloop", FASTAPI, mode="fastapi",
+             note="the FastAPI app under `fastloop serve --interface asgi`"),
+        Spec("uvicorn-fastapi", "peer", FASTAPI, peer="uvicorn+fastapi",
+             note="the FastAPI app; uvloop + httptools, 1 worker"),
+        Spec("granian-fastapi", "peer", FASTAPI, peer="granian+fastapi",
+             note="the FastAPI app; 1 worker, ASGI"),
+        Spec("hypercorn-fastapi", "peer", FASTAPI, peer="hypercorn+fastapi",
+             note="the FastAPI app; uvloop, 1 worker"),
         Spec("socketify", "peer", APP, peer="socketify", note="native API"),
         Spec("bjoern", "peer", APP, peer="bjoern", note="WSGI"),
         Spec("fastpysgi", "peer", APP, peer="fastpysgi", note="WSGI, 1 worker"),
@@ -325,6 +346,24 @@ def run_wrk_check(srv: h.Server, duration: float, core: int) -> dict:
             "cpu_us_per_req": round(cpu * 1e6 / r.requests, 3) if r.requests else None}
 
 
+def asgi_unservable(snapshot: Path, mode: str) -> str | None:
+    """Why the fastloop in SNAPSHOT cannot serve the app of MODE (asgi, fastapi), or None."""
+    code = ("from fastloop.config import INTERFACES\n"
+            "print('asgi' in INTERFACES)\n"
+            "import importlib.util\n"
+            "print(importlib.util.find_spec('fastapi') is not None)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(snapshot)}, cwd=HERE)
+    if res.returncode != 0:
+        return f"fastloop does not import: {res.stderr.strip().splitlines()[-1:]}"
+    asgi, fastapi = res.stdout.split()
+    if asgi != "True":
+        return "this fastloop does not serve ASGI yet (no --interface asgi)"
+    if mode == "fastapi" and fastapi != "True":
+        return f"FastAPI is not installed for {sys.executable}"
+    return None
+
+
 # -- starting servers --------------------------------------------------------------------------
 
 def check_endpoints(port: int, scenarios: tuple) -> dict:
@@ -367,7 +406,15 @@ def start(spec: Spec, args, tmp: Path) -> h.Server:
     core = spec.cores or str(args.server_core)
     env = dict(os.environ)
     cwd = HERE
-    if spec.kind == "fastloop":
+    if spec.kind == "fastloop" and spec.mode in ("asgi", "fastapi"):
+        env["PYTHONPATH"] = str(tmp / "snapshot")
+        # As users serve an ASGI app, and as uvicorn is run in peers.py (no lifespan, no log).
+        app = "apps:fastapi_app" if spec.mode == "fastapi" else "apps:asgi_app"
+        cmd = [sys.executable, "-m", "fastloop", "serve", app, "--interface", "asgi",
+               "--lifespan", "off", "--host", "127.0.0.1", "--port", str(port),
+               "--runtime-threads", str(spec.runtime_threads), "--workers", str(spec.workers), "--log-level", "warning",
+               "--backlog", "4096"]
+    elif spec.kind == "fastloop":
         env["PYTHONPATH"] = str(tmp / "snapshot")
         cmd = [sys.executable, str(HERE / "fastloop_suite_server.py"), spec.mode, str(port),
                "--runtime-threads", str(spec.runtime_threads), "--workers",
@@ -501,6 +548,29 @@ def headline_table(summary: dict, order: list[str]) -> list[str]:
     return lines
 
 
+def asgi_table(summary: dict) -> list[str]:
+    """One row per ASGI server: the raw app's rates and CPU, the FastAPI app's, and both beside
+    uvicorn's (the ratios of issue 13's targets)."""
+    lines = ["| server | hello req/s | pipelined req/s | CPU µs/req (hello) | CPU ÷ uvicorn | "
+             "FastAPI JSON req/s | FastAPI CPU µs/req | FastAPI req/s ÷ uvicorn | "
+             "memory / idle conn. |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    cpu_u = med(summary, "uvicorn", "plaintext", "cpu_us_per_req")
+    json_u = med(summary, "uvicorn-fastapi", "json", "rps")
+    for raw, fast in ASGI_SERVERS:
+        if raw not in summary and fast not in summary:
+            continue
+        cpu = med(summary, raw, "plaintext", "cpu_us_per_req")
+        fj = med(summary, fast, "json", "rps")
+        fc = med(summary, fast, "json", "cpu_us_per_req")
+        mem = med(summary, raw, "idle", "bytes_per_conn")
+        hello, piped = med(summary, raw, "plaintext", "rps"), med(summary, raw, "pipelined", "rps")
+        lines.append(f"| {raw} / {fast.rsplit('-', 1)[1]} | {_n(hello)} | {_n(piped)} | {_n(cpu, '.2f')} | "
+                     f"{fmt_ratio(ratio(cpu, cpu_u))} | {_n(fj)} | {_n(fc, '.2f')} | "
+                     f"{fmt_ratio(ratio(fj, json_u))} | {'–' if mem is None else f'{mem:,.0f} B'} |")
+    return lines
+
+
 def versus_table(summary: dict, order: list[str]) -> list[str]:
     """fastloop's median rate divided by each other server's, per scenario."""
     pairs = [("fastloop-static", "plaintext"), ("fastloop-static", "pipelined"),
@@ -558,6 +628,7 @@ def targets(summary: dict) -> list[dict]:
     out.append(t("Idle connections: ≤ 1 KiB each", mem, "≤ 1024 bytes",
                  None if mem is None else mem <= 1024,
                  f"{_n(mem)} bytes/connection, {_n(held)} connections held"))
+    out += asgi_targets(summary)
     rs_all = [ratio(med(summary, s, "plaintext", "rps"), med(summary, s, "plaintext", "rps", "wrk"))
               for s in ("fastloop-static", "baseline")]
     rs = [x for x in rs_all if x is not None]
@@ -566,6 +637,39 @@ def targets(summary: dict) -> list[dict]:
                  "fastloop-static and the baseline; the lower ratio)", r, "≥ 1.00×",
                  None if r is None else r >= 1.0,
                  ", ".join(f"{s}: {fmt_ratio(x)}" for s, x in zip(("fastloop-static", "baseline"), rs_all))))
+    return out
+
+
+def asgi_targets(summary: dict) -> list[dict]:
+    """Issue 13's performance targets (the raw ASGI app, the FastAPI app, idle connections)."""
+    def t(name, value, limit, ok, figures):
+        return {"target": name, "value": value, "limit": limit,
+                "status": "n/a" if ok is None else ("met" if ok else "missed"), "figures": figures}
+
+    cpu_f = med(summary, "fastloop-asgi", "plaintext", "cpu_us_per_req")
+    out = []
+    for peer, limit, ok in (("uvicorn", "≤ 0.50×", lambda r: r <= 0.5),
+                            ("granian-asgi", "< 1.00×", lambda r: r < 1.0)):
+        cpu_p = med(summary, peer, "plaintext", "cpu_us_per_req")
+        r = ratio(cpu_f, cpu_p)
+        out.append(t(f"ASGI hello app: server CPU per request vs {peer} (keep-alive)", r, limit,
+                     None if r is None else ok(r),
+                     f"{_n(cpu_f, '.2f')} vs {_n(cpu_p, '.2f')} µs/request"))
+    pf = med(summary, "fastloop-asgi", "pipelined", "rps")
+    pg = med(summary, "granian-asgi", "pipelined", "rps")
+    r = ratio(pf, pg)
+    out.append(t("ASGI hello app: pipelined ≥ 3× granian-asgi's rate", r, "≥ 3.00×",
+                 None if r is None else r >= 3.0, f"{_n(pf)} vs {_n(pg)} requests/s"))
+    jf = med(summary, "fastloop-fastapi", "json", "rps")
+    ju = med(summary, "uvicorn-fastapi", "json", "rps")
+    r = ratio(jf, ju)
+    out.append(t("FastAPI JSON endpoint: requests/s ≥ 1.5× uvicorn's", r, "≥ 1.50×",
+                 None if r is None else r >= 1.5, f"{_n(jf)} vs {_n(ju)} requests/s"))
+    mem = med(summary, "fastloop-asgi", "idle", "bytes_per_conn")
+    held = med(summary, "fastloop-asgi", "idle", "held")
+    out.append(t("ASGI idle connections: ≤ 2 KiB each", mem, "≤ 2048 bytes",
+                 None if mem is None else mem <= 2048,
+                 f"{_n(mem)} bytes/connection, {_n(held)} connections held"))
     return out
 
 
@@ -610,7 +714,7 @@ def machine_info(args) -> dict:
         if shutil.which("wrk") else None,
         "peers": {k: vers.get(k) for k in ("granian", "uvicorn", "uvloop", "httptools",
                                            "socketify", "bjoern", "fastpysgi", "mrhttp",
-                                           "gunicorn")},
+                                           "gunicorn", "hypercorn", "fastapi", "starlette")},
         "server_core": args.server_core, "client_core": args.client_core,
     }
 
@@ -629,6 +733,9 @@ def markdown(data: dict) -> str:
     for scenario in SCENARIOS:
         if any(scenario in summary.get(s, {}) for s in order):
             lines += [f"## {TITLES[scenario]}", "", *scenario_table(summary, scenario, order), ""]
+    if any(name in summary for pair in ASGI_SERVERS for name in pair):
+        lines += ["## ASGI: the raw ASGI app and a FastAPI app under each ASGI server", "",
+                  *asgi_table(summary), ""]
     lines += ["## fastloop ÷ peer (requests/s)", "", *versus_table(summary, order), ""]
     if any("wrk" in summary.get(s, {}).get("plaintext", {}) for s in order):
         lines += ["## Cross-check: fastloop bench vs wrk (plaintext keep-alive, 64 connections, "
@@ -771,14 +878,16 @@ def main(argv=None) -> int:
         log("taskset not found (util-linux)")
         return 2
     if args.install_peers:
-        peers.install(args.venv, log=log)
+        wanted = {p for s in specs if s.peer for p in s.peer.split("+")}
+        peers.install(args.venv, log=log, only=None if not args.servers else wanted)
     status = peers.status(args.venv)
     for s in specs:
         s.scenarios = tuple(x for x in s.scenarios if x in args.scenario_list)
+        missing = [p for p in (s.peer or "").split("+") if p and not status.get(p, {}).get("installed")]
         if not s.scenarios:
             s.skip = "no selected scenario"
-        elif s.kind == "peer" and not status.get(s.peer, {}).get("installed"):
-            s.skip = f"not installed: {status.get(s.peer, {}).get('why')}"
+        elif s.kind == "peer" and missing:
+            s.skip = f"not installed: {status.get(missing[0], {}).get('why')}"
         elif s.kind == "nginx" and shutil.which("nginx") is None:
             s.skip = "nginx is not installed"
     wrk = shutil.which("wrk") is not None and not args.no_wrk
@@ -796,6 +905,9 @@ def main(argv=None) -> int:
     started = time.monotonic()
     try:
         snapshot_fastloop(tmp / "snapshot")
+        for s in specs:
+            if s.kind == "fastloop" and s.mode in ("asgi", "fastapi") and not s.skip:
+                s.skip = asgi_unservable(tmp / "snapshot", s.mode)
         sys.path.insert(0, str(tmp / "snapshot"))
         from fastloop import bench  # noqa: E402  (the snapshot)
         if any(s.kind == "baseline" and not s.skip for s in specs):

@@ -14,7 +14,9 @@ from typing import List, Optional, Sequence
 from helpers import env_importing_this_fastloop, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_LISTENING = re.compile(r"(?:listening on|thread\(s\) on) (\S+)")
+# fastloop's line, or uvicorn's ("Uvicorn running on URL"): the reference server of
+# tests/test_asgi_frameworks.py.
+_LISTENING = re.compile(r"(?:listening on|thread\(s\) on|Uvicorn running on) (\S+)")
 _WORKER = re.compile(r"(?:worker|server process) (\d+) started")  # killed by stop()
 
 
