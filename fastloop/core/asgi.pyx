@@ -181,6 +181,8 @@ cdef class AsgiCall:
     cdef bint continue_asked
     cdef int body_error         # 400/408/413 when the core refused the body, else 0
     cdef bint saw_disconnect
+    cdef int answered           # answers of this job run, counted in its MSG_END
+    cdef bint ended             # the job's last message (MSG_F_END) is posted
 
     cdef void adopt(self, AsgiBridge bridge, fl_job *j) noexcept:
         self.bridge = bridge
@@ -201,9 +203,12 @@ cdef class AsgiCall:
                 fut.set_result(None)
 
     async def run(self):
-        """Answers the job's requests, in order, then gives the job back to its loop."""
+        """Answers the job's requests, in order, then gives the job back to its loop. An
+        answer goes to the connection as soon as it is complete, not when the application
+        returns (it may go on with background work): then the connection's next request is
+        parsed at once, as other ASGI servers do."""
         cdef fl_job *j = self.j
-        cdef int k, answered = 0, last
+        cdef int k
         app = self.bridge.app
         try:
             for k in range(j.start, j.nreqs):
@@ -221,18 +226,13 @@ cdef class AsgiCall:
                 finally:
                     self.finish()
                     self.bridge.handled += 1
-                    answered += 1
-                    last = self.end != 0 or k == j.nreqs - 1
-                    if last:
-                        self.out.flush(j, MSG_F_END | self.end, answered)
-                if last:
+                if self.ended:
                     return
-                if self.out.len > FL_BATCH_FLUSH:
-                    self.out.flush(j, 0, 0)
                 if fl_job_behind(j):
                     # The client does not read: the rest waits in the loop (END_MORE).
                     j.start = k + 1
-                    self.out.flush(j, MSG_F_END | END_MORE, answered)
+                    self.ended = True
+                    self.out.flush(j, MSG_F_END | END_MORE, self.answered)
                     return
         finally:
             j.owner = NULL
@@ -405,7 +405,8 @@ cdef class AsgiCall:
             return
         if self.phase == PH_DONE:
             self.invalid(f"{kind!r} sent after the answer was complete")
-        if job_gone(j):
+        if self.saw_disconnect or job_gone(j):
+            # (After receive() said http.disconnect, even if the socket is not closed yet.)
             raise ClientDisconnected("the client has closed the connection")
         if kind == "http.response.body":
             if self.phase != PH_STARTED and self.phase != PH_BODY:
@@ -527,17 +528,29 @@ cdef class AsgiCall:
         self.out.len = p - self.out.buf
         return p
 
-    cdef void complete(self) noexcept:
+    cdef void complete(self) except *:
         self.phase = PH_DONE
         if self.j.stream and not fl_job_body_read(self.j):
             self.end |= END_CLOSE  # part of the body was not read: close after answering
         if self.recv_waiter is not None and not self.recv_waiter.done():
             self.recv_waiter.set_result(None)  # a receive() waiting for the end: disconnect
+        self.answer_ended()
+
+    cdef void answer_ended(self) except *:
+        """The current request's answer is whole (or cut): it goes out now. After the job's
+        last one (or one that closes the connection) the loop may go on with the connection."""
+        self.answered += 1
+        if self.end or self.k == self.j.nreqs - 1:
+            self.ended = True
+            self.out.flush(self.j, MSG_F_END | self.end, self.answered)
+        else:
+            self.out.flush(self.j, 0, 0)
 
     cdef void cut(self, str why) except *:
         """The head is out and the answer cannot be completed right: cut the connection."""
         self.end |= END_CLOSE | END_CUT
         self.phase = PH_DONE
+        self.answer_ended()
         self.invalid(why)
 
     cdef void pathsend(self, message) except *:
@@ -624,22 +637,25 @@ cdef class AsgiCall:
         """After the application returned (or raised): a clean 500 (or the core's status for
         a refused body) if nothing was written, a cut connection if the answer is partial."""
         cdef int status
+        if self.phase == PH_DONE:
+            return
         if self.phase == PH_NONE or self.phase == PH_STARTED:
-            status = self.body_error or 500
             if job_gone(self.j):
                 self.end |= END_CLOSE | END_CUT
-            else:
-                self.a = plan_answer(Response(STATUS_BODIES.get(status, b"Internal Server Error\n"),
-                                              status=status, content_type="text/plain"),
-                                     self.req_flags)
-                if self.body_error:
-                    self.a.close = True
-                self.whole(self.a.body)
-        elif self.phase != PH_DONE:
+                self.phase = PH_DONE
+                self.answer_ended()
+                return
+            status = self.body_error or 500
+            self.a = plan_answer(Response(STATUS_BODIES.get(status, b"Internal Server Error\n"),
+                                          status=status, content_type="text/plain"),
+                                 self.req_flags)
+            if self.body_error:
+                self.a.close = True
+            self.whole(self.a.body)
+        else:
             self.end |= END_CLOSE | END_CUT
             self.phase = PH_DONE
-        if self.j.stream and not fl_job_body_read(self.j):
-            self.end |= END_CLOSE
+            self.answer_ended()
 
 
 cdef dict STATUS_BODIES = {400: b"Bad Request\n", 408: b"Request Timeout\n",
