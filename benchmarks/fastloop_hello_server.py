@@ -28,7 +28,8 @@ BODY = b"Hello, World!"
 
 async def hello_asgi(scope: dict, receive: object, send: object) -> None:
     await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
-                "headers": [(b"content-type", b"text/plain")]})
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", b"%d" % len(BODY))]})
     await send({"type": "http.response.body", "body": BODY})  # type: ignore[operator]
 
 

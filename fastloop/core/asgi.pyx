@@ -66,6 +66,9 @@ cdef class AsgiBridge(JobPool):
     # connection's token is never reused: it carries a generation). Cleared when large.
     cdef dict addresses
     cdef list spare                 # Responders of finished calls, for the next ones
+    # what every http scope shares, from base_scope
+    cdef object scope_asgi, scope_scheme, scope_root_path, scope_extensions
+    cdef dict scope_state
 
     def __init__(self, app, loop, spawn, dict base_scope, app_name="ASGI app"):
         r, w = _os.pipe()
@@ -80,6 +83,12 @@ cdef class AsgiBridge(JobPool):
         self.app_name = app_name
         self.addresses = {}
         self.spare = []
+        self.scope_asgi = base_scope["asgi"]
+        self.scope_scheme = base_scope.get("scheme", "http")
+        self.scope_root_path = base_scope.get("root_path", "")
+        state = base_scope.get("state")
+        self.scope_state = {} if state is None else state  # the lifespan fills it later
+        self.scope_extensions = base_scope.get("extensions", {})
 
     cdef tuple connection_addresses(self, fl_job *j):
         """(client, server) of j's connection as ASGI scopes give them: (host, port) pairs,
@@ -267,23 +276,30 @@ cdef class AsgiCall:
         cdef fl_jobreq *q = &j.reqs[self.k]
         cdef fl_request_line *line = &q.line
         cdef const char *p = j.req + q.off
-        cdef dict scope = self.bridge.base_scope.copy()
-        cdef bytes raw_path = (PyBytes_FromStringAndSize(p + line.path.off, line.path.len)
-                               if line.path.len else b"/")
-        state = scope.get("state")
-        if state is not None:
-            scope["state"] = state.copy()  # each request gets its own copy (lifespan spec)
-        scope["type"] = "http"
-        scope["http_version"] = "1.1" if line.minor else "1.0"
-        scope["method"] = "GET" if q.req_flags & FL_REQ_GET else decode_span(p, line.method)
-        scope["raw_path"] = raw_path
-        path = raw_path.decode("latin-1")
-        scope["path"] = _unquote(path) if "%" in path else path
-        scope["query_string"] = (PyBytes_FromStringAndSize(p + line.query.off, line.query.len)
-                                 if line.query.len else b"")
-        scope["headers"] = head_fields(p, q.head_len)
-        scope["client"], scope["server"] = self.bridge.connection_addresses(j)
-        return scope
+        cdef AsgiBridge b = self.bridge
+        cdef tuple addresses = b.connection_addresses(j)
+        if line.path.len:
+            raw_path = PyBytes_FromStringAndSize(p + line.path.off, line.path.len)
+            path = decode_span(p, line.path)
+            if memchr(p + line.path.off, b"%", line.path.len) != NULL:
+                path = _unquote(path)
+        else:
+            raw_path = b"/"
+            path = "/"
+        # One literal: the dict is made at its final size (a copy of a shared one, then ten
+        # more keys, would grow it twice).
+        return {
+            "type": "http", "asgi": b.scope_asgi,
+            "http_version": "1.1" if line.minor else "1.0",
+            "method": "GET" if q.req_flags & FL_REQ_GET else decode_span(p, line.method),
+            "scheme": b.scope_scheme, "path": path, "raw_path": raw_path,
+            "query_string": (PyBytes_FromStringAndSize(p + line.query.off, line.query.len)
+                             if line.query.len else b""),
+            "root_path": b.scope_root_path, "headers": head_fields(p, q.head_len),
+            "client": addresses[0], "server": addresses[1],
+            "state": b.scope_state.copy(),  # each request its own copy (lifespan spec)
+            "extensions": b.scope_extensions,
+        }
 
     # ---- receive ----------------------------------------------------------------------------
 
