@@ -12,7 +12,7 @@ from typing import Any
 
 from ._core import Acceptor, ConnLimit, HandlerPool, Worker
 from .app import App
-from .asgi import ASGIApp, AsgiRunner
+from .asgi import ASGIApp, AsgiRunner, is_asgi_app
 from .listen import bind_tcp, bind_unix
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
@@ -47,14 +47,16 @@ class Server:
     when runtime_threads > 1 share a single socket). The server takes them over and closes them
     at stop(); host, port and uds are then ignored.
     threads: Python threads that run handlers (fastloop routes and WSGI apps), 4 by default; a
-    handler that blocks (a sleep, a slow query) holds one of them, never an event loop.
+    handler that blocks (a sleep, a slow query) holds one of them, never an event loop. An ASGI
+    application (a fastloop.asgi.ASGIApp, or a bare ASGI callable, wrapped in one) runs on one
+    asyncio loop instead (docs/asgi.md), started with its lifespan by start().
     runtime_threads: event-loop threads (1 by default); each owns its connections for life.
     handler_threads: the old spelling of threads, taken for one release with a
     DeprecationWarning. (Before it, `threads` counted event loops: an old threads=4 now gives
     4 handler threads and 1 loop, which serves the same application.)
     """
 
-    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000,
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
                  threads: int | None = None, dispatch: str | None = None, backlog: int = 2048,
                  uds: str | None = None, limits: dict | None = None,
                  timeouts: dict | None = None, limit_concurrency: int | None = None,
@@ -90,6 +92,8 @@ class Server:
             raise ValueError(f"dispatch must be one of {DISPATCH_MODES}, not {dispatch!r}")
         if uds and dispatch == "reuseport" and loops > 1:
             raise ValueError("Unix sockets cannot be shared with SO_REUSEPORT: use dispatch='acceptor'")
+        if not isinstance(app, App) and is_asgi_app(app):
+            app = ASGIApp(app)  # a bare ASGI application: served as fastloop serve would
         self.app = app
         self.host = host
         self.port = port

@@ -286,6 +286,11 @@ cdef class AsgiCall:
         else:
             raw_path = b"/"
             path = "/"
+        if b.scope_root_path and not path.startswith(b.scope_root_path):
+            # Behind a proxy that took the prefix off: path holds root_path (asgiref #229,
+            # as uvicorn and Starlette read it).
+            path = b.scope_root_path + path
+            raw_path = b.scope_root_path.encode("utf-8") + raw_path
         # One literal: the dict is made at its final size (a copy of a shared one, then ten
         # more keys, would grow it twice).
         return {
