@@ -34,9 +34,10 @@ import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from .listen import StartupError, bind_tcp
 from .server import merge
 
-__all__ = ["render", "MetricsServer", "SupervisorMetrics", "Snapshots", "SnapshotWriter",
+__all__ = ["render", "bind_metrics", "MetricsServer", "SupervisorMetrics", "Snapshots", "SnapshotWriter",
            "serve_server_metrics", "CONTENT_TYPE", "SNAPSHOT_INTERVAL"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -162,32 +163,30 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # fork while it held the stderr lock would leave that lock held in the worker.
         pass
 
-    def server_bind(self) -> None:
-        # Not HTTPServer's server_bind: it looks the host name up (getfqdn), which can stall.
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
-
-class _HTTPServer6(_HTTPServer):
-    address_family = socket.AF_INET6
+def bind_metrics(address: str, port: int) -> socket.socket:
+    """The metrics listener's socket on (address, port), bound with the server's own before
+    anything is imported or forked, so a port that cannot be had is a StartupError (one line,
+    exit status 3) and not a failure once serving. The caller owns it."""
+    try:
+        sock = bind_tcp(address, port, 1, False, 64)[0]
+    except StartupError as exc:
+        raise StartupError(f"metrics listener: {exc}") from None
+    sock.setblocking(True)  # socketserver accepts after select() says a client is there
+    return sock
 
 
 class MetricsServer:
-    """GET /metrics on (address, port), answered with collect()'s text, from a daemon thread.
-    Raises OSError naming the address if it cannot listen. close() stops it."""
+    """GET /metrics on the listening socket sock (bind_metrics()), answered with collect()'s
+    text, from a daemon thread. close() stops it and closes sock."""
 
-    def __init__(self, address: str, port: int, collect: Callable[[], str]) -> None:
-        cls = _HTTPServer6 if ":" in address else _HTTPServer
-        try:
-            self.httpd = cls((address, port), _Handler)
-        except OSError as exc:
-            raise OSError(exc.errno, f"metrics listener {address}:{port}: {exc.strerror}") from None
+    def __init__(self, sock: socket.socket, collect: Callable[[], str]) -> None:
+        self.httpd = _HTTPServer(sock.getsockname(), _Handler, bind_and_activate=False)
+        self.httpd.socket.close()  # the one socketserver made: ours is bound already
+        self.httpd.socket = sock
         self.httpd.collect = collect
-        self.port = self.httpd.server_address[1]
-        host = f"[{address}]" if ":" in address else address
+        host, self.port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{self.port}/metrics"
         _open_servers.append(self)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.25,),
@@ -202,9 +201,9 @@ class MetricsServer:
         self.thread.join(5.0)
 
 
-def serve_server_metrics(server: Any, address: str, port: int) -> MetricsServer:
-    """The metrics listener of a single server process (workers=1)."""
-    return MetricsServer(address, port, lambda: render(
+def serve_server_metrics(server: Any, sock: socket.socket) -> MetricsServer:
+    """The metrics listener of a single server process (workers=1), on sock."""
+    return MetricsServer(sock, lambda: render(
         [("0", str(os.getpid()), process_stats(server.stats()))]))
 
 
@@ -262,12 +261,12 @@ class Snapshots:
 class SupervisorMetrics:
     """The supervisor's metrics: the listener, and the snapshots its workers write."""
 
-    def __init__(self, supervisor: Any, address: str, port: int) -> None:
+    def __init__(self, supervisor: Any, sock: socket.socket) -> None:
         children = supervisor.children  # pid -> _Child, changed by the supervisor's own thread
         # dict() copies in one step under the GIL, so a scrape sees one consistent set.
         self.snapshots = Snapshots(lambda: {pid: c.slot for pid, c in dict(children).items()})
         try:
-            self.server = MetricsServer(address, port, self.snapshots.collect)
+            self.server = MetricsServer(sock, self.snapshots.collect)
         except BaseException:
             self.snapshots.close()
             raise
