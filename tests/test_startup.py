@@ -112,8 +112,9 @@ def test_the_metrics_port_is_checked_before_the_app_is_imported(busy_port, tmp_p
     marker = tmp_path / "imported"
     (tmp_path / "marking_app.py").write_text(
         f"open({str(marker)!r}, 'w').close()\nfrom serve_apps import app\n")
+    path = f"{tmp_path}{os.pathsep}{env_importing_this_fastloop()['PYTHONPATH']}"
     out = serve("--port", "0", "--metrics", "--metrics-port", str(busy_port),
-                env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{env_importing_this_fastloop()['PYTHONPATH']}"}, app="marking_app:app")
+                env={"PYTHONPATH": path}, app="marking_app:app")
     expect_startup_failure(out, "metrics listener", "address already in use")
     assert not marker.exists()
 
