@@ -14,7 +14,11 @@ its last snapshot).
 Families: fastloop_<counter>_total sums every worker, past ones included;
 fastloop_worker_<counter>_total{worker="<slot>",pid="<pid>"} is each live worker's own (two
 pids share a slot while one replaces the other). Per-status, per-kind and per-errno counts are
-labels. Request-duration histograms need timing from the core and are not here yet.
+labels. fastloop_request_duration_seconds{status="2xx",le=...} is the histogram of the time
+from a Python handler's call to its answer, per status class (fastloop._durations), summed
+over all workers, past ones included; it is not broken down per worker, to keep the series
+few (a bucket per class per worker). Answers the core gives alone (static routes, rejected
+requests) are not in it: fastloop_requests_total counts every answer.
 
 The metrics listener runs in threads of the supervisor; a worker forked from it closes its
 copy of the listening socket at once (os.register_at_fork), so only the supervisor answers.
@@ -34,6 +38,7 @@ import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from ._durations import bucket_labels
 from .listen import StartupError, bind_tcp
 from .server import merge
 
@@ -107,7 +112,27 @@ def render(workers: List[Worker], retired: Optional[dict] = None) -> str:
             for slot, pid, stats in workers])
     family("fastloop_workers", "gauge", "Worker processes whose counters are shown.",
            [("", len(workers))])
+    durations = totals.get("request_durations", {})
+    family("fastloop_request_duration_seconds", "histogram",
+           "Time from a Python handler's call to its answer handed to the connection, by "
+           "status class. All workers, past ones included.", _histogram(durations))
     return "\n".join(out) + "\n"
+
+
+def _histogram(durations: dict) -> List[Tuple[str, Any]]:
+    """The samples of fastloop_request_duration_seconds from Server.stats()'s
+    request_durations (fastloop._durations: a count per bucket, made cumulative here)."""
+    samples: List[Tuple[str, Any]] = []
+    for cls in sorted(durations):
+        counts = durations[cls].get("buckets", {})
+        running = 0
+        for le in bucket_labels():
+            running += counts.get(le, 0)
+            samples.append((f"_bucket{_labels((('status', cls), ('le', le)))}", running))
+        status = _labels((("status", cls),))
+        samples.append((f"_sum{status}", repr(float(durations[cls].get("sum", 0.0)))))
+        samples.append((f"_count{status}", running))
+    return samples
 
 
 def process_stats(stats: dict) -> dict:

@@ -364,6 +364,9 @@ class FrontApp(App):
         self._routes = {path: (self._fronted(handler), methods)
                         for path, (handler, methods) in app._routes.items()}
 
+    def _counters(self) -> dict:
+        return dict(getattr(self.inner, "_counters", dict)())
+
     def prepare(self, request: Any) -> None:
         if self.root_path:
             request.override_root_path = self.root_path

@@ -210,6 +210,10 @@ class Server:
             totals["open"] = totals.get("open", 0) + in_transit
         if self._handlers is not None:
             totals.update(self._handlers.stats())
+        # What the application layer counts (fastloop._observe: request durations, --metrics).
+        app_counters = getattr(self.app, "_counters", None)
+        if app_counters is not None:
+            merge(totals, app_counters())
         totals["workers"] = per_worker
         return totals
 

@@ -17,6 +17,7 @@ from serving import ServeProcess, get
 
 import fastloop
 from fastloop._access import AccessLogApp
+from fastloop._observe import ObservedApp
 from fastloop._accessformat import DEFAULT_FORMAT, check_format
 from fastloop.config import Config
 from fastloop.loader import as_app
@@ -229,7 +230,7 @@ def test_bad_formats_are_refused():
 
 def test_nothing_is_logged_without_the_access_log(tmp_path, log):
     app = as_app(make_app(tmp_path), Config())
-    assert not isinstance(app, AccessLogApp)
+    assert not isinstance(app, ObservedApp)
     with running_server(app) as srv:
         assert request(srv.port, "GET", "/hello").endswith(b"hello")
         assert request(srv.port, "GET", "/nowhere").startswith(b"HTTP/1.1 404 ")
