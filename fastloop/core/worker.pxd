@@ -7,6 +7,13 @@ cdef enum:
     FL_NERRNO = 256             # errno values counted by name; larger ones share the last slot
     FL_NSTATUS = 8              # rejection statuses counted one by one (see fl_status_index)
 
+# Worker.stop_phase: the loop's own view of a graceful stop, changed by its thread only (the
+# `stopping` request comes from another thread at any instant, even in the middle of a turn).
+cdef enum:
+    FL_STOP_NONE = 0
+    FL_STOP_BEGUN = 1           # begin_stop() ran: answers say Connection: close
+    FL_STOP_GRACE_OVER = 2      # FL_FRESH_GRACE_MS later: idle connections are closed
+
 ctypedef struct fl_counters:
     uint64_t accepted           # connections this loop took ownership of (accept() or hand-over)
     uint64_t closed             # ... and closed; accepted == closed + open
@@ -69,6 +76,7 @@ cdef class Worker(Loop):
     cdef int npool
     cdef fl_pool *handlers      # where jobs go (the pool of handler_pool)
     cdef object handler_pool    # the HandlerPool: keeps pool alive
+    cdef int stop_phase         # FL_STOP_*
     cdef fl_jobreq stage[64]    # pipelined requests of one connection gathered for one job
     cdef int nstage
     cdef size_t stage_bytes

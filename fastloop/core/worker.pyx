@@ -207,6 +207,7 @@ cdef class Worker(Loop):
                     stop_begun = True
                     fresh_deadline = self.now_ms + FL_FRESH_GRACE_MS
                 elif not fresh_closed and self.now_ms >= fresh_deadline:
+                    self.stop_phase = FL_STOP_GRACE_OVER
                     self.close_idle(True)
                     fresh_closed = True
                 if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
@@ -735,7 +736,9 @@ cdef class Worker(Loop):
         c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
-        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+        # stop_phase, not stopping: the answer said close only if the stop had begun when it
+        # was made (conn_header, and the handlers' inbox.stopping, set with it).
+        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stop_phase != FL_STOP_NONE:
             c.flags |= CONN_F_CLOSE_AFTER  # nothing after it is a request of this connection
 
     cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil:
@@ -916,8 +919,9 @@ cdef class Worker(Loop):
             c.state = c.resume_state
             if c.rpos == c.rlen:
                 c.rpos = c.rlen = 0
-            if self.stopping:
-                c.flags |= CONN_F_CLOSE_AFTER
+            # Stopping or not, only an answer that said "Connection: close" closes: one that
+            # went out as keep-alive (its handler ran before the stop) invites the next
+            # request, which is then answered with close, not reset or read and dropped.
         c.flags &= ~CONN_F_JOB_WAITS
         if c.rpos < c.rlen and not (c.flags & CONN_F_CLOSE_AFTER):
             self.conn_process(c)  # pipelined requests waited for these answers
@@ -1104,7 +1108,7 @@ cdef class Worker(Loop):
             if c.timer != FL_TIMER_HEADER or (c.flags & CONN_F_NEW_REQUEST):
                 self.timer_set(c, FL_TIMER_HEADER)  # not restarted by each byte (slowloris)
         else:
-            if self.stopping and (c.flags & CONN_F_USED):
+            if self.stop_phase == FL_STOP_GRACE_OVER and (c.flags & CONN_F_USED):
                 self.conn_close(c)
                 return
             self.release_buffers(c)
@@ -1143,13 +1147,17 @@ cdef class Worker(Loop):
 
     cdef void begin_stop(self) noexcept nogil:
         """Graceful stop. Connections still queued on the listener are taken (closing it would
-        reset them), then it is closed. Idle connections are read once more, since a request
-        may have arrived unread, and closed if none had; busy ones close once their answers
-        (marked Connection: close) are sent. A new connection that has not sent its request
-        yet gets FL_FRESH_GRACE_MS to do so. Whatever remains closes at the deadline."""
+        reset them), then it is closed. Busy connections close once their answers (marked
+        Connection: close) are sent. Idle ones, new or kept alive, get FL_FRESH_GRACE_MS to
+        send a request, which is answered with Connection: close: a keep-alive client whose
+        last answer went out just before the stop sends its next request at once, and closing
+        then would reset it (RFC 9112 9.6). At the end of the grace the idle ones are read
+        once more and closed: only a request sent at that instant races the close. Whatever
+        remains closes at the deadline."""
         if self.listener.fd >= 0:
             self.accept_all()
         self.close_listener()
+        self.stop_phase = FL_STOP_BEGUN
         self.inbox.stopping = 1  # answers from now on say Connection: close (a relaxed flag)
         self.close_idle(False)
 
@@ -1283,7 +1291,7 @@ cdef class Worker(Loop):
 
     cdef const char *conn_header(self, int flags) noexcept nogil:
         """The Connection header this answer needs: close, keep-alive (HTTP/1.0), or none."""
-        if not (flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+        if not (flags & FL_REQ_KEEP_ALIVE) or self.stop_phase != FL_STOP_NONE:
             return CONN_CLOSE
         if flags & FL_REQ_HTTP10:
             return CONN_KEEP_ALIVE
