@@ -16,6 +16,7 @@ nothing.
 
     python benchmarks/graceful_keepalive.py --signal term --runs 5
     python benchmarks/graceful_keepalive.py --signal hup --runs 5
+    python benchmarks/graceful_keepalive.py --signal term --rate 3200 --runs 5  # sparse clients
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def _metric(url: str, name: str) -> float:
     raise RuntimeError(f"{name} not in {url}")
 
 
-def one_run(how: str, connections: int, before: float, after: float, appdir: str) -> dict:
+def one_run(how: str, connections: int, before: float, after: float, appdir: str,
+            rate: float | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
     from fastloop import bench
 
@@ -109,7 +111,8 @@ def one_run(how: str, connections: int, before: float, after: float, appdir: str
 
         def load(name: str, path: str, conns: int) -> None:
             results[name] = bench.run(f"http://127.0.0.1:{port}{path}", connections=conns,
-                                      duration=120.0, timeout=5.0, until=done)
+                                      duration=120.0, timeout=5.0, until=done,
+                                      rate=rate * conns / connections if rate else None)
 
         loads = [threading.Thread(target=load, args=("python", "/py", connections)),
                  threading.Thread(target=load, args=("static", "/", max(1, connections // 4)))]
@@ -149,7 +152,7 @@ def one_run(how: str, connections: int, before: float, after: float, appdir: str
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
     return {
-        "signal": how, "connections": connections,
+        "signal": how, "connections": connections, "rate": rate,
         "client_answered": sum(r.requests for r in results.values()),
         "server_answered": server,
         "sent_unanswered": sum(r.sent_unanswered for r in results.values()),
@@ -164,13 +167,16 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32, help="on the Python route")
     ap.add_argument("--before", type=float, default=1.0, help="seconds of load before the signal")
     ap.add_argument("--after", type=float, default=0.5, help="hup: seconds of load after it")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="requests/s over the Python route's connections (the static one's in "
+                         "proportion): keep-alive connections idle between requests")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as appdir:
         Path(appdir, "graceful_app.py").write_text(APP)
         for _ in range(args.runs):
             print(json.dumps(one_run(args.signal, args.connections, args.before, args.after,
-                                     appdir)), flush=True)
+                                     appdir, args.rate)), flush=True)
 
 
 if __name__ == "__main__":
