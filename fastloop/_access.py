@@ -9,8 +9,11 @@ AccessLog is an observer of fastloop._observe.ObservedApp, which reports each an
 Python handler gives with its true status, body bytes and duration; the line is written at
 completion, with one timestamp. With the log on, static routes are answered by their Python
 twin (App.static registers both), so they are logged too: logging needs the GIL per request
-anyway. Requests the core itself rejects (400, 408, 413, ...) never reach Python and are not
-logged.
+anyway. Requests the core itself rejects (400, 408, 413, 414, 431, 501, 505) never reach a
+handler; the core reports each after its loop turn (AccessLog.rejected), with the client and
+the request line as far as it was read, so they are logged too: no header was parsed for
+them (%(a)s, %(f)s, %({name}i)s are "-"), the bytes are the body bytes of the error answer,
+the duration 0.
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ class AccessLog:
             return
         entry = Entry(request, status, sent, seconds, time.time())
         access_log.info("%s", json_line(entry) if self.as_json else format_line(self.fmt, entry))
+
+    def rejected(self, status: int, client: Any, line: str, sent: int) -> None:
+        """A request the core answered with status itself (fastloop._observe)."""
+        self(_Rejected(client, line), status, sent, 0.0)
+
+
+class _Rejected:
+    """What a log line needs of a request the core rejected: its client and request line."""
+
+    def __init__(self, client: Any, line: str) -> None:
+        # Escaped: the line is whatever the client sent, control characters included.
+        line = "".join(ch if " " <= ch < "\x7f" else f"\\x{ord(ch):02x}" for ch in line)
+        parts = line.split(" ", 2)
+        self.client = client
+        self.method = parts[0] or "-"
+        target = parts[1] if len(parts) > 1 else "-"
+        self.path, _, self.query = target.partition("?")
+        self.version = parts[2] if len(parts) > 2 else "-"
+
+    def header(self, name: str, default: Any = None) -> Any:
+        return default
 
 
 class AccessLogApp(ObservedApp):

@@ -9,9 +9,12 @@ is a 500), the body bytes really posted (a streamed body's pieces, a file's coun
 duration from the handler's call to that moment. One hook and one clock reading per request
 serve every observer.
 
-Requests the core answers without Python never reach an observer: static routes (unless the
-wrapper takes them over, as the access log does, to log them too) and the requests the core
-rejects (400, 408, 413, ...).
+Requests the core answers without Python never reach an observer's call: static routes
+(unless the wrapper takes them over, as the access log does, to log them too) and the
+requests the core rejects (400, 408, 413, 414, 431, 501, 505). The core reports the latter
+after its loop turn, with the client and the request line as far as it was read, through
+_on_rejected (core/worker.pyx, note_rejected), to the observers that have a `rejected`
+method (the access log).
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ class ObservedApp(App):
         # No exact routes of its own: the core would answer a wrong method on one 405 without
         # calling anything here, so every request comes through _resolve (one call more).
         self._routes = {}
+
+    def _on_rejected(self, status: int, client: Any, line: str, sent: int) -> None:
+        """Called by an event loop (with the GIL, after its turn) for each request the core
+        answered with an error status itself; client as Request.client, line the request
+        line as far as it was read (latin-1, at most 256 characters), sent the body bytes of
+        the error answer."""
+        for observer in self.observers:
+            rejected = getattr(observer, "rejected", None)
+            if rejected is not None:
+                rejected(status, client, line, sent)
 
     def _counters(self) -> dict:
         """What the inner app and the observers count (Server.stats() merges it)."""

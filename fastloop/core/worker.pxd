@@ -31,6 +31,14 @@ ctypedef struct fl_counters:
     uint64_t accept_errors[FL_NERRNO]
     uint64_t io_errors[FL_NERRNO]
 
+ctypedef struct fl_rejected:    # a request the core answered with an error, for the access log
+    int status
+    int sent                    # body bytes of the error answer
+    int port                    # the client's; -1 over a Unix socket
+    int line_len
+    char host[128]              # the client's address as text (NUL-terminated; "" if unknown)
+    char line[256]              # the request line as far as it was read, cut at 256 bytes
+
 ctypedef struct fl_listener:
     int fd                      # -1 when this loop has none (acceptor dispatch)
     int retry                   # the last drain ended on an error, not EAGAIN: retry soon
@@ -103,6 +111,9 @@ cdef class Worker(Loop):
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush
     cdef int nevents_to_log
+    cdef object on_rejected     # app._on_rejected(status, client, line, sent), or None: access log
+    cdef fl_rejected rejected_to_log[64]  # core rejections since the last flush, for on_rejected
+    cdef int nrejected_to_log
     cdef ConnLimit conn_limit   # None, or shared with the server's other workers
     cdef int64_t *open_total    # conn_limit.count, or NULL when there is no limit
     cdef int64_t max_open
@@ -153,6 +164,7 @@ cdef class Worker(Loop):
     cdef int conn_io_failed(self, fl_conn *c, int err) noexcept nogil
     cdef void note(self, int what) noexcept nogil
     cdef void flush_notes(self) noexcept
+    cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil
     cdef void begin_stop(self) noexcept nogil
     cdef void close_idle(self, bint fresh_too) noexcept nogil
 

@@ -117,6 +117,7 @@ cdef class Worker(Loop):
         self.buffered_chunked_max = min(self.limits.body_bytes,
                                         <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
         self.log_events = log.isEnabledFor(logging.DEBUG)
+        self.on_rejected = getattr(app, "_on_rejected", None)  # the access log (_observe.py)
         self.conn_limit = conn_limit
         if conn_limit is not None:
             # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
@@ -222,7 +223,7 @@ cdef class Worker(Loop):
                 timeout = 0
             elif self.stopping and (timeout < 0 or timeout > 50):
                 timeout = 50
-            if self.nevents_to_log:
+            if self.nevents_to_log or self.nrejected_to_log:
                 with gil:
                     self.flush_notes()
             n = fl_poller_wait(&self.poller, events, FL_WAIT_EVENTS, timeout)
@@ -747,6 +748,7 @@ cdef class Worker(Loop):
         self.counters.parse_errors += 1
         self.counters.rejected[fl_status_index(status)] += 1
         self.note(status)
+        self.note_rejected(c, status)
         self.conn_put_error(c, status)
 
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil:
@@ -1376,6 +1378,7 @@ cdef class Worker(Loop):
                     continue
                 if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rpos < c.rlen:
                     # Best effort: one send of a 408, then close, whether it went out or not.
+                    self.note_rejected(c, 408)
                     self.conn_put_error(c, 408)
                     if c.fd >= 0:
                         self.conn_flush(c)
@@ -1390,8 +1393,44 @@ cdef class Worker(Loop):
             self.events_to_log[self.nevents_to_log] = what
             self.nevents_to_log += 1
 
+    cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil:
+        """For the access log (on_rejected): the client and the request line, as far as it was
+        read, of a request the core answers itself with status. Taken now, while the request
+        is in c's buffer and the descriptor open; logged after this turn (flush_notes). Past
+        64 in one turn the rest are only counted (stats()["rejected"])."""
+        cdef fl_rejected *r
+        cdef const char *p
+        cdef uint32_t n = 0, avail
+        if self.on_rejected is None or self.nrejected_to_log >= 64:
+            return
+        r = &self.rejected_to_log[self.nrejected_to_log]
+        self.nrejected_to_log += 1
+        r.status = status
+        r.sent = fl_error_responses[fl_status_index(status)].body_len
+        if fl_socket_address(c.fd, 1, r.host, sizeof(r.host), &r.port) < 0:
+            r.host[0] = 0
+            r.port = -1
+        if c.rbuf != NULL and c.rpos < c.rlen:
+            # SAFETY: rbuf holds rlen bytes, the current request from rpos; copied, not kept.
+            p = c.rbuf + c.rpos
+            avail = c.rlen - c.rpos
+            while n < avail and n < sizeof(r.line) and p[n] != b'\r' and p[n] != b'\n':
+                n += 1
+            memcpy(r.line, p, n)
+        r.line_len = n
+
     cdef void flush_notes(self) noexcept:
         cdef int i, what
+        cdef fl_rejected *r
+        try:
+            for i in range(self.nrejected_to_log):
+                r = &self.rejected_to_log[i]
+                host = r.host.decode("utf-8", "surrogateescape")
+                self.on_rejected(r.status, host if r.port < 0 else (host, r.port),
+                                 PyUnicode_DecodeLatin1(r.line, r.line_len, NULL), r.sent)
+        except BaseException:
+            log.exception("fastloop: logging a rejected request failed")
+        self.nrejected_to_log = 0
         try:
             for i in range(self.nevents_to_log):
                 what = self.events_to_log[i]
