@@ -397,8 +397,9 @@ def test_graceful_stop_answers_the_next_request_of_a_kept_alive_connection(path)
         s.sendall(b"GET " + path + b" HTTP/1.1\r\n" + H + b"\r\n")
         status, headers, _ = read_response(f)
         assert f.read(1) == b""  # then closed
+        f.close()
+        s.close()  # the server lingers until it sees this
         stopper.join(10)
-        s.close()
     assert (status, headers.get("connection")) == (200, "close")
 
 
@@ -412,6 +413,7 @@ def test_graceful_stop_closes_an_idle_connection_after_the_grace():
         srv.stop(5.0)  # returns once every connection is closed
         took = time.monotonic() - started
         assert f.read(1) == b""
+        f.close()
         s.close()
     assert 0.9 < took < 4.5  # after the 1 s grace, well before the 5 s deadline
 
