@@ -212,6 +212,9 @@ cdef class Worker(Loop):
                     self.close_idle(True)
                     fresh_closed = True
                 if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
+                    if self.nevents_to_log or self.nrejected_to_log:
+                        with gil:
+                            self.flush_notes()  # the last turn's, not lost with the loop
                     break
             next_deadline = self.next_deadline()
             timeout = -1 if next_deadline < 0 else <int>max(<int64_t>0, next_deadline - self.now_ms)
