@@ -380,12 +380,18 @@ def refused(port):
     return False
 
 
-@pytest.mark.parametrize("path", [b"/", b"/n?1"])  # answered by the core, by a handler
+@pytest.mark.parametrize("path", [b"/", b"/n?1", b"/upload"])  # core, handler, streamed body
 def test_graceful_stop_answers_the_next_request_of_a_kept_alive_connection(path):
     # A keep-alive client whose answer came just before the stop sends its next request at
     # once. The server keeps the connection open for it (FL_FRESH_GRACE_MS, 1 s) and answers
     # it with Connection: close; closing it as idle would reset that request away.
-    with running_server(make_app()) as srv:
+    app = make_app()
+
+    @app.route("/upload", methods=("GET",), stream=True)
+    def upload(request):
+        return str(sum(len(piece) for piece in request.stream()))
+
+    with running_server(app) as srv:
         s = connect(srv)
         f = s.makefile("rb")
         s.sendall(b"GET " + path + b" HTTP/1.1\r\n" + H + b"\r\n")

@@ -891,6 +891,7 @@ cdef class Worker(Loop):
         requests and answer what is buffered after them."""
         cdef fl_job *j = c.job
         cdef bint stream = (c.flags & CONN_F_STREAM) != 0
+        cdef bint keep
         if (flags & END_MORE) and j != NULL:
             # Answered up to j.start; the rest waits for the client to read (conn_flush).
             self.counters.requests += answered
@@ -915,7 +916,12 @@ cdef class Worker(Loop):
                 # The handler left part of the body unread: the answer said close, and a
                 # lingering close swallows the rest.
                 c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+            keep = not (c.flags & CONN_F_CLOSE_AFTER) and (c.req_flags & FL_REQ_KEEP_ALIVE) != 0
             self.consume(c)
+            if keep:
+                # It went out keep-alive: even in a stop, the next request is answered (below).
+                c.flags &= ~CONN_F_CLOSE_AFTER
+
         else:
             # The staged requests were moved past already (conn_stage): count them.
             self.counters.requests += answered
