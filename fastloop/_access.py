@@ -5,77 +5,79 @@
 The line's layout is gunicorn's --access-logformat (fastloop/_accessformat.py: the atoms and
 the default above), or one JSON object per line.
 
-It works by wrapping an App: every request is routed through the wrapper's _resolve to the
-app's routes, with the handler wrapped.
-A wrapped handler sets Request.on_answered, which the handler thread calls once the answer
-has been handed to the connection: so the line carries the status really answered (a
-handler that raised is a 500), the body bytes really posted (a streamed body's pieces, a
-file's count; see core/handler.pyx Responder.sent) and the time at completion.
-With the log on, static routes are answered by their Python twin (App.static registers both),
-so they are logged too: logging needs the GIL per request anyway.
-Requests the core itself rejects (400, 408, 413, ...) never reach Python and are not logged.
+AccessLog is an observer of fastloop._observe.ObservedApp, which reports each answer a
+Python handler gives with its true status, body bytes and duration; the line is written at
+completion, with one timestamp. With the log on, static routes are answered by their Python
+twin (App.static registers both), so they are logged too: logging needs the GIL per request
+anyway. Requests the core itself rejects (400, 408, 413, 414, 431, 501, 505) never reach a
+handler; the core reports each after its loop turn (AccessLog.rejected), with the client and
+the request line as far as it was read, so they are logged too: no header was parsed for
+them (%(a)s, %(f)s, %({name}i)s are "-"), the bytes are the body bytes of the error answer,
+the duration 0.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ._accessformat import DEFAULT_FORMAT, Entry, check_format, format_line, json_line
-from ._core import Response
+from ._observe import ObservedApp
 from .app import App
 
-__all__ = ["AccessLogApp", "access_log"]
+__all__ = ["AccessLog", "AccessLogApp", "access_log", "access_log_on"]
 
 access_log = logging.getLogger("fastloop.access")
 
-_NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
+
+def access_log_on() -> bool:
+    return access_log.isEnabledFor(logging.INFO)
 
 
-class AccessLogApp(App):
-    """app, with every request written to the "fastloop.access" logger at INFO (static
-    routes, 404s and 405s included), formatted by fmt (gunicorn atoms) or, with as_json, as
-    one JSON object per line."""
+class AccessLog:
+    """The observer that writes an answer's line, formatted by fmt (gunicorn atoms) or, with
+    as_json, as one JSON object."""
 
-    def __init__(self, app: App, fmt: str = DEFAULT_FORMAT, as_json: bool = False) -> None:
-        super().__init__()
+    def __init__(self, fmt: str = DEFAULT_FORMAT, as_json: bool = False) -> None:
         check_format(fmt)
-        self.inner = app
         self.fmt = fmt
         self.as_json = as_json
-        self._statics = {}  # so C hands every request to Python, where it is logged
-        self._stream_paths = app._stream_paths
-        # No exact routes of its own: the core would answer a wrong method on one 405 without
-        # calling anything here, so every request comes through _resolve (one call more).
-        self._routes = {}
 
-    def _watch(self, request: Any) -> None:
-        """Asks the handler thread to report request's answer once it is handed over."""
-        if not access_log.isEnabledFor(logging.INFO):
+    def __call__(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        if not access_log_on():
             return
-        start = time.perf_counter()
+        entry = Entry(request, status, sent, seconds, time.time())
+        access_log.info("%s", json_line(entry) if self.as_json else format_line(self.fmt, entry))
 
-        def answered(request: Any, status: int, sent: int) -> None:
-            entry = Entry(request, status, sent, time.perf_counter() - start, time.time())
-            access_log.info("%s", json_line(entry) if self.as_json
-                            else format_line(self.fmt, entry))
+    def rejected(self, status: int, client: Any, line: str, sent: int) -> None:
+        """A request the core answered with status itself (fastloop._observe)."""
+        self(_Rejected(client, line), status, sent, 0.0)
 
-        request.on_answered = answered
 
-    def _logged(self, handler: Callable) -> Callable:
-        def logged(request: Any) -> Any:
-            self._watch(request)
-            return handler(request)  # a handler that raises is answered 500, and logged so
+class _Rejected:
+    """What a log line needs of a request the core rejected: its client and request line."""
 
-        return logged
+    def __init__(self, client: Any, line: str) -> None:
+        # Escaped: the line is whatever the client sent, control characters included.
+        line = "".join(ch if " " <= ch < "\x7f" else f"\\x{ord(ch):02x}" for ch in line)
+        parts = line.split(" ", 2)
+        self.client = client
+        self.method = parts[0] or "-"
+        target = parts[1] if len(parts) > 1 else "-"
+        self.path, _, self.query = target.partition("?")
+        self.version = parts[2] if len(parts) > 2 else "-"
 
-    def _resolve(self, request: Any) -> Optional[tuple]:
-        entry = self.inner._routes.get(request.path) or self.inner._resolve(request)
-        if entry is None:
-            return self._logged(lambda request: _NOT_FOUND), ("GET", request.method)
-        handler, methods = entry
-        if request.method not in methods:
-            self._watch(request)  # the core answers it 405, with Allow
-            return entry
-        return self._logged(handler), methods
+    def header(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class AccessLogApp(ObservedApp):
+    """app, with every request written to the "fastloop.access" logger at INFO (static
+    routes, 404s and 405s included)."""
+
+    def __init__(self, app: App, fmt: str = DEFAULT_FORMAT, as_json: bool = False) -> None:
+        self.log = AccessLog(fmt, as_json)
+        super().__init__(app, [self.log], take_statics=True, active=access_log_on)
+        self.fmt = fmt
+        self.as_json = as_json

@@ -179,7 +179,8 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
         source: Union[None, str, Sequence[str]] = None,
         local_ports: Optional[Tuple[int, int]] = None,
         ws_message_size: int = 64, ws_binary: bool = False,
-        progress: Optional[Callable[[float, int, int], None]] = None) -> BenchResult:
+        progress: Optional[Callable[[float, int, int], None]] = None,
+        until: Optional[threading.Event] = None) -> BenchResult:
     """Runs a load test against url and returns its BenchResult.
 
     connections are spread over threads client loops. The run ends after duration (seconds or
@@ -190,6 +191,11 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     (CIDR, comma list or list) binds connections to those addresses in turn; local_ports
     (lo, hi) restricts each socket's ephemeral ports (Linux >= 6.3, IP_LOCAL_PORT_RANGE).
     progress(elapsed_s, requests, failed) is called about once a second from this thread.
+    until, once set (from another thread), ends the run early and cleanly: no new request
+    starts, and the run returns once every request under way is answered or has failed. A
+    test that stops its server under load sets it after the server is gone, so the client
+    has read every answer the server wrote (a run that ends at its duration abandons the
+    requests under way, which the server may still answer).
 
     A ws:// url switches to WebSocket mode: each connection does the RFC 6455 handshake, then
     sends one masked message of ws_message_size bytes (text, or binary with ws_binary) at a
@@ -249,7 +255,7 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
     tw_before = doctor.time_wait_count()
     t0 = bench_now_ns()
     end = t0 + int(seconds * 1e9) if seconds is not None else 0
-    interrupted = _run_loops(loops, t0, end, progress)
+    interrupted = _run_loops(loops, t0, end, progress, until)
     finished = max(lp.stats()["finished_ns"] for lp in loops)
     result = _collect(url, loops, t0, finished, tw_before, keepalive, pipeline, rate, threads,
                       connections, sources, interrupted, address)
@@ -259,7 +265,8 @@ def run(url: str, *, connections: int = 10, threads: int = 1,
 
 
 def _run_loops(loops: List[BenchLoop], t0: int, end: int,
-               progress: Optional[Callable[[float, int, int], None]]) -> bool:
+               progress: Optional[Callable[[float, int, int], None]],
+               until: Optional[threading.Event] = None) -> bool:
     """Runs each loop on a thread of its own until all have returned; returns True when a
     KeyboardInterrupt (Ctrl-C) stopped them early. Every loop's counters are final then.
 
@@ -281,10 +288,15 @@ def _run_loops(loops: List[BenchLoop], t0: int, end: int,
         threading.Thread(target=run_loop, args=(lp, ev), name=f"fastloop-bench-{i}",
                          daemon=True).start()
     interrupted = False
+    draining = False
     next_tick = time.monotonic() + 1.0
     while not all(ev.is_set() for ev in done):
         try:
             next(ev for ev in done if not ev.is_set()).wait(0.05)  # short: ^C is served promptly
+            if until is not None and not draining and until.is_set():
+                draining = True
+                for lp in loops:
+                    lp.stop(drain=True)
             if progress is not None and time.monotonic() >= next_tick:
                 next_tick += 1.0
                 counts = [lp.progress() for lp in loops]

@@ -163,13 +163,16 @@ def inherited_socket(fd: int) -> socket.socket:
 class Listeners:
     """The listening sockets of a run, per worker slot, with the URL they answer on. Whoever
     made it owns them: close() closes every socket and removes the Unix socket file it bound
-    (never one inherited with --fd)."""
+    (never one inherited with --fd). `metrics` is the --metrics listener (fastloop.metrics),
+    bound by the command with the others but closed apart: close() leaves it open, since it
+    is scraped while the workers finish, after the serving sockets are closed."""
 
     def __init__(self, sets: List[List[socket.socket]], url: str,
                  unix_path: Optional[str] = None) -> None:
         self.sets = sets
         self.url = url
         self.unix_path = unix_path
+        self.metrics: Optional[socket.socket] = None
 
     def all(self) -> List[socket.socket]:
         """Each socket once (slots may share one)."""

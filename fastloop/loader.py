@@ -1,13 +1,15 @@
 """Finding the application to serve: "module:attribute" imported, a factory called, a WSGI
-callable wrapped, the access log put around it, and proxy headers and the root path around
-that."""
+callable wrapped, its answers observed (access log, duration histograms), and proxy headers
+and the root path around that."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from ._access import AccessLogApp
+from ._access import AccessLog, access_log_on
+from ._durations import RequestDurations
+from ._observe import ObservedApp
 from .app import App
 from .asgi import ASGIApp, is_asgi_app
 from .asgi_front import AccessLogMiddleware, ProxyHeadersMiddleware
@@ -48,8 +50,9 @@ def load_app(spec: str, config: Config) -> App:
 
 def as_app(obj: Any, config: Config, name: str = "") -> App:
     """obj as the App to serve: a fastloop App as it is, a WSGI callable wrapped in WSGIApp
-    (per config.interface), with the access log around it if config.access_log, and proxy
-    headers and the root path applied (fastloop.proxy.FrontApp) if configured."""
+    (per config.interface); its answers observed (fastloop._observe) by the access log if
+    config.access_log and the request-duration histograms if config.metrics; proxy headers
+    and the root path applied (fastloop.proxy.FrontApp) if configured."""
     interface = config.interface
     if interface == "auto":
         if isinstance(obj, App):
@@ -73,8 +76,16 @@ def as_app(obj: Any, config: Config, name: str = "") -> App:
             raise AppLoadError(f"--interface wsgi needs a callable, not a {type(obj).__name__}")
         # The handler threads run the application, so it runs concurrently when they are many.
         app = WSGIApp(obj, multithread=config.threads > 1, multiprocess=config.supervised())
-    if config.access_log:
-        app = AccessLogApp(app, config.access_log_format, config.access_log_json)
+    if config.access_log or config.metrics:
+        # One wrapper, one hook per answer, for both: the access log takes the static routes
+        # over (to log them); the duration histograms leave them to the core.
+        observers: list = []
+        if config.access_log:
+            observers.append(AccessLog(config.access_log_format, config.access_log_json))
+        if config.metrics:
+            observers.append(RequestDurations())
+        app = ObservedApp(app, observers, take_statics=config.access_log,
+                          active=access_log_on if not config.metrics else None)
     if config.proxy_headers or config.root_path:
         # Outermost, so the access log (and everything else) sees the forwarded client.
         proxy = ProxyHeaders(config.forwarded_allow_ips) if config.proxy_headers else None

@@ -14,7 +14,11 @@ its last snapshot).
 Families: fastloop_<counter>_total sums every worker, past ones included;
 fastloop_worker_<counter>_total{worker="<slot>",pid="<pid>"} is each live worker's own (two
 pids share a slot while one replaces the other). Per-status, per-kind and per-errno counts are
-labels. Request-duration histograms need timing from the core and are not here yet.
+labels. fastloop_request_duration_seconds{status="2xx",le=...} is the histogram of the time
+from a Python handler's call to its answer, per status class (fastloop._durations), summed
+over all workers, past ones included; it is not broken down per worker, to keep the series
+few (a bucket per class per worker). Answers the core gives alone (static routes, rejected
+requests) are not in it: fastloop_requests_total counts every answer.
 
 The metrics listener runs in threads of the supervisor; a worker forked from it closes its
 copy of the listening socket at once (os.register_at_fork), so only the supervisor answers.
@@ -34,9 +38,11 @@ import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from ._durations import bucket_labels
+from .listen import StartupError, bind_tcp
 from .server import merge
 
-__all__ = ["render", "MetricsServer", "SupervisorMetrics", "Snapshots", "SnapshotWriter",
+__all__ = ["render", "bind_metrics", "MetricsServer", "SupervisorMetrics", "Snapshots", "SnapshotWriter",
            "serve_server_metrics", "CONTENT_TYPE", "SNAPSHOT_INTERVAL"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -106,7 +112,27 @@ def render(workers: List[Worker], retired: Optional[dict] = None) -> str:
             for slot, pid, stats in workers])
     family("fastloop_workers", "gauge", "Worker processes whose counters are shown.",
            [("", len(workers))])
+    durations = totals.get("request_durations", {})
+    family("fastloop_request_duration_seconds", "histogram",
+           "Time from a Python handler's call to its answer handed to the connection, by "
+           "status class. All workers, past ones included.", _histogram(durations))
     return "\n".join(out) + "\n"
+
+
+def _histogram(durations: dict) -> List[Tuple[str, Any]]:
+    """The samples of fastloop_request_duration_seconds from Server.stats()'s
+    request_durations (fastloop._durations: a count per bucket, made cumulative here)."""
+    samples: List[Tuple[str, Any]] = []
+    for cls in sorted(durations):
+        counts = durations[cls].get("buckets", {})
+        running = 0
+        for le in bucket_labels():
+            running += counts.get(le, 0)
+            samples.append((f"_bucket{_labels((('status', cls), ('le', le)))}", running))
+        status = _labels((("status", cls),))
+        samples.append((f"_sum{status}", repr(float(durations[cls].get("sum", 0.0)))))
+        samples.append((f"_count{status}", running))
+    return samples
 
 
 def process_stats(stats: dict) -> dict:
@@ -162,32 +188,30 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # fork while it held the stderr lock would leave that lock held in the worker.
         pass
 
-    def server_bind(self) -> None:
-        # Not HTTPServer's server_bind: it looks the host name up (getfqdn), which can stall.
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
-
-class _HTTPServer6(_HTTPServer):
-    address_family = socket.AF_INET6
+def bind_metrics(address: str, port: int) -> socket.socket:
+    """The metrics listener's socket on (address, port), bound with the server's own before
+    anything is imported or forked, so a port that cannot be had is a StartupError (one line,
+    exit status 3) and not a failure once serving. The caller owns it."""
+    try:
+        sock = bind_tcp(address, port, 1, False, 64)[0]
+    except StartupError as exc:
+        raise StartupError(f"metrics listener: {exc}") from None
+    sock.setblocking(True)  # socketserver accepts after select() says a client is there
+    return sock
 
 
 class MetricsServer:
-    """GET /metrics on (address, port), answered with collect()'s text, from a daemon thread.
-    Raises OSError naming the address if it cannot listen. close() stops it."""
+    """GET /metrics on the listening socket sock (bind_metrics()), answered with collect()'s
+    text, from a daemon thread. close() stops it and closes sock."""
 
-    def __init__(self, address: str, port: int, collect: Callable[[], str]) -> None:
-        cls = _HTTPServer6 if ":" in address else _HTTPServer
-        try:
-            self.httpd = cls((address, port), _Handler)
-        except OSError as exc:
-            raise OSError(exc.errno, f"metrics listener {address}:{port}: {exc.strerror}") from None
+    def __init__(self, sock: socket.socket, collect: Callable[[], str]) -> None:
+        self.httpd = _HTTPServer(sock.getsockname(), _Handler, bind_and_activate=False)
+        self.httpd.socket.close()  # the one socketserver made: ours is bound already
+        self.httpd.socket = sock
         self.httpd.collect = collect
-        self.port = self.httpd.server_address[1]
-        host = f"[{address}]" if ":" in address else address
+        host, self.port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{self.port}/metrics"
         _open_servers.append(self)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.25,),
@@ -202,9 +226,9 @@ class MetricsServer:
         self.thread.join(5.0)
 
 
-def serve_server_metrics(server: Any, address: str, port: int) -> MetricsServer:
-    """The metrics listener of a single server process (workers=1)."""
-    return MetricsServer(address, port, lambda: render(
+def serve_server_metrics(server: Any, sock: socket.socket) -> MetricsServer:
+    """The metrics listener of a single server process (workers=1), on sock."""
+    return MetricsServer(sock, lambda: render(
         [("0", str(os.getpid()), process_stats(server.stats()))]))
 
 
@@ -262,12 +286,12 @@ class Snapshots:
 class SupervisorMetrics:
     """The supervisor's metrics: the listener, and the snapshots its workers write."""
 
-    def __init__(self, supervisor: Any, address: str, port: int) -> None:
+    def __init__(self, supervisor: Any, sock: socket.socket) -> None:
         children = supervisor.children  # pid -> _Child, changed by the supervisor's own thread
         # dict() copies in one step under the GIL, so a scrape sees one consistent set.
         self.snapshots = Snapshots(lambda: {pid: c.slot for pid, c in dict(children).items()})
         try:
-            self.server = MetricsServer(address, port, self.snapshots.collect)
+            self.server = MetricsServer(sock, self.snapshots.collect)
         except BaseException:
             self.snapshots.close()
             raise

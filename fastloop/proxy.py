@@ -363,6 +363,14 @@ class FrontApp(App):
         self._stream_paths = app._stream_paths
         self._routes = {path: (self._fronted(handler), methods)
                         for path, (handler, methods) in app._routes.items()}
+        # The core's own rejections (for the access log) go to the inner app as they are:
+        # no header was trusted, so the client is the peer.
+        on_rejected = getattr(app, "_on_rejected", None)
+        if on_rejected is not None:
+            self._on_rejected = on_rejected
+
+    def _counters(self) -> dict:
+        return dict(getattr(self.inner, "_counters", dict)())
 
     def prepare(self, request: Any) -> None:
         if self.root_path:

@@ -27,7 +27,7 @@ from .config import ENV_PREFIX, RENAMED, REPEATABLE, Config, rename_deprecated, 
 from .listen import STARTUP_FAILURE, Listeners, StartupError, listeners_for
 from .asgi import LifespanFailed
 from .loader import AppLoadError, as_app, load_app
-from .metrics import serve_server_metrics
+from .metrics import bind_metrics, serve_server_metrics
 from .process import WorkerLink, run_until_signal
 from .reload import Reloader
 from .server import Server
@@ -151,6 +151,13 @@ def serve(load: Callable[[], App], config: Config) -> int:
     except StartupError as exc:
         print(f"fastloop: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
+    if config.metrics:
+        try:
+            listeners.metrics = bind_metrics(config.metrics_address, config.metrics_port)
+        except StartupError as exc:
+            listeners.close()
+            print(f"fastloop: {exc}", file=sys.stderr)
+            return STARTUP_FAILURE
     try:
         if config.reload:
             setup_logging(config)  # the reloader's own lines: it never imports the app
@@ -175,6 +182,8 @@ def serve(load: Callable[[], App], config: Config) -> int:
         return serve_here(load, config, listeners)
     finally:
         listeners.close()
+        if listeners.metrics is not None:
+            listeners.metrics.close()
 
 
 def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
@@ -194,8 +203,8 @@ def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
     # --metrics: one server process serves its own counters (a supervisor serves its
     # workers', fastloop.metrics); every in-process path (alone, under --reload) comes here.
     exporter = None
-    if config.metrics:
-        exporter = serve_server_metrics(server, config.metrics_address, config.metrics_port)
+    if listeners.metrics is not None:
+        exporter = serve_server_metrics(server, listeners.metrics)
         log.info("fastloop: metrics on %s", exporter.url)
     try:
         return run_until_signal(server, config.timeout_graceful_shutdown, started=announce,

@@ -255,6 +255,10 @@ class Server:
             totals.update(self._handlers.stats())
         totals["threads"] = self.threads  # the settings, so a reader knows what was counted
         totals["runtime_threads"] = self.runtime_threads
+        # What the application layer counts (fastloop._observe: request durations, --metrics).
+        app_counters = getattr(self.app, "_counters", None)
+        if app_counters is not None:
+            merge(totals, app_counters())
         totals["workers"] = per_worker
         return totals
 

@@ -94,9 +94,8 @@ class Supervisor:
 
     def run(self) -> int:
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
-        if self.config.metrics:
-            self.metrics = SupervisorMetrics(self, self.config.metrics_address,
-                                             self.config.metrics_port)
+        if self.listeners.metrics is not None:
+            self.metrics = SupervisorMetrics(self, self.listeners.metrics)
             log.info("fastloop: metrics on %s", self.metrics.url)
         try:
             with SignalInbox(signums) as inbox:

@@ -17,6 +17,7 @@ from serving import ServeProcess, get
 
 import fastloop
 from fastloop._access import AccessLogApp
+from fastloop._observe import ObservedApp
 from fastloop._accessformat import DEFAULT_FORMAT, check_format
 from fastloop.config import Config
 from fastloop.loader import as_app
@@ -227,9 +228,65 @@ def test_bad_formats_are_refused():
         Config.from_env({}, access_log_format="%(nope)s")
 
 
+# ---- requests the core rejects itself ------------------------------------------------------
+
+REJECTED = [  # name, bytes sent, status, the request part of the line (a regex)
+    ("bad request line", b"GET /x HTTP/1.1 junk\r\nHost: t\r\n\r\n", 400,
+     r'"GET /x HTTP/1\.1 junk"'),
+    ("garbage", b"\x01\x02\x1b[31m\r\n\r\n", 400, r'"\\x01\\x02\\x1b\[31m - -"'),
+    ("body too large", b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999\r\n\r\n",
+     413, r'"POST /hello HTTP/1\.1"'),
+    ("URI too long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414,
+     r'"GET /a{251} -"'),
+    ("header too large", b"GET /h?q=1 HTTP/1.1\r\nHost: t\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
+     431, r'"GET /h\?q=1 HTTP/1\.1"'),
+    ("unknown transfer coding", b"POST /e HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+     501, r'"POST /e HTTP/1\.1"'),
+    ("HTTP/2 line", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505, r'"GET / HTTP/2\.0"'),
+]
+
+
+@pytest.mark.parametrize("name,data,status,line", REJECTED, ids=[r[0] for r in REJECTED])
+def test_requests_the_core_rejects_are_logged_with_client_and_line(served, log, name, data,
+                                                                   status, line):
+    with served() as srv:
+        answer = exchange(srv.port, data)
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:80]
+        body = answer.split(b"\r\n\r\n", 1)[1]
+        got = log.wait(1)
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] ' + line + rf' {status} {len(body)} "-" "-"',
+                        got), got
+    assert len(log.lines) == 1
+
+
+def test_a_header_timeout_is_logged_as_408(tmp_path, log):
+    app = AccessLogApp(make_app(tmp_path), as_json=True)
+    with running_server(app, timeouts={"header": 0.3}) as srv:
+        answer = exchange(srv.port, b"GET /slowloris HTTP/1.1\r\nHost: t\r\n")  # never ends
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        entry = json.loads(log.wait(1))
+    assert (entry["status"], entry["method"], entry["path"], entry["remote_addr"]) == \
+        (408, "GET", "/slowloris", "127.0.0.1")
+
+
+def test_rejections_through_fastloop_serve_and_the_proxy_wrapper(tmp_path, log):
+    # as_app puts FrontApp (proxy headers) outside the access log: rejections still reach it.
+    app = as_app(make_app(tmp_path), Config(access_log=True, proxy_headers=True))
+    with running_server(app) as srv:
+        assert exchange(srv.port, b"BAD\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert re.search(r' "BAD - -" 400 ', log.wait(1)), log.lines
+
+
+def test_rejections_are_not_logged_without_the_access_log(tmp_path, log):
+    with running_server(as_app(make_app(tmp_path), Config())) as srv:
+        assert exchange(srv.port, b"BAD\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        time.sleep(0.2)
+    assert log.lines == []
+
+
 def test_nothing_is_logged_without_the_access_log(tmp_path, log):
     app = as_app(make_app(tmp_path), Config())
-    assert not isinstance(app, AccessLogApp)
+    assert not isinstance(app, ObservedApp)
     with running_server(app) as srv:
         assert request(srv.port, "GET", "/hello").endswith(b"hello")
         assert request(srv.port, "GET", "/nowhere").startswith(b"HTTP/1.1 404 ")

@@ -17,6 +17,7 @@ import json
 import random
 import socket
 import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -110,6 +111,32 @@ def test_duration_run_counts_match_fastloop_server():
     # A request still being written at the end may or may not have reached the server.
     assert r.requests <= st["requests"] <= r.requests + r.unfinished
     assert 0.45 < r.duration_s < 1.5
+
+
+@pytest.mark.parametrize("pipeline", [1, 4])
+def test_until_ends_a_run_with_every_request_under_way_answered(pipeline):
+    # Each answer takes 0.2 s, so when `until` is set every connection has requests written
+    # and unanswered: a run that stopped at once would abandon them (counted unfinished).
+    app = fastloop.App()
+
+    @app.route("/slow")
+    def slow(request):
+        time.sleep(0.2)
+        return "slow"
+
+    until = threading.Event()
+    with running_server(app, handler_threads=8) as srv:
+        timer = threading.Timer(0.5, until.set)
+        timer.start()
+        started = time.monotonic()
+        r = bench.run(f"http://{LOOPBACK}:{srv.port}/slow", connections=4, duration=30.0,
+                      pipeline=pipeline, until=until)
+        took = time.monotonic() - started
+        st = settled(srv, r.connections["established"])
+    assert took < 10.0  # ended by until, not by its duration
+    assert r.sent >= 4 * pipeline
+    assert r.requests == r.sent == st["requests"], (r.requests, r.sent, st["requests"])
+    assert r.sent_unanswered == 0 and r.unfinished == 0 and r.errors == {}
 
 
 # ---- errors ----------------------------------------------------------------------------------

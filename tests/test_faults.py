@@ -547,13 +547,19 @@ def test_sigterm_during_load_stops_gracefully_and_loses_no_answer(tmp_path):
         port = int(child.stdout.readline())
         results: dict = {}
         flowing = {name: threading.Event() for name in ("keep-alive", "new-connection", "pipelined")}
+        server_gone = threading.Event()
 
         def load(name: str, path: str, **kw) -> None:
             def progress(elapsed: float, requests: int, failed: int) -> None:
                 if requests:
                     flowing[name].set()
+            # The load outlives the server, then ends once every request under way is
+            # answered or failed (until): a load that ended at its duration while the server
+            # still answered would abandon requests the server counts as answered (that was
+            # this test's flakiness on a loaded machine, 2 to 16 requests apart).
             results[name] = bench.run(f"http://127.0.0.1:{port}{path}", connections=16,
-                                      duration=3.0, timeout=5.0, progress=progress, **kw)
+                                      duration=60.0, timeout=5.0, progress=progress,
+                                      until=server_gone, **kw)
 
         # New connections at a fixed rate: each leaves a port pair in TIME_WAIT for a minute.
         loads = [threading.Thread(target=load, args=("keep-alive", "/py")),
@@ -569,12 +575,13 @@ def test_sigterm_during_load_stops_gracefully_and_loses_no_answer(tmp_path):
         rc = child.wait(timeout=10.0)
         stop_seconds = time.monotonic() - t_signal
         out = child.stdout.read()
-        for t in loads:
-            t.join(15)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait(5)
+        server_gone.set()
+        for t in loads:
+            t.join(15)
         child.stdout.close()
     assert rc == 0, stderr_path.read_text()
     assert stop_seconds < 6.0  # stop(timeout=5.0) at the most
@@ -586,7 +593,12 @@ def test_sigterm_during_load_stops_gracefully_and_loses_no_answer(tmp_path):
     assert answered == stats["requests"] > 500, (answered, stats)
     for name, r in results.items():
         assert set(r.status) == {200}, (name, r.status)
-        # Once the listener is gone: refused. Racing the close: reset, or closed unanswered.
+        # Once the listener is gone: refused. A connection queued on a listener as it closes:
+        # reset. Pipelined requests behind the answer that says Connection: close: closed
+        # unanswered (EOF), as RFC 9112 9.6 wants (the server must not process them).
         assert set(r.errors) <= {"ECONNREFUSED", "ECONNRESET", "EOF", "EPIPE"}, (name, r.errors)
+    # One request at a time: the request a client sends after a keep-alive answer that went
+    # out just before the stop is answered (with close), never closed unanswered.
+    assert "EOF" not in results["keep-alive"].errors, results["keep-alive"].errors
     assert sum(r.connections["established"] for r in results.values()) >= stats["accepted"]
     assert wait_until(lambda: open_fds() == baseline, timeout=5.0)

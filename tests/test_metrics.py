@@ -18,6 +18,7 @@ import pytest
 from helpers import env_importing_this_fastloop, wait_until
 from serving import ServeProcess, get
 
+from fastloop._durations import RequestDurations, bucket_labels
 from fastloop.metrics import CONTENT_TYPE, render
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -70,7 +71,8 @@ def test_render_parses_with_labels_and_sums():
     fams = families(render([("0", "100", a), ("1", "101", b)], retired=retired))
     for name, (kind, _) in fams.items():
         assert name.startswith("fastloop_")
-        assert kind == ("gauge" if name.endswith(("open_connections", "workers")) else "counter")
+        assert kind == ("gauge" if name.endswith(("open_connections", "workers")) else
+                        "histogram" if name == "fastloop_request_duration_seconds" else "counter")
     assert value(fams, "fastloop_requests_total") == 37  # the two, and the retired 20
     assert per_worker(fams, "fastloop_worker_requests_total") == {("0", "100"): 10, ("1", "101"): 7}
     assert value(fams, "fastloop_rejected_requests_total", status="431") == 3
@@ -80,6 +82,94 @@ def test_render_parses_with_labels_and_sums():
     assert value(fams, "fastloop_io_errors_total", errno="ECONNRESET") == 4
     assert value(fams, "fastloop_timeouts_total", kind="header") == 1
     assert value(fams, "fastloop_open_connections") == 1 and value(fams, "fastloop_workers") == 2
+
+
+# ---- request-duration histograms ------------------------------------------------------------
+
+def test_a_duration_counts_in_the_first_bucket_at_or_above_it():
+    d = RequestDurations()
+    for status, seconds in ((200, 0.001), (204, 0.0011), (200, 0.0), (500, 11.0), (404, 0.3)):
+        d.observe(status, seconds)
+    got = d.counters()["request_durations"]
+    assert set(got) == {"2xx", "4xx", "5xx"}
+    nonzero = {cls: {le: n for le, n in h["buckets"].items() if n} for cls, h in got.items()}
+    assert nonzero == {"2xx": {"0.0005": 1, "0.001": 1, "0.0025": 1}, "4xx": {"0.5": 1},
+                       "5xx": {"+Inf": 1}}
+    assert got["2xx"]["count"] == 3 and got["2xx"]["sum"] == pytest.approx(0.0021)
+
+
+def histogram(fams, name="fastloop_request_duration_seconds"):
+    """{status class: ({le: cumulative count}, sum, count)} of a parsed histogram family."""
+    kind, samples = fams[name]
+    assert kind == "histogram"
+    out: dict = {}
+    for (sample, labels), v in samples.items():
+        labels = dict(labels)
+        buckets, total, count = out.setdefault(labels["status"], ({}, 0.0, 0))
+        if sample.endswith("_bucket"):
+            buckets[labels["le"]] = v
+        elif sample.endswith("_sum"):
+            out[labels["status"]] = (buckets, v, count)
+        elif sample.endswith("_count"):
+            out[labels["status"]] = (buckets, total, v)
+    return out
+
+
+def test_render_sums_histograms_of_workers_and_retired_ones():
+    def durations(*observations):
+        d = RequestDurations()
+        for status, seconds in observations:
+            d.observe(status, seconds)
+        return d.counters()
+
+    a = durations((200, 0.002), (200, 0.2), (404, 0.0001))
+    b = durations((200, 0.002))
+    retired = durations((200, 3.0), (503, 0.01))
+    text = render([("0", "100", a), ("1", "101", b)], retired=retired)
+    got = histogram(families(text))
+    buckets, total, count = got["2xx"]
+    assert count == 4 and total == pytest.approx(3.204)
+    assert list(buckets) == bucket_labels()  # every bound, in order, "+Inf" last
+    assert buckets["0.001"] == 0 and buckets["0.0025"] == 2 and buckets["0.25"] == 3
+    assert buckets["2.5"] == 3 and buckets["5.0"] == 4 and buckets["+Inf"] == 4
+    assert all(x <= y for x, y in zip(list(buckets.values()), list(buckets.values())[1:]))
+    assert got["4xx"][2] == 1 and got["4xx"][0]["0.0005"] == 1
+    assert got["5xx"][2] == 1
+    # No duration observed anywhere: the family is there, with no samples.
+    assert families(render([("0", "100", {"requests": 1})]))[
+        "fastloop_request_duration_seconds"] == ("histogram", {})
+
+
+def test_single_process_histograms_python_answers_by_status_class():
+    with ServeProcess(["serve_apps:app", "--port", "0", "--metrics", "--metrics-port", "0"]) as proc:
+        url = metrics_url(proc)
+        assert get(proc.url, "/slow?0.3").startswith(b"slept")
+        for _ in range(3):
+            get(proc.url, "/pid")
+        for path in ("/nowhere", "/items/x"):
+            with pytest.raises(AssertionError, match="404"):
+                get(proc.url, path)
+        get(proc.url, "/")  # a static route: answered by the core, not timed
+        assert wait_until(lambda: requests_total(url) == 7, 5.0), scrape(url)
+        got = histogram(scrape(url))
+    assert set(got) == {"2xx", "4xx"}
+    buckets, total, count = got["2xx"]
+    assert count == 4 and buckets["+Inf"] == 4
+    assert buckets["0.25"] <= 3 and total >= 0.3  # the 0.3 s handler is above 0.25 s
+    assert got["4xx"][2] == 2
+
+
+def test_access_log_and_histograms_observe_the_same_answers():
+    # One wrapper serves both; the access log takes the static routes over, so with it on
+    # they are timed too.
+    with ServeProcess(["serve_apps:app", "--port", "0", "--metrics", "--metrics-port", "0",
+                       "--access-log"]) as proc:
+        url = metrics_url(proc)
+        for path in ("/", "/pid", "/items/7"):
+            get(proc.url, path)
+        assert wait_until(lambda: requests_total(url) == 3, 5.0), scrape(url)
+        assert histogram(scrape(url))["2xx"][2] == 3
+        assert wait_until(lambda: proc.log().count('HTTP/1.1" 200') == 3, 5.0), proc.log()
 
 
 def test_fastloop_runs_without_prometheus_client():
@@ -127,6 +217,7 @@ def test_supervisor_sums_workers_across_sighup_and_a_dead_worker():
         workers = per_worker(fams, "fastloop_worker_requests_total")
         assert {pid for _, pid in workers} == pids and sorted(w for w, _ in workers) == ["0", "1"]
         assert sum(workers.values()) == sent and value(fams, "fastloop_workers") == 2
+        assert histogram(fams)["2xx"][2] == sent
 
         # SIGHUP: every worker replaced; the summed counters keep what the old ones did.
         proc.signal(signal.SIGHUP)
@@ -138,6 +229,8 @@ def test_supervisor_sums_workers_across_sighup_and_a_dead_worker():
             get(proc.url, "/pid")
         sent += 10
         assert wait_until(lambda: requests_total(url) == sent, 5.0), scrape(url)
+        # The retired workers' durations stay in the histogram, as their counters do.
+        assert wait_until(lambda: histogram(scrape(url))["2xx"][2] == sent, 5.0), scrape(url)
 
         # A stopped worker (SIGSTOP) cannot answer anything: the endpoint does not wait for it.
         victim = int(next(iter(per_worker(scrape(url), "fastloop_worker_requests_total")))[1])

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from helpers import open_fds, raw_request, running_server
+from helpers import open_fds, raw_request, running_server, wait_until
 
 import fastloop
 
@@ -370,6 +370,58 @@ def test_graceful_stop_finishes_a_request_in_flight():
         stopper.join(5)
         s.close()
     assert (status, body, headers["connection"]) == (200, b"slept", "close")
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("path", [b"/", b"/n?1", b"/upload"])  # core, handler, streamed body
+def test_graceful_stop_answers_the_next_request_of_a_kept_alive_connection(path):
+    # A keep-alive client whose answer came just before the stop sends its next request at
+    # once. The server keeps the connection open for it (FL_FRESH_GRACE_MS, 1 s) and answers
+    # it with Connection: close; closing it as idle would reset that request away.
+    app = make_app()
+
+    @app.route("/upload", methods=("GET",), stream=True)
+    def upload(request):
+        return str(sum(len(piece) for piece in request.stream()))
+
+    with running_server(app) as srv:
+        s = connect(srv)
+        f = s.makefile("rb")
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\n" + H + b"\r\n")
+        status, headers, _ = read_response(f)
+        assert status == 200 and "connection" not in headers
+        stopper = threading.Thread(target=srv.stop, args=(5.0,))
+        stopper.start()
+        assert wait_until(lambda: refused(srv.port), 5.0)  # the stop has begun
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\n" + H + b"\r\n")
+        status, headers, _ = read_response(f)
+        assert f.read(1) == b""  # then closed
+        f.close()
+        s.close()  # the server lingers until it sees this
+        stopper.join(10)
+    assert (status, headers.get("connection")) == (200, "close")
+
+
+def test_graceful_stop_closes_an_idle_connection_after_the_grace():
+    with running_server(make_app()) as srv:
+        s = connect(srv)
+        s.sendall(b"GET / HTTP/1.1\r\n" + H + b"\r\n")
+        f = s.makefile("rb")
+        assert read_response(f)[0] == 200
+        started = time.monotonic()
+        srv.stop(5.0)  # returns once every connection is closed
+        took = time.monotonic() - started
+        assert f.read(1) == b""
+        f.close()
+        s.close()
+    assert 0.9 < took < 4.5  # after the 1 s grace, well before the 5 s deadline
 
 
 def test_handler_sees_client_and_server_addresses(tmp_path):

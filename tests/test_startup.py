@@ -19,12 +19,12 @@ from test_processes import pids_seen
 import fastloop
 
 
-def serve(*args, env=None, command=None, timeout=30):
-    """Runs `fastloop serve serve_apps:app ARGS` to its end; the CompletedProcess."""
+def serve(*args, env=None, command=None, timeout=30, app="serve_apps:app"):
+    """Runs `fastloop serve APP ARGS` to its end; the CompletedProcess."""
     full_env = env_importing_this_fastloop()
     full_env.update(env or {})
     command = command or [sys.executable, "-m", "fastloop"]
-    return subprocess.run([*command, "serve", "serve_apps:app", *args], cwd=HERE, env=full_env,
+    return subprocess.run([*command, "serve", app, *args], cwd=HERE, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -88,6 +88,35 @@ def test_reuse_port_shares_a_busy_port_when_asked(how):
 ])
 def test_startup_failures_name_the_address(args, fragments):
     expect_startup_failure(serve(*args), *fragments)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_port_in_use_is_one_line_and_status_3(busy_port, workers):
+    out = serve("--port", "0", "-w", workers, "--metrics", "--metrics-port", str(busy_port))
+    expect_startup_failure(out, "metrics listener", f"127.0.0.1:{busy_port}",
+                           "address already in use")
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--metrics-address", "nope.invalid"], ["metrics listener", "cannot use host 'nope.invalid'"]),
+    (["--metrics-address", "192.0.2.1", "--metrics-port", "9123"],
+     ["metrics listener", "192.0.2.1:9123", "address not available"]),
+])
+def test_a_metrics_address_that_cannot_be_bound_is_one_line(args, fragments):
+    expect_startup_failure(serve("--port", "0", "--metrics", *args), *fragments)
+
+
+def test_the_metrics_port_is_checked_before_the_app_is_imported(busy_port, tmp_path):
+    # Bound with the serving sockets: an application that takes long to import (or starts
+    # threads) is never loaded when the server could not run anyway.
+    marker = tmp_path / "imported"
+    (tmp_path / "marking_app.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nfrom serve_apps import app\n")
+    path = f"{tmp_path}{os.pathsep}{env_importing_this_fastloop()['PYTHONPATH']}"
+    out = serve("--port", "0", "--metrics", "--metrics-port", str(busy_port),
+                env={"PYTHONPATH": path}, app="marking_app:app")
+    expect_startup_failure(out, "metrics listener", "address already in use")
+    assert not marker.exists()
 
 
 def test_an_fd_that_is_a_file_not_a_socket(tmp_path):

@@ -535,9 +535,9 @@ cdef class AsgiCall:
         returns where they go (self.out.len counts the head only)."""
         cdef Answer a = self.a
         cdef fl_job *j = self.j
-        # inbox.stopping is a relaxed flag: an answer racing the stop may lack "close", and
-        # its connection still closes after it (the loop checks its own flag).
-        cdef bint keep = (self.req_flags & FL_REQ_KEEP_ALIVE) and not a.close and not j.inbox.stopping
+        # inbox.stopping is set by the loop while this thread reads it (core/atomic.h).
+        cdef bint keep = ((self.req_flags & FL_REQ_KEEP_ALIVE) and not a.close
+                          and not fl_atomic_load_int(&j.inbox.stopping))
         cdef const char *ch = CONN_CLOSE_LINE
         cdef char *p
         if keep:

@@ -7,6 +7,13 @@ cdef enum:
     FL_NERRNO = 256             # errno values counted by name; larger ones share the last slot
     FL_NSTATUS = 8              # rejection statuses counted one by one (see fl_status_index)
 
+# Worker.stop_phase: the loop's own view of a graceful stop, changed by its thread only (the
+# `stopping` request comes from another thread at any instant, even in the middle of a turn).
+cdef enum:
+    FL_STOP_NONE = 0
+    FL_STOP_BEGUN = 1           # begin_stop() ran: answers say Connection: close
+    FL_STOP_GRACE_OVER = 2      # FL_FRESH_GRACE_MS later: idle connections are closed
+
 ctypedef struct fl_counters:
     uint64_t accepted           # connections this loop took ownership of (accept() or hand-over)
     uint64_t closed             # ... and closed; accepted == closed + open
@@ -23,6 +30,14 @@ ctypedef struct fl_counters:
     uint64_t timeouts[FL_NTIMERS]
     uint64_t accept_errors[FL_NERRNO]
     uint64_t io_errors[FL_NERRNO]
+
+ctypedef struct fl_rejected:    # a request the core answered with an error, for the access log
+    int status
+    int sent                    # body bytes of the error answer
+    int port                    # the client's; -1 over a Unix socket
+    int line_len
+    char host[128]              # the client's address as text (NUL-terminated; "" if unknown)
+    char line[256]              # the request line as far as it was read, cut at 256 bytes
 
 ctypedef struct fl_listener:
     int fd                      # -1 when this loop has none (acceptor dispatch)
@@ -69,6 +84,7 @@ cdef class Worker(Loop):
     cdef int npool
     cdef fl_pool *handlers      # where jobs go (the pool of handler_pool)
     cdef object handler_pool    # the HandlerPool: keeps pool alive
+    cdef int stop_phase         # FL_STOP_*
     cdef fl_jobreq stage[64]    # pipelined requests of one connection gathered for one job
     cdef int nstage
     cdef size_t stage_bytes
@@ -96,6 +112,9 @@ cdef class Worker(Loop):
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush
     cdef int nevents_to_log
+    cdef object on_rejected     # app._on_rejected(status, client, line, sent), or None: access log
+    cdef fl_rejected rejected_to_log[64]  # core rejections since the last flush, for on_rejected
+    cdef int nrejected_to_log
     cdef ConnLimit conn_limit   # None, or shared with the server's other workers
     cdef int64_t *open_total    # conn_limit.count, or NULL when there is no limit
     cdef int64_t max_open
@@ -146,6 +165,7 @@ cdef class Worker(Loop):
     cdef int conn_io_failed(self, fl_conn *c, int err) noexcept nogil
     cdef void note(self, int what) noexcept nogil
     cdef void flush_notes(self) noexcept
+    cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil
     cdef void begin_stop(self) noexcept nogil
     cdef void close_idle(self, bint fresh_too) noexcept nogil
 

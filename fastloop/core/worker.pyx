@@ -117,6 +117,7 @@ cdef class Worker(Loop):
         self.buffered_chunked_max = min(self.limits.body_bytes,
                                         <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
         self.log_events = log.isEnabledFor(logging.DEBUG)
+        self.on_rejected = getattr(app, "_on_rejected", None)  # the access log (_observe.py)
         self.conn_limit = conn_limit
         if conn_limit is not None:
             # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
@@ -210,9 +211,13 @@ cdef class Worker(Loop):
                     stop_begun = True
                     fresh_deadline = self.now_ms + FL_FRESH_GRACE_MS
                 elif not fresh_closed and self.now_ms >= fresh_deadline:
+                    self.stop_phase = FL_STOP_GRACE_OVER
                     self.close_idle(True)
                     fresh_closed = True
                 if self.counters.open == 0 or self.now_ms >= self.stop_deadline:
+                    if self.nevents_to_log or self.nrejected_to_log:
+                        with gil:
+                            self.flush_notes()  # the last turn's, not lost with the loop
                     break
             next_deadline = self.next_deadline()
             timeout = -1 if next_deadline < 0 else <int>max(<int64_t>0, next_deadline - self.now_ms)
@@ -224,7 +229,7 @@ cdef class Worker(Loop):
                 timeout = 0
             elif self.stopping and (timeout < 0 or timeout > 50):
                 timeout = 50
-            if self.nevents_to_log:
+            if self.nevents_to_log or self.nrejected_to_log:
                 with gil:
                     self.flush_notes()
             n = fl_poller_wait(&self.poller, events, FL_WAIT_EVENTS, timeout)
@@ -742,7 +747,9 @@ cdef class Worker(Loop):
         c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
-        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+        # stop_phase, not stopping: the answer said close only if the stop had begun when it
+        # was made (conn_header, and the handlers' inbox.stopping, set with it).
+        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stop_phase != FL_STOP_NONE:
             c.flags |= CONN_F_CLOSE_AFTER  # nothing after it is a request of this connection
 
     cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil:
@@ -751,6 +758,7 @@ cdef class Worker(Loop):
         self.counters.parse_errors += 1
         self.counters.rejected[fl_status_index(status)] += 1
         self.note(status)
+        self.note_rejected(c, status)
         self.conn_put_error(c, status)
 
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil:
@@ -890,6 +898,7 @@ cdef class Worker(Loop):
         requests and answer what is buffered after them."""
         cdef fl_job *j = c.job
         cdef bint stream = (c.flags & CONN_F_STREAM) != 0
+        cdef bint keep
         if (flags & END_MORE) and j != NULL:
             # Answered up to j.start; the rest waits for the client to read (conn_flush).
             self.counters.requests += answered
@@ -914,7 +923,12 @@ cdef class Worker(Loop):
                 # The handler left part of the body unread: the answer said close, and a
                 # lingering close swallows the rest.
                 c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+            keep = not (c.flags & CONN_F_CLOSE_AFTER) and (c.req_flags & FL_REQ_KEEP_ALIVE) != 0
             self.consume(c)
+            if keep:
+                # It went out keep-alive: even in a stop, the next request is answered (below).
+                c.flags &= ~CONN_F_CLOSE_AFTER
+
         else:
             # The staged requests were moved past already (conn_stage): count them.
             self.counters.requests += answered
@@ -923,8 +937,9 @@ cdef class Worker(Loop):
             c.state = c.resume_state
             if c.rpos == c.rlen:
                 c.rpos = c.rlen = 0
-            if self.stopping:
-                c.flags |= CONN_F_CLOSE_AFTER
+            # Stopping or not, only an answer that said "Connection: close" closes: one that
+            # went out as keep-alive (its handler ran before the stop) invites the next
+            # request, which is then answered with close, not reset or read and dropped.
         c.flags &= ~CONN_F_JOB_WAITS
         if c.rpos < c.rlen and not (c.flags & CONN_F_CLOSE_AFTER):
             self.conn_process(c)  # pipelined requests waited for these answers
@@ -1111,7 +1126,7 @@ cdef class Worker(Loop):
             if c.timer != FL_TIMER_HEADER or (c.flags & CONN_F_NEW_REQUEST):
                 self.timer_set(c, FL_TIMER_HEADER)  # not restarted by each byte (slowloris)
         else:
-            if self.stopping and (c.flags & CONN_F_USED):
+            if self.stop_phase == FL_STOP_GRACE_OVER and (c.flags & CONN_F_USED):
                 self.conn_close(c)
                 return
             self.release_buffers(c)
@@ -1150,13 +1165,17 @@ cdef class Worker(Loop):
 
     cdef void begin_stop(self) noexcept nogil:
         """Graceful stop. Connections still queued on the listener are taken (closing it would
-        reset them), then it is closed. Idle connections are read once more, since a request
-        may have arrived unread, and closed if none had; busy ones close once their answers
-        (marked Connection: close) are sent. A new connection that has not sent its request
-        yet gets FL_FRESH_GRACE_MS to do so. Whatever remains closes at the deadline."""
+        reset them), then it is closed. Busy connections close once their answers (marked
+        Connection: close) are sent. Idle ones, new or kept alive, get FL_FRESH_GRACE_MS to
+        send a request, which is answered with Connection: close: a keep-alive client whose
+        last answer went out just before the stop sends its next request at once, and closing
+        then would reset it (RFC 9112 9.6). At the end of the grace the idle ones are read
+        once more and closed: only a request sent at that instant races the close. Whatever
+        remains closes at the deadline."""
         if self.listener.fd >= 0:
             self.accept_all()
         self.close_listener()
+        self.stop_phase = FL_STOP_BEGUN
         # Answers from now on say Connection: close; handler threads read it (core/atomic.h).
         fl_atomic_store_int(&self.inbox.stopping, 1)
         self.close_idle(False)
@@ -1291,7 +1310,7 @@ cdef class Worker(Loop):
 
     cdef const char *conn_header(self, int flags) noexcept nogil:
         """The Connection header this answer needs: close, keep-alive (HTTP/1.0), or none."""
-        if not (flags & FL_REQ_KEEP_ALIVE) or self.stopping:
+        if not (flags & FL_REQ_KEEP_ALIVE) or self.stop_phase != FL_STOP_NONE:
             return CONN_CLOSE
         if flags & FL_REQ_HTTP10:
             return CONN_KEEP_ALIVE
@@ -1376,6 +1395,7 @@ cdef class Worker(Loop):
                     continue
                 if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rpos < c.rlen:
                     # Best effort: one send of a 408, then close, whether it went out or not.
+                    self.note_rejected(c, 408)
                     self.conn_put_error(c, 408)
                     if c.fd >= 0:
                         self.conn_flush(c)
@@ -1390,8 +1410,44 @@ cdef class Worker(Loop):
             self.events_to_log[self.nevents_to_log] = what
             self.nevents_to_log += 1
 
+    cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil:
+        """For the access log (on_rejected): the client and the request line, as far as it was
+        read, of a request the core answers itself with status. Taken now, while the request
+        is in c's buffer and the descriptor open; logged after this turn (flush_notes). Past
+        64 in one turn the rest are only counted (stats()["rejected"])."""
+        cdef fl_rejected *r
+        cdef const char *p
+        cdef uint32_t n = 0, avail
+        if self.on_rejected is None or self.nrejected_to_log >= 64:
+            return
+        r = &self.rejected_to_log[self.nrejected_to_log]
+        self.nrejected_to_log += 1
+        r.status = status
+        r.sent = fl_error_responses[fl_status_index(status)].body_len
+        if fl_socket_address(c.fd, 1, r.host, sizeof(r.host), &r.port) < 0:
+            r.host[0] = 0
+            r.port = -1
+        if c.rbuf != NULL and c.rpos < c.rlen:
+            # SAFETY: rbuf holds rlen bytes, the current request from rpos; copied, not kept.
+            p = c.rbuf + c.rpos
+            avail = c.rlen - c.rpos
+            while n < avail and n < sizeof(r.line) and p[n] != b'\r' and p[n] != b'\n':
+                n += 1
+            memcpy(r.line, p, n)
+        r.line_len = n
+
     cdef void flush_notes(self) noexcept:
         cdef int i, what
+        cdef fl_rejected *r
+        try:
+            for i in range(self.nrejected_to_log):
+                r = &self.rejected_to_log[i]
+                host = r.host.decode("utf-8", "surrogateescape")
+                self.on_rejected(r.status, host if r.port < 0 else (host, r.port),
+                                 PyUnicode_DecodeLatin1(r.line, r.line_len, NULL), r.sent)
+        except BaseException:
+            log.exception("fastloop: logging a rejected request failed")
+        self.nrejected_to_log = 0
         try:
             for i in range(self.nevents_to_log):
                 what = self.events_to_log[i]

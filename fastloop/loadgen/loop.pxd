@@ -90,6 +90,7 @@ cdef class BenchLoop:
     cdef int64_t next_due       # earliest wake_ns or deadline_ns of any slot (may be early)
     cdef int64_t finished_ns
     cdef int stopping           # set from another thread (stop()), then the poller is woken
+    cdef int draining           # the same, for stop(drain=True): no new batch; ends once none is under way
     cdef unsigned char *wsmsg   # WebSocket mode: the payload of every message (unmasked)
     cdef size_t wsmsg_len
     cdef int ws_opcode          # FB_WS_OP_TEXT or FB_WS_OP_BINARY
@@ -97,6 +98,7 @@ cdef class BenchLoop:
     cdef uint64_t rng           # fb_rand state: masks and keys
 
     cdef int loop(self) noexcept nogil
+    cdef bint drained(self) noexcept nogil
     cdef fb_conn *conn_for(self, uint64_t token) noexcept nogil
     cdef void begin(self, fb_conn *c) noexcept nogil
     cdef void open_conn(self, fb_conn *c) noexcept nogil

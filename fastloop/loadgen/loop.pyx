@@ -192,9 +192,15 @@ cdef class BenchLoop:
         if rc < 0:
             raise_errno(-rc, "poller wait")
 
-    def stop(self):
-        """Thread-safe: ends run() at its next turn; requests under way count as unfinished."""
-        self.stopping = 1
+    def stop(self, bint drain=False):
+        """Thread-safe: ends run() at its next turn; requests under way count as unfinished.
+        With drain, no new batch starts and run() ends once every batch under way is answered
+        or has failed (its timeout still applies): so a client stopped after its server went
+        away has read every answer the server wrote."""
+        if drain:
+            self.draining = 1
+        else:
+            self.stopping = 1
         if self.poll_open:
             poller.fl_poller_wake(&self.poll)
 
@@ -248,6 +254,8 @@ cdef class BenchLoop:
         while not self.stopping and self.active > 0:
             if self.end_ns and self.now >= self.end_ns:
                 break
+            if self.draining and self.drained():
+                break
             wait_ns = self.next_due - self.now
             if self.end_ns and self.end_ns - self.now < wait_ns:
                 wait_ns = self.end_ns - self.now
@@ -276,6 +284,15 @@ cdef class BenchLoop:
         self.finish()
         return 0
 
+    cdef bint drained(self) noexcept nogil:
+        """stop(drain=True): True once no slot has requests written and unanswered. O(slots),
+        only while draining."""
+        cdef uint32_t k
+        for k in range(self.nconns):
+            if self.conns[k].state == FB_SENDING or self.conns[k].state == FB_RECEIVING:
+                return False
+        return True
+
     cdef fb_conn *conn_for(self, uint64_t token) noexcept nogil:
         cdef uint32_t index = <uint32_t>(token & <uint64_t>0xffffffffU)
         if index >= self.nconns:
@@ -293,6 +310,10 @@ cdef class BenchLoop:
             return
         if self.end_ns and self.now >= self.end_ns:
             c.state = FB_IDLE  # the loop ends this turn
+            return
+        if self.draining:
+            c.state = FB_IDLE
+            c.wake_ns = INT64_MAX  # never due: the loop ends once the others are answered
             return
         if self.budget == 0:
             self.close_conn(c)
