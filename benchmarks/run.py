@@ -412,8 +412,8 @@ def start(spec: Spec, args, tmp: Path) -> h.Server:
         app = "apps:fastapi_app" if spec.mode == "fastapi" else "apps:asgi_app"
         cmd = [sys.executable, "-m", "fastloop", "serve", app, "--interface", "asgi",
                "--lifespan", "off", "--host", "127.0.0.1", "--port", str(port),
-               "--runtime-threads", str(spec.runtime_threads), "--workers", str(spec.workers), "--log-level", "warning",
-               "--backlog", "4096"]
+               "--runtime-threads", str(spec.runtime_threads), "--workers", str(spec.workers),
+               "--log-level", "warning", "--backlog", "4096"]
     elif spec.kind == "fastloop":
         env["PYTHONPATH"] = str(tmp / "snapshot")
         cmd = [sys.executable, str(HERE / "fastloop_suite_server.py"), spec.mode, str(port),
