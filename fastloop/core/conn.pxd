@@ -75,8 +75,3 @@ ctypedef struct fl_conn:
     int64_t deadline          # monotonic ms
     fl_conn *tprev
     fl_conn *tnext
-
-ctypedef struct fl_timer_list:
-    fl_conn *head
-    fl_conn *tail
-    int64_t duration_ms
