@@ -33,7 +33,7 @@ cdef void conn_settle(Worker self, fl_conn *c) noexcept nogil:
         # stopped for a handler, or a client pipelining into a graceful stop): closing then
         # would reset the answers away (RFC 9112 9.6).
         if (c.flags & (CONN_F_LINGER | CONN_F_PEER_EOF)) == CONN_F_LINGER or \
-                ((c.rpos < c.rlen or (c.flags & CONN_F_READ_MORE) or self.stopping)
+                ((c.rb.start < c.rb.end or (c.flags & CONN_F_READ_MORE) or self.stopping)
                  and not (c.flags & CONN_F_PEER_EOF)):
             shutdown(c.fd, SHUT_WR)
             c.state = CONN_CLOSING
@@ -45,7 +45,7 @@ cdef void conn_settle(Worker self, fl_conn *c) noexcept nogil:
         return
     if c.state == CONN_READ_BODY:
         fl_timer_set(&self.timers, c, FL_TIMER_BODY, self.now_ms)  # restarted by progress
-    elif c.rpos < c.rlen:
+    elif c.rb.start < c.rb.end:
         if c.timer != FL_TIMER_HEADER or (c.flags & CONN_F_NEW_REQUEST):
             # Not restarted by each byte (slowloris).
             fl_timer_set(&self.timers, c, FL_TIMER_HEADER, self.now_ms)
@@ -74,13 +74,13 @@ cdef void conn_close(Worker self, fl_conn *c) noexcept nogil:
     c.gen += 1
     c.state = CONN_READ_HEAD
     c.flags = 0
-    c.rpos = c.rlen = c.scanned = 0
-    c.wsent = c.wlen = 0
+    c.rb.start = c.rb.end = c.scanned = 0
+    c.wb.start = c.wb.end = 0
     release_buffers(self, c)
-    if c.wbuf != NULL:
-        fl_bufpool_put(&self.pool, c.wbuf, c.wcap)
-        c.wbuf = NULL
-        c.wcap = 0
+    if c.wb.p != NULL:
+        fl_bufpool_put(&self.pool, c.wb.p, c.wb.cap)
+        c.wb.p = NULL
+        c.wb.cap = 0
     self.counters.closed += 1
     self.counters.open -= 1
     if self.open_total != NULL:
@@ -106,7 +106,7 @@ cdef void timers_expire(Worker self, int64_t now) noexcept nogil:
                 fl_job_give_body(c.job, NULL, 0, -408)
                 c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
                 continue
-            if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rpos < c.rlen:
+            if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rb.start < c.rb.end:
                 # Best effort: one send of a 408, then close, whether it went out or not.
                 self.conn_put_error(c, 408)
                 if c.fd >= 0:
@@ -132,13 +132,13 @@ cdef void close_idle(Worker self, bint fresh_too) noexcept nogil:
     cdef fl_conn *c
     for i in range(self.nslots):
         c = self.slots[i]
-        if c.fd < 0 or c.state != CONN_READ_HEAD or c.rpos != c.rlen or fl_has_output(c):
+        if c.fd < 0 or c.state != CONN_READ_HEAD or c.rb.start != c.rb.end or fl_has_output(c):
             continue
         self.conn_read(c, FL_HUP)
         if c.fd < 0 or c.state == CONN_IN_HANDLER:
             continue
         if fresh_too and not (c.flags & CONN_F_USED) and c.state == CONN_READ_HEAD \
-                and c.rpos == c.rlen and c.wsent == c.wlen:
+                and c.rb.start == c.rb.end and c.wb.start == c.wb.end:
             conn_close(self, c)
         else:
             conn_settle(self, c)  # closes it if idle after a request, answers otherwise

@@ -2,6 +2,8 @@
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
+from fastloop.core cimport buf
+
 
 # What the connection is doing (fl_conn.state).
 cdef enum:
@@ -42,16 +44,14 @@ ctypedef struct fl_conn:
     uint32_t gen              # bumped on close: events carrying an older one are stale
     int state
     int flags
-    # Offsets into rbuf are 32-bit: rbuf_ensure caps a read buffer at FL_RBUF_MAX (2 GiB).
-    # Lengths from the wire are 64-bit: a streaming route's body may be far larger.
-    char *rbuf                # request bytes; NULL while idle (buffers come from the pool)
-    uint32_t rcap
-    uint32_t rpos             # start of the current request
-    uint32_t rlen             # end of the bytes read
-    uint32_t scanned          # bytes after rpos already searched for the end of the head
+    # Offsets into rb fit 32 bits (jobs keep them so): rbuf_ensure caps a read buffer at
+    # FL_RBUF_MAX (2 GiB). Lengths from the wire are 64-bit: a streaming body may be far larger.
+    buf.fl_buf rb             # request bytes: rb.start is the current request, rb.end the end of
+                              # the bytes read; no block while idle (blocks come from the pool)
+    uint32_t scanned          # bytes after rb.start already searched for the end of the head
     uint32_t head_len         # head of the current request, once parsed
     uint64_t req_len          # raw bytes of the current request (head + framed body), once known
-    uint64_t body_len         # its decoded body, which follows the head in rbuf (streaming:
+    uint64_t body_len         # its decoded body, which follows the head in rb (streaming:
                               # the Content-Length, then the bytes handed to the handler)
     fl_chunked chunked        # the decoder's state, for a chunked body
     uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
@@ -67,10 +67,7 @@ ctypedef struct fl_conn:
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
     fl_request_line line      # its method, path, query and version
-    char *wbuf                # responses not yet sent
-    size_t wcap
-    size_t wsent
-    size_t wlen
+    buf.fl_buf wb             # responses: wb.start is the first byte not yet sent
     int timer                 # FL_TIMER_*, the list the connection is on
     int64_t deadline          # monotonic ms
     fl_conn *tprev

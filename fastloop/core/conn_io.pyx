@@ -8,8 +8,8 @@
 # conn_close, closing.pyx) when they fail: a caller checks c.fd (or the result) afterwards.
 
 from libc.errno cimport EAGAIN, EINTR, ENOMEM, errno
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memmove, strlen
+from libc.stdint cimport SIZE_MAX
+from libc.string cimport memcpy, strlen
 from posix.unistd cimport close
 
 
@@ -27,7 +27,7 @@ cdef const char *CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 cdef inline bint fl_has_output(fl_conn *c) noexcept nogil:
     """Bytes, a file or queued answer messages still to go out on c."""
-    return c.wsent < c.wlen or c.file_fd >= 0 or c.outq != NULL
+    return c.wb.start < c.wb.end or c.file_fd >= 0 or c.outq != NULL
 
 
 cdef int conn_flush(Worker self, fl_conn *c) noexcept nogil:
@@ -36,10 +36,10 @@ cdef int conn_flush(Worker self, fl_conn *c) noexcept nogil:
     cdef ssize_t n
     cdef int err, end
     while True:
-        while c.wsent < c.wlen:
-            n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
+        while c.wb.start < c.wb.end:
+            n = send(c.fd, c.wb.p + c.wb.start, c.wb.end - c.wb.start, MSG_NOSIGNAL)
             if n >= 0:
-                c.wsent += n
+                c.wb.start += n
                 self.counters.bytes_out += n
                 if c.job != NULL:
                     fl_job_sent(c.job, <uint64_t>n)  # a streaming producer may go on
@@ -50,13 +50,13 @@ cdef int conn_flush(Worker self, fl_conn *c) noexcept nogil:
             if err == FL_IO_CLOSED:
                 return -1
             break  # EAGAIN: the next writable edge resumes
-        if c.wsent < c.wlen:
+        if c.wb.start < c.wb.end:
             break
-        c.wsent = c.wlen = 0
-        if c.wbuf != NULL:
-            fl_bufpool_put(&self.pool, c.wbuf, c.wcap)
-            c.wbuf = NULL
-            c.wcap = 0
+        c.wb.start = c.wb.end = 0
+        if c.wb.p != NULL:
+            fl_bufpool_put(&self.pool, c.wb.p, c.wb.cap)
+            c.wb.p = NULL
+            c.wb.cap = 0
         if c.file_fd >= 0:
             while c.file_left > 0:
                 n = fl_sendfile(c.fd, c.file_fd, &c.file_off, <size_t>min(c.file_left, <int64_t>1 << 30))
@@ -90,12 +90,12 @@ cdef int conn_flush(Worker self, fl_conn *c) noexcept nogil:
             conn_pump(self, c)
             if c.fd < 0:
                 return -1
-            if c.wsent < c.wlen or c.file_fd >= 0:
+            if c.wb.start < c.wb.end or c.file_fd >= 0:
                 continue
         break
     if c.flags & CONN_F_JOB_WAITS:
         conn_resume_job(self, c)
-    if (c.flags & CONN_F_PAUSED) and c.wlen - c.wsent < FL_LOW_WATER and c.file_fd < 0:
+    if (c.flags & CONN_F_PAUSED) and c.wb.end - c.wb.start < FL_LOW_WATER and c.file_fd < 0:
         # Room again: buffered requests are answered, and reading resumes, next turn.
         c.flags &= ~CONN_F_PAUSED
         self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
@@ -116,14 +116,14 @@ cdef void conn_pump(Worker self, fl_conn *c) noexcept nogil:
         if m.kind == MSG_DATA:
             if m.len:
                 c.flags |= CONN_F_ANSWERED
-                if c.wsent == c.wlen and m.data != NULL:
+                if c.wb.start == c.wb.end and m.data != NULL:
                     # Nothing else waits to be sent: the message's buffer becomes the output.
-                    if c.wbuf != NULL:
-                        fl_bufpool_put(&self.pool, c.wbuf, c.wcap)
-                    c.wbuf = m.data
-                    c.wcap = m.len
-                    c.wsent = 0
-                    c.wlen = m.len
+                    if c.wb.p != NULL:
+                        fl_bufpool_put(&self.pool, c.wb.p, c.wb.cap)
+                    c.wb.p = m.data
+                    c.wb.cap = m.len
+                    c.wb.start = 0
+                    c.wb.end = m.len
                     m.data = NULL
                 elif conn_put(self, c, m.data, m.len) < 0:
                     fl_msg_free(m)
@@ -182,84 +182,25 @@ cdef int conn_io_failed(Worker self, fl_conn *c, int err) noexcept nogil:
 
 
 cdef int rbuf_ensure(Worker self, fl_conn *c, size_t need) noexcept nogil:
-    """Makes room for need more bytes after c.rlen. Returns 0, or -1 when out of memory."""
-    cdef size_t cap, live
-    cdef char *nb
-    if c.rbuf == NULL:
-        c.rbuf = fl_bufpool_get(&self.pool)
-        if c.rbuf == NULL:
-            return -1
-        c.rcap = FL_BUF_SIZE
-        c.rpos = c.rlen = 0
-    if c.rcap - c.rlen >= need:
-        return 0
-    if c.rpos:
-        # SAFETY: the parsed spans of earlier requests are no longer referenced.
-        live = c.rlen - c.rpos
-        memmove(c.rbuf, c.rbuf + c.rpos, live)
-        c.rpos = 0
-        c.rlen = <uint32_t>live
-        if c.rcap - c.rlen >= need:
-            return 0
-    cap = c.rcap
-    while cap - c.rlen < need:
-        cap *= 2
-    if cap > FL_RBUF_MAX:
-        return -1
-    nb = <char *>malloc(cap)
-    if nb == NULL:
-        return -1
-    memcpy(nb, c.rbuf, c.rlen)
-    fl_bufpool_put(&self.pool, c.rbuf, c.rcap)
-    c.rbuf = nb
-    c.rcap = <uint32_t>cap
-    return 0
+    """Makes room for need more bytes after c.rb.end. Returns 0, or -1 when out of memory."""
+    # SAFETY: compacting moves the live bytes: the parsed spans of earlier requests are no
+    # longer referenced, and staged requests are copied out first (conn_process).
+    return -1 if fl_bufpool_reserve(&self.pool, &c.rb, need, FL_RBUF_MAX) < 0 else 0
 
 
 cdef int conn_reserve(Worker self, fl_conn *c, size_t need) noexcept nogil:
     """Makes room for need more output bytes. Returns 0, or -1 (and closes c) without memory."""
-    cdef size_t cap, live
-    cdef char *nb
-    if c.wbuf == NULL:
-        cap = FL_BUF_SIZE
-        while cap < need:
-            cap *= 2
-        c.wbuf = fl_bufpool_get(&self.pool) if cap == FL_BUF_SIZE else <char *>malloc(cap)
-        if c.wbuf == NULL:
-            self.count_errno(self.counters.io_errors, ENOMEM)
-            conn_close(self, c)
-            return -1
-        c.wcap = cap
-        c.wsent = c.wlen = 0
-        return 0
-    if c.wcap - c.wlen >= need:
-        return 0
-    if c.wsent:
-        live = c.wlen - c.wsent
-        memmove(c.wbuf, c.wbuf + c.wsent, live)
-        c.wsent = 0
-        c.wlen = live
-        if c.wcap - c.wlen >= need:
-            return 0
-    cap = c.wcap
-    while cap - c.wlen < need:
-        cap *= 2
-    nb = <char *>malloc(cap)
-    if nb == NULL:
+    if fl_bufpool_reserve(&self.pool, &c.wb, need, SIZE_MAX) < 0:
         self.count_errno(self.counters.io_errors, ENOMEM)
         conn_close(self, c)
         return -1
-    memcpy(nb, c.wbuf, c.wlen)
-    fl_bufpool_put(&self.pool, c.wbuf, c.wcap)
-    c.wbuf = nb
-    c.wcap = cap
     return 0
 
 
 cdef inline void put_raw(Worker self, fl_conn *c, const char *p, size_t n) noexcept nogil:
     # Only after conn_reserve made room.
-    memcpy(c.wbuf + c.wlen, p, n)
-    c.wlen += n
+    memcpy(c.wb.p + c.wb.end, p, n)
+    c.wb.end += n
 
 
 cdef int conn_put(Worker self, fl_conn *c, const char *p, size_t n) noexcept nogil:
@@ -294,8 +235,8 @@ cdef int conn_put_static(Worker self, fl_conn *c, fl_static *s, int flags) noexc
 
 cdef void release_buffers(Worker self, fl_conn *c) noexcept nogil:
     # An idle connection holds no read buffer: thousands of idle clients cost little.
-    if c.rbuf != NULL and c.rpos == c.rlen:
-        fl_bufpool_put(&self.pool, c.rbuf, c.rcap)
-        c.rbuf = NULL
-        c.rcap = 0
-        c.rpos = c.rlen = 0
+    if c.rb.p != NULL and c.rb.start == c.rb.end:
+        fl_bufpool_put(&self.pool, c.rb.p, c.rb.cap)
+        c.rb.p = NULL
+        c.rb.cap = 0
+        c.rb.start = c.rb.end = 0

@@ -60,7 +60,7 @@ cdef int conn_stage(Worker self, fl_conn *c) noexcept nogil:
     """Adds c's current request (complete) to the job being gathered and moves past it,
     as consume() would, but without counting it (its answer is not there yet)."""
     cdef fl_jobreq *q = &self.stage[self.nstage]
-    q.off = c.rpos
+    q.off = c.rb.start
     q.head_len = c.head_len
     q.body_len = c.body_len
     q.line = c.line
@@ -90,9 +90,9 @@ cdef int conn_end_process(Worker self, fl_conn *c, int rc) noexcept nogil:
     for i in range(self.nstage):
         q = &j.reqs[i]
         q[0] = self.stage[i]
-        # SAFETY: each staged request is complete in c.rbuf at q.off (head, then its
+        # SAFETY: each staged request is complete in c.rb.p at q.off (head, then its
         # decoded body): nothing moved the buffer since conn_stage (see conn_process).
-        memcpy(j.req + at, c.rbuf + q.off, q.head_len + q.body_len)
+        memcpy(j.req + at, c.rb.p + q.off, q.head_len + q.body_len)
         q.off = <uint32_t>at
         at += q.head_len + q.body_len
     self.nstage = 0
@@ -125,9 +125,9 @@ cdef int conn_start_job(Worker self, fl_conn *c) noexcept nogil:
         self.count_errno(self.counters.io_errors, ENOMEM)
         conn_close(self, c)
         return -1
-    # SAFETY: the head (and body) are complete in c.rbuf from rpos; copied, so the buffer
+    # SAFETY: the head (and body) are complete in c.rb.p from rpos; copied, so the buffer
     # may move or be reused while the handler runs.
-    memcpy(j.req, c.rbuf + c.rpos, size)
+    memcpy(j.req, c.rb.p + c.rb.start, size)
     j.reqs[0].off = 0
     j.reqs[0].head_len = c.head_len
     j.reqs[0].body_len = 0 if stream else c.body_len
@@ -140,7 +140,7 @@ cdef int conn_start_job(Worker self, fl_conn *c) noexcept nogil:
     queue_job(self, j)
     if stream:
         # The head is in the job: drop it, so the body starts at rpos.
-        c.rpos += c.head_len
+        c.rb.start += c.head_len
         if c.req_flags & FL_REQ_CHUNKED:
             fl_chunked_start(&c.chunked, 0)
             c.body_left = 1
@@ -149,7 +149,7 @@ cdef int conn_start_job(Worker self, fl_conn *c) noexcept nogil:
         c.body_len = 0  # from here: body bytes handed to the handler
         if c.body_left == 0:
             fl_job_give_body(j, NULL, 0, 1)
-        elif c.rpos < c.rlen:
+        elif c.rb.start < c.rb.end:
             conn_deliver_body(self, c)
     return 0
 
@@ -157,22 +157,22 @@ cdef int conn_start_job(Worker self, fl_conn *c) noexcept nogil:
 cdef int conn_deliver_body(Worker self, fl_conn *c) noexcept nogil:
     """Hands the body bytes buffered for a streaming route to its handler: 0 for more,
     1 to stop reading (the handler holds enough, or the body ended or failed)."""
-    cdef uint32_t avail = c.rlen - c.rpos
+    cdef uint32_t avail = c.rb.end - c.rb.start
     cdef uint32_t n
     cdef int rc, full
     cdef int64_t room
     if c.req_flags & FL_REQ_CHUNKED:
         room = self.limits.body_bytes - <int64_t>c.body_len
-        rc = fl_decode_chunked(c.rbuf + c.rpos, avail, &c.chunked, room)
+        rc = fl_decode_chunked(c.rb.p + c.rb.start, avail, &c.chunked, room)
         if rc < 0:
             fl_job_give_body(c.job, NULL, 0, rc)
             c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
-            c.rpos = c.rlen = 0
+            c.rb.start = c.rb.end = 0
             return 1
         n = c.chunked.out  # decoded bytes sit at the start of the buffer
-        full = fl_job_give_body(c.job, c.rbuf + c.rpos, n, 1 if rc == 1 else 0)
+        full = fl_job_give_body(c.job, c.rb.p + c.rb.start, n, 1 if rc == 1 else 0)
         # Rebase the decoder on what remains: decoded bytes are the handler's now.
-        c.rpos += c.chunked.in_
+        c.rb.start += c.chunked.in_
         c.chunked.in_ = c.chunked.out = 0
         c.body_len += n
         if rc == 1:
@@ -180,11 +180,11 @@ cdef int conn_deliver_body(Worker self, fl_conn *c) noexcept nogil:
     else:
         n = <uint32_t>min(<uint64_t>avail, c.body_left)
         c.body_left -= n
-        full = fl_job_give_body(c.job, c.rbuf + c.rpos, n, 1 if c.body_left == 0 else 0)
-        c.rpos += n
+        full = fl_job_give_body(c.job, c.rb.p + c.rb.start, n, 1 if c.body_left == 0 else 0)
+        c.rb.start += n
         c.body_len += n
-    if c.rpos == c.rlen:
-        c.rpos = c.rlen = 0
+    if c.rb.start == c.rb.end:
+        c.rb.start = c.rb.end = 0
     if full < 0:
         self.count_errno(self.counters.io_errors, ENOMEM)
         conn_close(self, c)
@@ -206,9 +206,9 @@ cdef void conn_read_body(Worker self, fl_conn *c) noexcept nogil:
             self.count_errno(self.counters.io_errors, ENOMEM)
             conn_close(self, c)
             return
-        n = recv(c.fd, c.rbuf + c.rlen, c.rcap - c.rlen, 0)
+        n = recv(c.fd, c.rb.p + c.rb.end, c.rb.cap - c.rb.end, 0)
         if n > 0:
-            c.rlen += <uint32_t>n
+            c.rb.end += <uint32_t>n
             self.counters.bytes_in += n
             if conn_deliver_body(self, c):
                 c.flags |= CONN_F_READ_MORE  # the rest waits for the handler or its answer
@@ -263,12 +263,12 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
         if flags & END_CLOSE:
             c.flags |= CONN_F_CLOSE_AFTER  # nothing after an answer that closes
         c.state = c.resume_state
-        if c.rpos == c.rlen:
-            c.rpos = c.rlen = 0
+        if c.rb.start == c.rb.end:
+            c.rb.start = c.rb.end = 0
         if self.stopping:
             c.flags |= CONN_F_CLOSE_AFTER
     c.flags &= ~CONN_F_JOB_WAITS
-    if c.rpos < c.rlen and not (c.flags & CONN_F_CLOSE_AFTER):
+    if c.rb.start < c.rb.end and not (c.flags & CONN_F_CLOSE_AFTER):
         self.conn_process(c)  # pipelined requests waited for these answers
     if c.fd >= 0 and c.state != CONN_IN_HANDLER and (c.flags & CONN_F_READ_MORE):
         c.flags &= ~CONN_F_READ_MORE
@@ -278,7 +278,7 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
 cdef void conn_resume_job(Worker self, fl_conn *c) noexcept nogil:
     """A job held back for a client that did not read (END_MORE) goes back to the handler
     threads once the client has caught up."""
-    if c.wlen - c.wsent < FL_LOW_WATER and c.file_fd < 0 and c.outq == NULL:
+    if c.wb.end - c.wb.start < FL_LOW_WATER and c.file_fd < 0 and c.outq == NULL:
         c.flags &= ~CONN_F_JOB_WAITS
         fl_atomic_add_int(&c.job.refs, 1)  # the handler's reference, again
         queue_job(self, c.job)

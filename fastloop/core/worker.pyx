@@ -160,10 +160,10 @@ cdef class Worker(Loop):
             c = self.slots[i]
             if c.fd >= 0:
                 conn_close(self, c)
-            if c.rbuf != NULL:
-                free(c.rbuf)
-            if c.wbuf != NULL:
-                free(c.wbuf)
+            if c.rb.p != NULL:
+                free(c.rb.p)
+            if c.wb.p != NULL:
+                free(c.wb.p)
             free(c)
         free(self.slots)
         free(self.free_slots)
@@ -310,8 +310,8 @@ cdef class Worker(Loop):
         c.fd = fd
         c.state = CONN_READ_HEAD
         c.flags = 0
-        c.rpos = c.rlen = c.scanned = 0
-        c.wsent = c.wlen = 0
+        c.rb.start = c.rb.end = c.scanned = 0
+        c.wb.start = c.wb.end = 0
         c.timer = FL_TIMER_NONE
         c.job = NULL
         c.outq = c.outq_tail = NULL
@@ -421,7 +421,7 @@ cdef class Worker(Loop):
         if c.flags & (CONN_F_PAUSED | CONN_F_CLOSE_AFTER | CONN_F_PEER_EOF):
             return
         c.flags &= ~CONN_F_READ_MORE
-        if c.rpos < c.rlen:
+        if c.rb.start < c.rb.end:
             # Requests may wait in the buffer (reading paused, or stopped for the Python
             # phase): answer them before reading more, as no new edge will announce them.
             rc = self.conn_process(c)
@@ -438,10 +438,10 @@ cdef class Worker(Loop):
                 self.count_errno(self.counters.io_errors, ENOMEM)
                 conn_close(self, c)
                 return
-            space = c.rcap - c.rlen
-            n = recv(c.fd, c.rbuf + c.rlen, space, 0)
+            space = c.rb.cap - c.rb.end
+            n = recv(c.fd, c.rb.p + c.rb.end, space, 0)
             if n > 0:
-                c.rlen += <uint32_t>n
+                c.rb.end += <uint32_t>n
                 self.counters.bytes_in += n
                 rc = self.conn_process(c)
                 if rc == FL_PROC_PY:
@@ -490,22 +490,22 @@ cdef class Worker(Loop):
                 return conn_end_process(self, c, FL_PROC_STOP)
             if self.nstage == FL_STAGE_MAX:
                 return conn_end_process(self, c, FL_PROC_MORE)
-            if c.wlen - c.wsent > FL_HIGH_WATER:
+            if c.wb.end - c.wb.start > FL_HIGH_WATER:
                 # Backpressure: the client is not reading its answers, so stop reading its
                 # requests; TCP flow control then slows it down. Memory stays bounded.
                 c.flags |= CONN_F_PAUSED
                 return conn_end_process(self, c, FL_PROC_STOP)
-            p = c.rbuf + c.rpos
-            avail = c.rlen - c.rpos
+            p = c.rb.p + c.rb.start
+            avail = c.rb.end - c.rb.start
             if c.state == CONN_READ_HEAD:
                 # RFC 9112 2.2: ignore empty lines received before a request-line.
                 while avail >= 2 and p[0] == c'\r' and p[1] == c'\n':
-                    c.rpos += 2
+                    c.rb.start += 2
                     p += 2
                     avail -= 2
                 if avail == 0:
                     # (Staged bytes stay where they are until conn_end_process copies them.)
-                    c.rpos = c.rlen = c.scanned = 0
+                    c.rb.start = c.rb.end = c.scanned = 0
                     return conn_end_process(self, c, FL_PROC_MORE)
                 end = fl_frame_head(p, avail, &c.scanned, &self.req, &self.limits)
                 if end == 0:
@@ -567,7 +567,7 @@ cdef class Worker(Loop):
                     # and an undecoded tail, never the raw message: chunk extensions or 1-byte
                     # chunks cannot make it grow past what body_bytes allows.
                     memmove(p + c.chunked.out, p + c.chunked.in_, avail - c.chunked.in_)
-                    c.rlen -= c.chunked.in_ - c.chunked.out
+                    c.rb.end -= c.chunked.in_ - c.chunked.out
                     c.chunked.in_ = c.chunked.out
             else:
                 complete = avail >= c.req_len
@@ -595,7 +595,7 @@ cdef class Worker(Loop):
                         # (RFC 9110 10.1.1), then close, since the body may still come.
                         if conn_put_static(self, c, &self.statics[c.route], c.req_flags & ~FL_REQ_KEEP_ALIVE) == 0:
                             self.counters.requests += 1
-                            c.rpos = c.rlen = 0
+                            c.rb.start = c.rb.end = 0
                             c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
                         return FL_PROC_STOP
                     c.flags |= CONN_F_CONTINUE_SENT
@@ -615,13 +615,13 @@ cdef class Worker(Loop):
         """The current request is answered: move on to the next one."""
         self.counters.requests += 1
         self.conn_past_request(c)
-        if c.rpos == c.rlen:
-            c.rpos = c.rlen = 0
+        if c.rb.start == c.rb.end:
+            c.rb.start = c.rb.end = 0
 
     cdef void conn_past_request(self, fl_conn *c) noexcept nogil:
         """Moves c's parsing past its current request (answered, or staged for a job)."""
         # req_len <= FL_RBUF_MAX here (conn_process rejects more; a streaming request's is 0)
-        c.rpos += <uint32_t>c.req_len
+        c.rb.start += <uint32_t>c.req_len
         c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
@@ -638,12 +638,12 @@ cdef class Worker(Loop):
 
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil:
         cdef fl_static *s = &fl_error_responses[fl_status_index(status)]
-        c.rpos = c.rlen = c.scanned = 0
+        c.rb.start = c.rb.end = c.scanned = 0
         c.state = CONN_READ_HEAD
         c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
         if conn_reserve(self, c, fl_error_len(s)) < 0:
             return
-        c.wlen += fl_put_error(c.wbuf + c.wlen, s, self.date_line)
+        c.wb.end += fl_put_error(c.wb.p + c.wb.end, s, self.date_line)
 
     # ---- the Date line ----------------------------------------------------------------------
 
