@@ -6,6 +6,7 @@ include "includes/system.pxd"
 
 include "core/poller.pxd"
 include "core/http.pxd"
+include "core/status.pxd"
 include "core/handoff.pxd"
 include "core/conn.pxd"
 include "core/timers.pxd"

@@ -7,6 +7,7 @@ DEFAULT_LIMITS: dict[str, int]
 DEFAULT_TIMEOUTS: dict[str, float]
 TIMER_NAMES: tuple[str | None, ...]
 FL_STATUSES: tuple[int, ...]
+STATUS_TEXTS: dict[int, str]
 
 READABLE: int
 WRITABLE: int

@@ -1,5 +1,5 @@
-# The prebuilt answers C sends by itself (errors, static routes), the timeouts and statuses
-# the loops count, and routing a request to its handler (on a handler thread).
+# The prebuilt answers C sends by itself (errors, static routes), the timeouts the loops
+# count, and routing a request to its handler (on a handler thread).
 
 import os as _os
 from http import HTTPStatus as _HTTPStatus
@@ -17,19 +17,9 @@ DEFAULT_TIMEOUTS = {
 
 TIMER_NAMES = (None, "header", "idle", "write", "linger", "body")
 
-# Statuses C answers by itself; fl_status_index maps each to its counter slot.
-FL_STATUSES = (400, 408, 413, 414, 431, 501, 505, 503)
-
-
-cdef int fl_status_index(int status) noexcept nogil:
-    if status == 400: return 0
-    if status == 408: return 1
-    if status == 413: return 2
-    if status == 414: return 3
-    if status == 431: return 4
-    if status == 501: return 5
-    if status == 505: return 6
-    return 7
+# The statuses C answers by itself, and their texts: status.h, the one list.
+FL_STATUSES = tuple(fl_statuses[i] for i in range(FL_NSTATUS))
+STATUS_TEXTS = {fl_statuses[i]: fl_status_texts[i].decode() for i in range(FL_NSTATUS)}
 
 
 cdef bytes SERVER = b"Server: fastloop\r\n"

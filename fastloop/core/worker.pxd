@@ -5,7 +5,6 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef enum:
     FL_NERRNO = 256             # errno values counted by name; larger ones share the last slot
-    FL_NSTATUS = 8              # rejection statuses counted one by one (see fl_status_index)
 
 ctypedef struct fl_counters:
     uint64_t accepted           # connections this loop took ownership of (accept() or hand-over)

@@ -259,6 +259,11 @@ cdef class Worker(Loop):
         self.njobs = 0
         fl_inbox_close(self.inbox)  # answers still coming are dropped and counted
         self.close_listener()
+        if self.nevents_to_log:
+            # The last turns' rejections and timeouts: the loop ended before the wait that
+            # would have logged them.
+            with gil:
+                self.flush_notes()
         return 0
 
     cdef void accept_all(self) noexcept nogil:
@@ -665,7 +670,8 @@ cdef class Worker(Loop):
             for i in range(self.nevents_to_log):
                 what = self.events_to_log[i]
                 if what > 0:
-                    log.debug("fastloop: worker %d rejected a request: %d", self.index, what)
+                    log.debug("fastloop: worker %d rejected a request: %d (%s)", self.index, what,
+                              fl_status_texts[fl_status_index(what)].decode())
                 else:
                     log.debug("fastloop: worker %d closed a connection: %s timeout", self.index,
                               TIMER_NAMES[-what])
