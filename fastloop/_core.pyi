@@ -14,6 +14,7 @@ WRITABLE: int
 HUP: int
 WAKER_TOKEN: int
 BUF_SIZE: int
+DEBUG_BUILD: bool
 POOL_MAX: int
 
 _Headers = Union[Mapping[str, str], Sequence[Tuple[str, str]], None]
@@ -98,6 +99,12 @@ class Timers:
     def pop(self, kind: int, now: int) -> int | None: ...
     def kind(self, i: int) -> int: ...
     def deadline(self, i: int) -> int: ...
+
+def conn_invariant_of(*, fd: int = ..., state: int = ..., flags: int = ..., job: bool = ...,
+                      rb: tuple[bool, int, int, int] = ..., wb: tuple[bool, int, int, int] = ...,
+                      outq: bool = ..., outq_tail: bool = ..., file_fd: int = ...,
+                      file_end: int = ..., timer: int = ...,
+                      timer_linked: bool = ...) -> str | None: ...
 
 class BufPool:
     spare: int

@@ -1,4 +1,49 @@
-# The per-connection C struct. Only its owning worker thread ever touches it.
+# The per-connection C struct and its state machine. Only its owning worker thread ever
+# touches it.
+#
+# Theory of operation. A connection is in one of four states (below), and its flags say what
+# the state alone does not. Every event ends in conn_settle (closing.pyx), which flushes it,
+# then puts it on the timer its state needs, lingers or closes it. The state x event table
+# (-> the state it takes; the function that makes the change):
+#
+#   state \ event  readable (conn_read)      answer message (inbox)     timer expires
+#   --------------+-------------------------+--------------------------+--------------------------
+#   READ_HEAD      head parsed: a static    -                          HEADER: 408 if bytes came,
+#                  answer, or staged        (messages only come        close; IDLE: close
+#                  (conn_process, stage);   while IN_HANDLER)
+#                  body to wait for ->
+#                  READ_BODY; a streaming
+#                  route -> IN_HANDLER
+#                  (conn_start_job); staged
+#                  requests -> IN_HANDLER
+#                  (conn_end_process); bad
+#                  input: 4xx, CLOSE_AFTER
+#                  (conn_reject)
+#   READ_BODY      body complete: answered  -                          BODY: 408, close
+#                  or staged -> READ_HEAD
+#   IN_HANDLER     streaming: the body to   queued, then output        BODY (streaming): the
+#                  the job (conn_read_body) (conn_pump); the one       handler's read fails 408,
+#                  else READ_MORE: read     marked END -> resume_state CLOSE_AFTER; WRITE: close
+#                  once it is answered      (conn_answer_done), END_
+#                                           MORE: JOB_WAITS until the
+#                                           client reads
+#   CLOSING        discarded until EOF,     -                          LINGER: close
+#                  then close
+#
+# In every state: writable -> flush (conn_flush); output left -> the WRITE timer; CLOSE_AFTER
+# and nothing left to send (and no handler) -> CLOSING when input may be left unread (linger:
+# shut down writing, drain), else closed; an I/O error, EOF after the answers, ENOMEM or the
+# stop deadline -> closed (conn_close: the slot is free, its generation bumped).
+#
+# Invariants, checked after every event in a FASTLOOP_DEBUG=1 build (conn_check.pyx):
+#   - a free slot (fd -1) has no job, timer, queued answer, file or buffer;
+#   - c.job is set exactly while IN_HANDLER; STREAM and JOB_WAITS only while IN_HANDLER;
+#     BODY_FULL only with STREAM; CLOSING only with CLOSE_AFTER;
+#   - each buffer has start <= end <= cap, and no capacity without a block;
+#   - the answer queue has a head exactly when it has a tail; file_end only with a file;
+#   - a connection on a timer is linked into its kind's list, one on none is on no list;
+#   - for the worker: open == live slots, accepted == closed + open, each timer list holds
+#     open connections of its kind only, sorted by deadline.
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 

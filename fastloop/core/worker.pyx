@@ -247,6 +247,8 @@ cdef class Worker(Loop):
                 fl_pool_push(self.handlers, self.jobs_first, self.jobs_last, self.njobs)
                 self.jobs_first = self.jobs_last = NULL
                 self.njobs = 0
+            if FASTLOOP_DEBUG:
+                worker_check(self)  # ... and the whole table's, after every turn
         take_inbox(self)  # in transit from the acceptor: registered, then closed with the rest
         for i in range(<int>self.nslots):
             if self.slots[i].fd >= 0:
@@ -391,6 +393,8 @@ cdef class Worker(Loop):
             self.conn_read(c, mask)
         if c.fd >= 0:
             conn_settle(self, c)
+        if FASTLOOP_DEBUG:
+            conn_check(self, c)  # conn.pxd's invariants, after every event (conn_check.pyx)
 
     cdef void conn_read(self, fl_conn *c, int mask) noexcept nogil:
         cdef char discard[4096]
