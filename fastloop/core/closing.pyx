@@ -1,12 +1,14 @@
 # What becomes of a connection after an event: conn_settle flushes it, then puts it on the
 # timer its state needs, lingers (shuts down writing and drains its input) or closes it;
 # conn_close closes it exactly once; timers_expire acts on the timers that ran out (the lists
-# are timers.pyx); begin_stop and close_idle are the graceful stop.
+# are timers.pyx); begin_stop and close_idle are the graceful stop; refuse and drop_fd close a
+# descriptor that adopt() could not take.
 #
 # These are Worker methods in all but syntax: Cython allows no `include` in a class body, so
 # they are module functions taking the Worker as `self`, with the bodies they had as methods.
 # They run on the worker's thread only, without the GIL.
 
+from libc.errno cimport ENOMEM
 from posix.unistd cimport close
 
 
@@ -142,3 +144,31 @@ cdef void close_idle(Worker self, bint fresh_too) noexcept nogil:
             conn_close(self, c)
         else:
             conn_settle(self, c)  # closes it if idle after a request, answers otherwise
+
+
+cdef void refuse(Worker self, int fd) noexcept nogil:
+    """Over limit_concurrency: one best-effort 503, then close (counted as a rejection)."""
+    cdef char buf[512]
+    cdef fl_static *s = &fl_error_responses[fl_status_index(503)]
+    if fl_error_len(s) <= sizeof(buf):
+        send(fd, buf, fl_put_error(buf, s, self.date_line), MSG_NOSIGNAL)
+        shutdown(fd, SHUT_WR)
+        # Whatever the client already sent would turn the close into a reset that can
+        # destroy the 503 in flight: swallow what is there (without waiting for more).
+        while recv(fd, buf, sizeof(buf), 0) > 0:
+            pass
+    self.counters.rejected[fl_status_index(503)] += 1
+    self.note(503)
+    close(fd)
+    self.counters.closed += 1
+    self.counters.open -= 1
+
+
+cdef void drop_fd(Worker self, int fd) noexcept nogil:
+    """adopt() could not make room for fd: close it, counted as an ENOMEM I/O error."""
+    close(fd)
+    self.counters.closed += 1
+    self.counters.open -= 1
+    if self.open_total != NULL:
+        fl_atomic_add(self.open_total, -1)
+    self.count_errno(self.counters.io_errors, ENOMEM)

@@ -108,8 +108,6 @@ cdef class Worker(Loop):
     cdef void consume(self, fl_conn *c) noexcept nogil
     cdef void conn_past_request(self, fl_conn *c) noexcept nogil
     cdef void accept_all(self) noexcept nogil
-    cdef void drop_fd(self, int fd) noexcept nogil
-    cdef void refuse(self, int fd) noexcept nogil
     cdef void refresh_date(self) noexcept nogil
     cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
     cdef void note(self, int what) noexcept nogil

@@ -56,29 +56,6 @@ cdef enum:
     FL_PROC_STOP = 2              # parse nothing more for now (closing, paused or closed)
 
 
-cdef int fl_match_path(const fl_static *routes, int n, const char *p, fl_span path) noexcept nogil:
-    """Index of the route whose path is p's span, or -1."""
-    cdef int i
-    for i in range(n):
-        if routes[i].path_len == path.len and memcmp(routes[i].path, p + path.off, path.len) == 0:
-            return i
-    return -1
-
-
-cdef inline size_t fl_error_len(const fl_static *s) noexcept nogil:
-    return s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len
-
-
-cdef size_t fl_put_error(char *out, const fl_static *s, const char *date_line) noexcept nogil:
-    """Writes the prebuilt error answer s, with the Date line, at out (fl_error_len(s) bytes
-    of room); returns its length."""
-    memcpy(out, s.head, s.head_len)
-    memcpy(out + s.head_len, date_line, FL_DATE_LINE_LEN)
-    memcpy(out + s.head_len + FL_DATE_LINE_LEN, b"\r\n", 2)
-    memcpy(out + s.head_len + FL_DATE_LINE_LEN + 2, s.body, s.body_len)
-    return fl_error_len(s)
-
-
 cdef inline uint64_t fl_token(fl_conn *c) noexcept nogil:
     return (<uint64_t>c.gen << 32) | c.slot
 
@@ -285,7 +262,7 @@ cdef class Worker(Loop):
         cdef void *p
         if self.open_total != NULL and fl_atomic_add(self.open_total, 1) > self.max_open:
             fl_atomic_add(self.open_total, -1)
-            self.refuse(fd)
+            refuse(self, fd)
             return
         if self.nfree:
             self.nfree -= 1
@@ -296,18 +273,18 @@ cdef class Worker(Loop):
                 newcap = self.cap_slots * 2 if self.cap_slots else 64
                 p = realloc(self.slots, newcap * sizeof(fl_conn *))
                 if p == NULL:
-                    self.drop_fd(fd)
+                    drop_fd(self, fd)
                     return
                 self.slots = <fl_conn **>p
                 p = realloc(self.free_slots, newcap * sizeof(uint32_t))
                 if p == NULL:
-                    self.drop_fd(fd)
+                    drop_fd(self, fd)
                     return
                 self.free_slots = <uint32_t *>p
                 self.cap_slots = newcap
             c = <fl_conn *>malloc(sizeof(fl_conn))
             if c == NULL:
-                self.drop_fd(fd)
+                drop_fd(self, fd)
                 return
             memset(c, 0, sizeof(fl_conn))
             c.slot = self.nslots
@@ -333,32 +310,6 @@ cdef class Worker(Loop):
             return
         # The first request must arrive in time too.
         fl_timer_set(&self.timers, c, FL_TIMER_HEADER, self.now_ms)
-
-    cdef void refuse(self, int fd) noexcept nogil:
-        """Over limit_concurrency: one best-effort 503, then close (counted as a rejection)."""
-        cdef char buf[512]
-        cdef fl_static *s = &fl_error_responses[fl_status_index(503)]
-        if fl_error_len(s) <= sizeof(buf):
-            send(fd, buf, fl_put_error(buf, s, self.date_line), MSG_NOSIGNAL)
-            shutdown(fd, SHUT_WR)
-            # Whatever the client already sent would turn the close into a reset that can
-            # destroy the 503 in flight: swallow what is there (without waiting for more).
-            while recv(fd, buf, sizeof(buf), 0) > 0:
-                pass
-        self.counters.rejected[fl_status_index(503)] += 1
-        self.note(503)
-        close(fd)
-        self.counters.closed += 1
-        self.counters.open -= 1
-
-    cdef void drop_fd(self, int fd) noexcept nogil:
-        """adopt() could not make room for fd: close it, counted as an ENOMEM I/O error."""
-        close(fd)
-        self.counters.closed += 1
-        self.counters.open -= 1
-        if self.open_total != NULL:
-            fl_atomic_add(self.open_total, -1)
-        self.count_errno(self.counters.io_errors, ENOMEM)
 
     cdef fl_conn *conn_for(self, uint64_t token) noexcept nogil:
         cdef uint32_t slot = <uint32_t>(token & 0xffffffffu)
