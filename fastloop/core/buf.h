@@ -15,6 +15,12 @@
  *   char  *fl_buf_tail(const fl_buf *b)   first free byte after them (p + end)
  *   size_t fl_buf_room(const fl_buf *b)   free bytes after the tail (cap - end)
  *   int    fl_buf_reserve(fl_buf *b, size_t need)   room for `need` more bytes after end
+ *   size_t fl_buf_plan(fl_buf *b, size_t need, size_t min)   reserve's first half, for callers
+ *          with blocks of their own (the server's pool): 0 when b has room for need (after
+ *          compacting, if that was enough), else the capacity of the block b must move to
+ *          (doubling b->cap, or min when b has no block), or SIZE_MAX when none is large enough
+ *   char  *fl_buf_move(fl_buf *b, char *p, size_t cap)   its second half: the live bytes move
+ *          to the new block p of cap bytes; returns the old block (NULL if none) to free
  *   void   fl_buf_put(fl_buf *b, const void *p, size_t n)   append; only after a reserve(n)
  *   void   fl_buf_consume(fl_buf *b, size_t n)   drop n live bytes from the head (n <= len)
  *   void   fl_buf_free(fl_buf *b)
@@ -42,7 +48,7 @@ static inline char *fl_buf_head(const fl_buf *b) { return b->p + b->start; }
 static inline char *fl_buf_tail(const fl_buf *b) { return b->p + b->end; }
 static inline size_t fl_buf_room(const fl_buf *b) { return b->cap - b->end; }
 
-static inline int fl_buf_reserve(fl_buf *b, size_t need)
+static inline size_t fl_buf_plan(fl_buf *b, size_t need, size_t min)
 {
     size_t len = b->end - b->start;
     if (b->p != NULL && b->cap - b->end >= need)
@@ -55,24 +61,41 @@ static inline int fl_buf_reserve(fl_buf *b, size_t need)
         return 0;
     }
     if (need > SIZE_MAX - len)
-        return -ENOMEM;
-    size_t cap = b->cap ? b->cap : FL_BUF_MIN;
+        return SIZE_MAX;
+    size_t cap = b->cap ? b->cap : min;
     while (cap < len + need) {
         if (cap > SIZE_MAX / 2)
-            return -ENOMEM;
+            return SIZE_MAX;
         cap *= 2;
     }
-    /* malloc + copy rather than realloc: realloc would also copy the consumed bytes. */
-    char *p = (char *)malloc(cap);
-    if (p == NULL)
-        return -ENOMEM;
+    return cap;
+}
+
+static inline char *fl_buf_move(fl_buf *b, char *p, size_t cap)
+{
+    /* A new block and a copy rather than realloc: realloc would also copy the consumed bytes. */
+    size_t len = b->end - b->start;
+    char *old = b->p;
     if (len)
         memcpy(p, b->p + b->start, len);
-    free(b->p);
     b->p = p;
     b->cap = cap;
     b->start = 0;
     b->end = len;
+    return old;
+}
+
+static inline int fl_buf_reserve(fl_buf *b, size_t need)
+{
+    size_t cap = fl_buf_plan(b, need, FL_BUF_MIN);
+    if (cap == 0)
+        return 0;
+    if (cap == SIZE_MAX)
+        return -ENOMEM;
+    char *p = (char *)malloc(cap);
+    if (p == NULL)
+        return -ENOMEM;
+    free(fl_buf_move(b, p, cap));
     return 0;
 }
 

@@ -15,6 +15,8 @@ cdef extern from "buf.h" nogil:
     char *fl_buf_tail(const fl_buf *b)
     size_t fl_buf_room(const fl_buf *b)
     int fl_buf_reserve(fl_buf *b, size_t need)
+    size_t fl_buf_plan(fl_buf *b, size_t need, size_t min)
+    char *fl_buf_move(fl_buf *b, char *p, size_t cap)
     void fl_buf_put(fl_buf *b, const void *p, size_t n)
     void fl_buf_consume(fl_buf *b, size_t n)
     void fl_buf_free(fl_buf *b)

@@ -1,6 +1,53 @@
-# The per-connection C struct. Only its owning worker thread ever touches it.
+# The per-connection C struct and its state machine. Only its owning worker thread ever
+# touches it.
+#
+# Theory of operation. A connection is in one of four states (below), and its flags say what
+# the state alone does not. Every event ends in conn_settle (closing.pyx), which flushes it,
+# then puts it on the timer its state needs, lingers or closes it. The state x event table
+# (-> the state it takes; the function that makes the change):
+#
+#   state \ event  readable (conn_read)      answer message (inbox)     timer expires
+#   --------------+-------------------------+--------------------------+--------------------------
+#   READ_HEAD      head parsed: a static    -                          HEADER: 408 if bytes came,
+#                  answer, or staged        (messages only come        close; IDLE: close
+#                  (conn_process, stage);   while IN_HANDLER)
+#                  body to wait for ->
+#                  READ_BODY; a streaming
+#                  route -> IN_HANDLER
+#                  (conn_start_job); staged
+#                  requests -> IN_HANDLER
+#                  (conn_end_process); bad
+#                  input: 4xx, CLOSE_AFTER
+#                  (conn_reject)
+#   READ_BODY      body complete: answered  -                          BODY: 408, close
+#                  or staged -> READ_HEAD
+#   IN_HANDLER     streaming: the body to   queued, then output        BODY (streaming): the
+#                  the job (conn_read_body) (conn_pump); the one       handler's read fails 408,
+#                  else READ_MORE: read     marked END -> resume_state CLOSE_AFTER; WRITE: close
+#                  once it is answered      (conn_answer_done), END_
+#                                           MORE: JOB_WAITS until the
+#                                           client reads
+#   CLOSING        discarded until EOF,     -                          LINGER: close
+#                  then close
+#
+# In every state: writable -> flush (conn_flush); output left -> the WRITE timer; CLOSE_AFTER
+# and nothing left to send (and no handler) -> CLOSING when input may be left unread (linger:
+# shut down writing, drain), else closed; an I/O error, EOF after the answers, ENOMEM or the
+# stop deadline -> closed (conn_close: the slot is free, its generation bumped).
+#
+# Invariants, checked after every event in a FASTLOOP_DEBUG=1 build (conn_check.pyx):
+#   - a free slot (fd -1) has no job, timer, queued answer, file or buffer;
+#   - c.job is set exactly while IN_HANDLER; STREAM and JOB_WAITS only while IN_HANDLER;
+#     BODY_FULL only with STREAM; CLOSING only with CLOSE_AFTER;
+#   - each buffer has start <= end <= cap, and no capacity without a block;
+#   - the answer queue has a head exactly when it has a tail; file_end only with a file;
+#   - a connection on a timer is linked into its kind's list, one on none is on no list;
+#   - for the worker: open == live slots, accepted == closed + open, each timer list holds
+#     open connections of its kind only, sorted by deadline.
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from fastloop.core cimport buf
 
 
 # What the connection is doing (fl_conn.state).
@@ -42,16 +89,14 @@ ctypedef struct fl_conn:
     uint32_t gen              # bumped on close: events carrying an older one are stale
     int state
     int flags
-    # Offsets into rbuf are 32-bit: rbuf_ensure caps a read buffer at FL_RBUF_MAX (2 GiB).
-    # Lengths from the wire are 64-bit: a streaming route's body may be far larger.
-    char *rbuf                # request bytes; NULL while idle (buffers come from the pool)
-    uint32_t rcap
-    uint32_t rpos             # start of the current request
-    uint32_t rlen             # end of the bytes read
-    uint32_t scanned          # bytes after rpos already searched for the end of the head
+    # Offsets into rb fit 32 bits (jobs keep them so): rbuf_ensure caps a read buffer at
+    # FL_RBUF_MAX (2 GiB). Lengths from the wire are 64-bit: a streaming body may be far larger.
+    buf.fl_buf rb             # request bytes: rb.start is the current request, rb.end the end of
+                              # the bytes read; no block while idle (blocks come from the pool)
+    uint32_t scanned          # bytes after rb.start already searched for the end of the head
     uint32_t head_len         # head of the current request, once parsed
     uint64_t req_len          # raw bytes of the current request (head + framed body), once known
-    uint64_t body_len         # its decoded body, which follows the head in rbuf (streaming:
+    uint64_t body_len         # its decoded body, which follows the head in rb (streaming:
                               # the Content-Length, then the bytes handed to the handler)
     fl_chunked chunked        # the decoder's state, for a chunked body
     uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
@@ -67,16 +112,8 @@ ctypedef struct fl_conn:
     int route                 # index of its static route, or -1: it needs Python
     int req_flags             # FL_REQ_* of the current request
     fl_request_line line      # its method, path, query and version
-    char *wbuf                # responses not yet sent
-    size_t wcap
-    size_t wsent
-    size_t wlen
+    buf.fl_buf wb             # responses: wb.start is the first byte not yet sent
     int timer                 # FL_TIMER_*, the list the connection is on
     int64_t deadline          # monotonic ms
     fl_conn *tprev
     fl_conn *tnext
-
-ctypedef struct fl_timer_list:
-    fl_conn *head
-    fl_conn *tail
-    int64_t duration_ms

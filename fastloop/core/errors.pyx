@@ -21,9 +21,11 @@ cdef dict errno_table(const uint64_t *table):
 
 
 class BodyError(Exception):
-    """A request body that cannot be read to its end: malformed chunked framing (status 400)
-    or over the body limit (413). Raised by Request.stream(); if the handler lets it escape,
-    the client gets that status instead of a 500."""
+    """A request body that cannot be read to its end: malformed chunked framing (status 400),
+    a client that stopped sending it (408), over the body limit (413) or trailer fields over
+    theirs (431); the message is the status's text in core/status.h. Raised by
+    Request.stream(); if the handler lets it escape, the client gets that status instead of
+    a 500."""
 
     def __init__(self, status, message):
         super().__init__(message)

@@ -113,8 +113,7 @@ cdef class Request:
         if end == 1:
             return b""
         if end < -1:
-            raise BodyError(-end, "malformed chunked body" if end == -400 else
-                            "request body timeout" if end == -408 else "request body too large")
+            raise BodyError(-end, fl_status_texts[fl_status_index(-end)].decode())
         raise ConnectionResetError("the client closed before sending the whole body")
 
     @property

@@ -1,10 +1,11 @@
-# The prebuilt answers C sends by itself (errors, static routes), the timeouts and statuses
-# the loops count, and routing a request to its handler (on a handler thread).
+# The prebuilt answers C sends by itself (errors, static routes), the timeouts the loops
+# count, and routing a request to its handler (on a handler thread).
 
 import os as _os
 from http import HTTPStatus as _HTTPStatus
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcmp, memcpy
 
 
 DEFAULT_TIMEOUTS = {
@@ -17,19 +18,9 @@ DEFAULT_TIMEOUTS = {
 
 TIMER_NAMES = (None, "header", "idle", "write", "linger", "body")
 
-# Statuses C answers by itself; fl_status_index maps each to its counter slot.
-FL_STATUSES = (400, 408, 413, 414, 431, 501, 505, 503)
-
-
-cdef int fl_status_index(int status) noexcept nogil:
-    if status == 400: return 0
-    if status == 408: return 1
-    if status == 413: return 2
-    if status == 414: return 3
-    if status == 431: return 4
-    if status == 501: return 5
-    if status == 505: return 6
-    return 7
+# The statuses C answers by itself, and their texts: status.h, the one list.
+FL_STATUSES = tuple(fl_statuses[i] for i in range(FL_NSTATUS))
+STATUS_TEXTS = {fl_statuses[i]: fl_status_texts[i].decode() for i in range(FL_NSTATUS)}
 
 
 cdef bytes SERVER = b"Server: fastloop\r\n"
@@ -53,6 +44,31 @@ cdef void build_error_responses() except *:
 
 
 build_error_responses()
+
+
+# Matching a static route and writing a prebuilt error answer: C, for the loops.
+
+cdef int fl_match_path(const fl_static *routes, int n, const char *p, fl_span path) noexcept nogil:
+    """Index of the route whose path is p's span, or -1."""
+    cdef int i
+    for i in range(n):
+        if routes[i].path_len == path.len and memcmp(routes[i].path, p + path.off, path.len) == 0:
+            return i
+    return -1
+
+
+cdef inline size_t fl_error_len(const fl_static *s) noexcept nogil:
+    return s.head_len + FL_DATE_LINE_LEN + 2 + s.body_len
+
+
+cdef size_t fl_put_error(char *out, const fl_static *s, const char *date_line) noexcept nogil:
+    """Writes the prebuilt error answer s, with the Date line, at out (fl_error_len(s) bytes
+    of room); returns its length."""
+    memcpy(out, s.head, s.head_len)
+    memcpy(out + s.head_len, date_line, FL_DATE_LINE_LEN)
+    memcpy(out + s.head_len + FL_DATE_LINE_LEN, b"\r\n", 2)
+    memcpy(out + s.head_len + FL_DATE_LINE_LEN + 2, s.body, s.body_len)
+    return fl_error_len(s)
 
 
 def static_response_head(int status, str content_type, headers, Py_ssize_t body_len):

@@ -5,7 +5,6 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef enum:
     FL_NERRNO = 256             # errno values counted by name; larger ones share the last slot
-    FL_NSTATUS = 8              # rejection statuses counted one by one (see fl_status_index)
 
 # Worker.stop_phase: the loop's own view of a graceful stop, changed by its thread only (the
 # `stopping` request comes from another thread at any instant, even in the middle of a turn).
@@ -79,9 +78,8 @@ cdef class Worker(Loop):
     cdef uint32_t nslots, cap_slots
     cdef uint32_t *free_slots
     cdef uint32_t nfree
-    cdef fl_timer_list timers[FL_NTIMERS]
-    cdef char **pool            # spare FL_BUF_SIZE buffers
-    cdef int npool
+    cdef fl_timers timers
+    cdef fl_bufpool pool        # spare FL_BUF_SIZE buffers
     cdef fl_pool *handlers      # where jobs go (the pool of handler_pool)
     cdef object handler_pool    # the HandlerPool: keeps pool alive
     cdef int stop_phase         # FL_STOP_*
@@ -121,53 +119,20 @@ cdef class Worker(Loop):
 
     cdef int loop(self) noexcept nogil
     cdef void adopt(self, int fd) noexcept nogil
-    cdef void take_inbox(self) noexcept nogil
     cdef fl_conn *conn_for(self, uint64_t token) noexcept nogil
     cdef void conn_event(self, fl_conn *c, int mask) noexcept nogil
     cdef void conn_read(self, fl_conn *c, int mask) noexcept nogil
     cdef int conn_process(self, fl_conn *c) noexcept nogil
-    cdef int conn_flush(self, fl_conn *c) noexcept nogil
-    cdef void conn_settle(self, fl_conn *c) noexcept nogil
-    cdef void conn_close(self, fl_conn *c) noexcept nogil
     cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil
     cdef void consume(self, fl_conn *c) noexcept nogil
     cdef void conn_past_request(self, fl_conn *c) noexcept nogil
     cdef void accept_all(self) noexcept nogil
-    cdef void drop_fd(self, int fd) noexcept nogil
-    cdef void refuse(self, int fd) noexcept nogil
-    cdef void put_raw(self, fl_conn *c, const char *p, size_t n) noexcept nogil
-    cdef int conn_reserve(self, fl_conn *c, size_t need) noexcept nogil
-    cdef int conn_put(self, fl_conn *c, const char *p, size_t n) noexcept nogil
-    cdef int conn_put_static(self, fl_conn *c, fl_static *s, int flags) noexcept nogil
-    cdef const char *conn_header(self, int flags) noexcept nogil
-    cdef int rbuf_ensure(self, fl_conn *c, size_t need) noexcept nogil
-    cdef void release_buffers(self, fl_conn *c) noexcept nogil
-    cdef char *pool_get(self) noexcept nogil
-    cdef void pool_put(self, char *buf, size_t cap) noexcept nogil
-    cdef void timer_set(self, fl_conn *c, int kind) noexcept nogil
-    cdef void timer_unlink(self, fl_conn *c) noexcept nogil
-    cdef void timers_expire(self, int64_t now) noexcept nogil
-    cdef int64_t next_deadline(self) noexcept nogil
     cdef void refresh_date(self) noexcept nogil
     cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
-    cdef int conn_start_job(self, fl_conn *c) noexcept nogil
-    cdef void take_messages(self, fl_msg *m) noexcept nogil
-    cdef void conn_pump(self, fl_conn *c) noexcept nogil
-    cdef void conn_answer_done(self, fl_conn *c, int flags, int answered) noexcept nogil
-    cdef int conn_stage(self, fl_conn *c) noexcept nogil
-    cdef int conn_end_process(self, fl_conn *c, int rc) noexcept nogil
-    cdef void queue_job(self, fl_job *j) noexcept nogil
-    cdef void conn_resume_job(self, fl_conn *c) noexcept nogil
-    cdef int conn_deliver_body(self, fl_conn *c) noexcept nogil
-    cdef void conn_read_body(self, fl_conn *c) noexcept nogil
-    cdef void conn_drop_output(self, fl_conn *c) noexcept nogil
-    cdef int conn_io_failed(self, fl_conn *c, int err) noexcept nogil
     cdef void note(self, int what) noexcept nogil
     cdef void flush_notes(self) noexcept
     cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil
-    cdef void begin_stop(self) noexcept nogil
-    cdef void close_idle(self, bint fresh_too) noexcept nogil
 
 
 cdef class Acceptor(Loop):
