@@ -125,7 +125,7 @@ def test_until_ends_a_run_with_every_request_under_way_answered(pipeline):
         return "slow"
 
     until = threading.Event()
-    with running_server(app, handler_threads=8) as srv:
+    with running_server(app, threads=8) as srv:
         timer = threading.Timer(0.5, until.set)
         timer.start()
         started = time.monotonic()
