@@ -102,28 +102,17 @@ class AsgiRunner:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.loop = new_event_loop(app.loop)
-        self.tasks: set = set()
         self.state: dict = {}
         base = {"asgi": ASGI_VERSION, "scheme": "http", "root_path": app.root_path,
                 "state": self.state,
                 "extensions": {"http.response.pathsend": {}, "http.response.trailers": {}}}
-        self.bridge = AsgiBridge(app.asgi_app, self.loop, self._spawn, base, app.name)
+        self.bridge = AsgiBridge(app.asgi_app, self.loop, base, app.name, EAGER_TASKS)
         self.lifespan = Lifespan(app, self.loop, self.state)
         self.thread = threading.Thread(target=self._run, name="fastloop-asgi", daemon=True)
 
     @property
     def pool(self) -> AsgiBridge:
         return self.bridge
-
-    def _spawn(self, call: Any) -> None:
-        if EAGER_TASKS:
-            task = asyncio.Task(call.run(), loop=self.loop, eager_start=True)  # type: ignore[call-arg]
-            if task.done():
-                return
-        else:
-            task = self.loop.create_task(call.run())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -162,7 +151,7 @@ class AsgiRunner:
             self.loop.close()
 
     async def _cancel_tasks(self, timeout: float) -> None:
-        tasks = [t for t in self.tasks if not t.done()]
+        tasks = [t for t in self.bridge.running if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         for t in tasks:
@@ -172,7 +161,7 @@ class AsgiRunner:
 
     def stats(self) -> dict:
         out = self.bridge.stats()
-        out["handlers_busy"] = len(self.tasks)
+        out["handlers_busy"] = len(self.bridge.running)
         return out
 
 

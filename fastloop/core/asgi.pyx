@@ -22,6 +22,7 @@
 # connection is cut, never a half-framed answer on a keep-alive connection.
 
 import os as _os
+from asyncio import Task as _Task
 from urllib.parse import unquote as _unquote
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -35,6 +36,32 @@ class ClientDisconnected(OSError):
 
 
 cdef dict DISCONNECT = {"type": "http.disconnect"}
+
+
+cdef class _Sent:
+    """What send() returns when the message is posted and nothing is to wait for: an
+    awaitable that is done at once (its own iterator, stateless, so one serves every send)."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        raise typ if val is None else val
+
+    def close(self):
+        pass
+
+
+cdef _Sent SENT = _Sent()
 cdef object _TOKEN_B = _re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 cdef object _BAD_VALUE_B = _re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -52,7 +79,9 @@ cdef class AsgiBridge(JobPool):
     reader callback for fileno(); spawn(call) starts each new AsgiCall (a task)."""
 
     cdef int rfd
-    cdef object spawn
+    cdef object create_task
+    cdef bint eager                 # asyncio.Task(eager_start=True) exists (3.12+)
+    cdef public set running         # the tasks of calls that have not finished
     cdef public object loop
     cdef public object app
     cdef public dict base_scope     # what every http scope shares (asgi, scheme, state...)
@@ -70,7 +99,7 @@ cdef class AsgiBridge(JobPool):
     cdef object scope_asgi, scope_scheme, scope_root_path, scope_extensions
     cdef dict scope_state
 
-    def __init__(self, app, loop, spawn, dict base_scope, app_name="ASGI app"):
+    def __init__(self, app, loop, dict base_scope, app_name="ASGI app", bint eager=False):
         r, w = _os.pipe()
         _os.set_blocking(r, False)
         _os.set_blocking(w, False)
@@ -78,7 +107,9 @@ cdef class AsgiBridge(JobPool):
         self.pool.notify_fd = w
         self.app = app
         self.loop = loop
-        self.spawn = spawn
+        self.create_task = loop.create_task
+        self.eager = eager
+        self.running = set()
         self.base_scope = base_scope
         self.app_name = app_name
         self.addresses = {}
@@ -134,7 +165,14 @@ cdef class AsgiBridge(JobPool):
             jobs.next = NULL
             call = AsgiCall.__new__(AsgiCall)
             call.adopt(self, jobs)  # takes the handler's reference
-            self.spawn(call)
+            if self.eager:
+                # Runs at once, here, until it first waits (Python 3.12+).
+                task = _Task(call.run(), loop=self.loop, eager_start=True)
+            else:
+                task = self.create_task(call.run())
+            if not task.done():
+                call.task = task
+                self.running.add(task)  # for stop(); AsgiCall.run takes it out
             jobs = nxt
 
     def close(self):
@@ -173,6 +211,7 @@ cdef class AsgiCall:
 
     cdef fl_job *j              # the handler's reference, until run() ends
     cdef AsgiBridge bridge
+    cdef object task            # the task running run(), once it has waited
     cdef Responder out          # answers gathered for one message, and the Date line
     cdef object recv_waiter     # futures resolved by wake()
     cdef object send_waiter
@@ -247,6 +286,9 @@ cdef class AsgiCall:
             j.owner = NULL
             self.j = NULL
             fl_job_release(j)
+            if self.task is not None:
+                self.bridge.running.discard(self.task)
+                self.task = None
             if self.out.len == 0 and len(self.bridge.spare) < 64:
                 self.bridge.spare.append(self.out)
             self.out = None
@@ -413,8 +455,11 @@ cdef class AsgiCall:
 
     # ---- send -------------------------------------------------------------------------------
 
-    async def send(self, message):
-        """http.response.start / .body / .pathsend / .trailers (asgiref's HTTP spec)."""
+    def send(self, message):
+        """http.response.start / .body / .pathsend / .trailers (asgiref's HTTP spec). Returns
+        an awaitable: one already done (SENT), unless the client is behind. Not a coroutine
+        function, as granian's is not: a message is checked and posted when send() is called,
+        and awaiting it only waits for room. An invalid message raises at once."""
         cdef fl_job *j = self.j
         if j == NULL:
             raise ClientDisconnected("the request is over: its answer cannot be sent")
@@ -423,7 +468,7 @@ cdef class AsgiCall:
             if kind != "http.response.start":
                 self.invalid(f"expected http.response.start, got {kind!r}")
             self.start(message)
-            return
+            return SENT
         if self.phase == PH_DONE:
             self.invalid(f"{kind!r} sent after the answer was complete")
         if self.saw_disconnect or job_gone(j):
@@ -438,13 +483,14 @@ cdef class AsgiCall:
                     self.invalid(f"a body is bytes, not {type(body).__name__}")
                 body = bytes(body)
             if self.body(body, bool(message.get("more_body", False))):
-                await self.wait_room()
+                return self.wait_room()
         elif kind == "http.response.pathsend" and self.phase == PH_STARTED:
             self.pathsend(message)
         elif kind == "http.response.trailers" and self.phase == PH_TRAILERS:
             self.trailers(message)
         else:
             self.invalid(f"unexpected message {kind!r}")
+        return SENT
 
     cdef void invalid(self, str why) except *:
         self.bridge.invalid += 1
