@@ -102,6 +102,8 @@ class AsgiRunner:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.loop = new_event_loop(app.loop)
+        kind = type(self.loop).__module__.split(".")[0]
+        self.loop_name = "uvloop" if kind == "uvloop" else "asyncio"
         self.state: dict = {}
         base = {"asgi": ASGI_VERSION, "scheme": "http", "root_path": app.root_path,
                 "state": self.state,

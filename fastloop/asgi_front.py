@@ -9,8 +9,7 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-from ._access import access_log
-from ._accessformat import Entry, format_line, json_line
+from ._access import AccessLog, access_log
 from .proxy import ProxyHeaders
 
 __all__ = ["ProxyHeadersMiddleware", "AccessLogMiddleware"]
@@ -74,10 +73,9 @@ class AccessLogMiddleware:
     """One "fastloop.access" line per HTTP request once its answer is complete (or the
     application failed: then 500, as the client gets), with the body bytes sent."""
 
-    def __init__(self, app: Callable, fmt: str, as_json: bool = False) -> None:
+    def __init__(self, app: Callable, log: AccessLog) -> None:
         self.app = app
-        self.fmt = fmt
-        self.as_json = as_json
+        self.log = log
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
@@ -94,8 +92,7 @@ class AccessLogMiddleware:
             if logged:
                 return
             logged = True
-            entry = Entry(_ScopeRequest(scope), code, sent, time.perf_counter() - start, time.time())
-            access_log.info(json_line(entry) if self.as_json else format_line(self.fmt, entry))
+            self.log(_ScopeRequest(scope), code, sent, time.perf_counter() - start)
 
         async def logged_send(message: dict) -> None:
             nonlocal status, sent, trailers

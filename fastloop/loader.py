@@ -99,10 +99,14 @@ def asgi_app(obj: Any, config: Config, name: str = "") -> App:
     if not callable(obj):
         raise AppLoadError(f"--interface asgi needs a callable, not a {type(obj).__name__}")
     inner = obj
-    if config.access_log:
-        inner = AccessLogMiddleware(inner, config.access_log_format, config.access_log_json)
+    log = AccessLog(config.access_log_format, config.access_log_json) if config.access_log else None
+    if log is not None:
+        inner = AccessLogMiddleware(inner, log)
     if config.proxy_headers:
         # Outermost, so the access log sees the forwarded client.
         inner = ProxyHeadersMiddleware(inner, ProxyHeaders(config.forwarded_allow_ips))
-    return ASGIApp(inner, lifespan=config.lifespan, loop=config.loop,
-                   root_path=config.root_path or "", name=name or None)
+    app = ASGIApp(inner, lifespan=config.lifespan, loop=config.loop,
+                  root_path=config.root_path or "", name=name or None)
+    if log is not None:
+        app._on_rejected = log.rejected  # type: ignore[attr-defined]  # requests the core refuses
+    return app

@@ -196,9 +196,12 @@ def serve_here(load: Callable[[], App], config: Config, listeners: Listeners,
     server = Server(app, sockets=list(listeners.sets[0]), **config.server_kwargs())
 
     def announce() -> None:
-        log.info("fastloop: listening on %s (%s, %d event loop(s), %d handler thread(s), "
-                 "%s dispatch, pid %d)", listeners.url, POLLER, server.runtime_threads,
-                 server.threads, server.dispatch, os.getpid())
+        runner = server.app_runner
+        python = (f"ASGI on {runner.loop_name}" if runner is not None
+                  else f"{server.threads} handler thread(s)")
+        log.info("fastloop: listening on %s (%s, %d event loop(s), %s, %s dispatch, pid %d)",
+                 listeners.url, POLLER, server.runtime_threads, python, server.dispatch,
+                 os.getpid())
 
     # --metrics: one server process serves its own counters (a supervisor serves its
     # workers', fastloop.metrics); every in-process path (alone, under --reload) comes here.

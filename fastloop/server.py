@@ -205,6 +205,11 @@ class Server:
         return self.threads
 
     @property
+    def app_runner(self) -> Any:
+        """The AsgiRunner serving an ASGI application (its asyncio loop), else None."""
+        return self._handlers if isinstance(self._handlers, AsgiRunner) else None
+
+    @property
     def alive(self) -> bool:
         """True while the server runs and every one of its event-loop threads is alive."""
         return self._running and all(t.is_alive() for t in self._loop_threads)

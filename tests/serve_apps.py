@@ -63,3 +63,17 @@ not_an_app = 42
 
 async def asgi(scope, receive, send):  # pragma: no cover - loaded, never served
     pass
+
+
+async def asgi_echo_scope(scope, receive, send):
+    """ASGI: answers the client, scheme, Host header and path it was given, as JSON."""
+    if scope["type"] != "http":
+        return
+    import json
+    host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+    body = json.dumps({"client": list(scope["client"] or []), "scheme": scope["scheme"],
+                       "host": host, "path": scope["path"],
+                       "root_path": scope["root_path"]}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,66 @@
+"""ASGI applications under `fastloop serve` with the operations flags users turn on: the access
+log (answers and the requests the core refuses), trusted proxy headers, the root path, and the
+listening line. Real processes, real sockets; the ASGI protocol itself is tests/test_asgi.py's
+and the frameworks tests/test_asgi_frameworks.py's."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+from helpers import LOOPBACK, wait_until
+from serving import ServeProcess
+
+APP = "serve_apps:asgi_echo_scope"
+
+
+def ask(srv: ServeProcess, path: str, headers: dict | None = None) -> tuple:
+    conn = http.client.HTTPConnection(LOOPBACK, srv.port, timeout=5)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_the_access_log_has_answers_and_core_refusals():
+    with ServeProcess([APP, "--port", "0", "--access-log", "--lifespan", "off"]) as srv:
+        status, _ = ask(srv, "/logged?x=1", {"User-Agent": "tester/1"})
+        assert status == 200
+        with socket.create_connection((LOOPBACK, srv.port), timeout=5) as s:
+            s.sendall(b"GET /two words HTTP/1.1\r\nHost: x\r\n\r\n")  # a bad target: 400
+            assert s.recv(100).startswith(b"HTTP/1.1 400 ")
+        assert wait_until(lambda: '"GET /two words HTTP/1.1" 400' in srv.log(), 5.0), srv.log()
+        line = next(x for x in srv.lines if "/logged?x=1" in x)
+        assert '"GET /logged?x=1 HTTP/1.1" 200 ' in line and '"tester/1"' in line
+        assert line.startswith("127.0.0.1 - - [")
+
+
+def test_the_listening_line_names_the_asyncio_loop():
+    with ServeProcess([APP, "--port", "0", "--loop", "asyncio", "--lifespan", "off"]) as srv:
+        assert "ASGI on asyncio" in srv.log() and "handler thread" not in srv.log()
+
+
+def test_proxy_headers_from_a_trusted_peer_only():
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "shop.example"}
+    with ServeProcess([APP, "--port", "0", "--proxy-headers", "--lifespan", "off"]) as srv:
+        seen = json.loads(ask(srv, "/", headers)[1])
+        assert seen["client"][0] == "203.0.113.7"
+        assert (seen["scheme"], seen["host"]) == ("https", "shop.example")
+    # Not trusted (the default list is 127.0.0.1, and this peer is not in an empty list):
+    with ServeProcess([APP, "--port", "0", "--proxy-headers", "--forwarded-allow-ips",
+                       "192.0.2.1", "--lifespan", "off"]) as srv:
+        seen = json.loads(ask(srv, "/", headers)[1])
+        assert seen["client"][0] == "127.0.0.1"
+        assert seen["scheme"] == "http" and seen["host"] != "shop.example"
+
+
+def test_root_path_is_announced_and_leads_the_path():
+    with ServeProcess([APP, "--port", "0", "--root-path", "/app", "--lifespan", "off"]) as srv:
+        seen = json.loads(ask(srv, "/items")[1])  # a proxy that took the prefix off
+        assert (seen["root_path"], seen["path"]) == ("/app", "/app/items")
+        seen = json.loads(ask(srv, "/app/items")[1])  # one that left it on
+        assert seen["path"] == "/app/items"
