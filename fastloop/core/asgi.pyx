@@ -34,6 +34,10 @@ class ClientDisconnected(OSError):
     """send() on a connection the client has closed (the ASGI spec asks for an OSError)."""
 
 
+class InvalidMessage(RuntimeError):
+    """What send() raises for a message the spec does not allow (counted and logged once)."""
+
+
 cdef dict DISCONNECT = {"type": "http.disconnect"}
 cdef object _TOKEN_B = _re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 cdef object _BAD_VALUE_B = _re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -397,7 +401,9 @@ cdef class AsgiCall:
         cdef fl_job *j = self.j
         if j == NULL:
             raise ClientDisconnected("the request is over: its answer cannot be sent")
-        kind = message["type"] if type(message) is dict else _message_type(message)
+        kind = message.get("type") if type(message) is dict else None
+        if kind is None:
+            self.invalid(f"an ASGI message is a dict with a type, not {message!r}")
         if self.phase == PH_NONE:
             if kind != "http.response.start":
                 self.invalid(f"expected http.response.start, got {kind!r}")
@@ -425,8 +431,11 @@ cdef class AsgiCall:
             self.invalid(f"unexpected message {kind!r}")
 
     cdef void invalid(self, str why) except *:
+        """Counts and logs an invalid message once, then raises it into the application."""
         self.bridge.invalid += 1
-        raise RuntimeError(f"fastloop: invalid ASGI message from {self.bridge.app_name}: {why}")
+        log.error("fastloop: invalid ASGI message from %s answering %s: %s",
+                  self.bridge.app_name, self.request_name(), why)
+        raise InvalidMessage(f"fastloop: invalid ASGI message from {self.bridge.app_name}: {why}")
 
     cdef void start(self, message) except *:
         """Checks http.response.start; nothing is written before the first body message."""
@@ -502,6 +511,8 @@ cdef class AsgiCall:
         if not a.send_body:
             n = 0
         self.body_sent = n
+        if self.j.stream and not fl_job_body_read(self.j):
+            a.close = True  # the body is not all read: say so, as the connection ends after
         p = self.head(n)
         if n:
             memcpy(p, PyBytes_AS_STRING(body), n)
@@ -559,6 +570,8 @@ cdef class AsgiCall:
         except BaseException:
             _os.close(fd)
             raise
+        if self.j.stream and not fl_job_body_read(self.j):
+            a.close = True  # as in whole(): the connection ends after this answer
         self.head(0)
         self.out.flush(self.j, 0, 0)
         if not a.send_body or size == 0:
@@ -610,8 +623,8 @@ cdef class AsgiCall:
     cdef void app_failed(self, exc) noexcept:
         if isinstance(exc, ClientDisconnected):
             return  # the client left: nothing to answer, nothing wrong with the application
-        if self.phase == PH_DONE and isinstance(exc, RuntimeError) and "invalid ASGI" in str(exc):
-            return  # counted and cut already
+        if isinstance(exc, InvalidMessage):
+            return  # counted and logged by invalid() already
         self.bridge.app_errors += 1
         if isinstance(exc, Exception):
             try:
@@ -644,13 +657,6 @@ cdef class AsgiCall:
 
 cdef dict STATUS_BODIES = {400: b"Bad Request\n", 408: b"Request Timeout\n",
                            413: b"Payload Too Large\n", 500: b"Internal Server Error\n"}
-
-
-cdef str _message_type(message):
-    try:
-        return message["type"]
-    except (TypeError, KeyError):
-        raise RuntimeError(f"fastloop: an ASGI message is a dict with a type, not {message!r}")
 
 
 cdef list head_fields(const char *p, uint32_t head_len):
