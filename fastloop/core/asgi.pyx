@@ -469,8 +469,6 @@ cdef class AsgiCall:
                     a.close = True  # no chunked coding in 1.0: the close ends the body
                 else:
                     a.chunked = True
-            if self.want_trailers and not a.chunked:
-                self.want_trailers = False  # trailers need chunked coding: none are sent
             self.head(0)
             self.out.flush(self.j, 0, 0)
             self.phase = PH_BODY
@@ -598,9 +596,12 @@ cdef class AsgiCall:
             self.invalid(str(exc))
         self.trailer_fields += t.fields
         if not message.get("more_trailers", False):
-            data = b"0\r\n" + self.trailer_fields + b"\r\n"
-            memcpy(self.out.room(len(data)), PyBytes_AS_STRING(data), len(data))
-            self.out.len += len(data)
+            # Trailers need chunked coding: without it (HTTP/1.0, HEAD, a Content-Length)
+            # the spec's message is still taken, and its fields dropped.
+            if self.a.chunked:
+                data = b"0\r\n" + self.trailer_fields + b"\r\n"
+                memcpy(self.out.room(len(data)), PyBytes_AS_STRING(data), len(data))
+                self.out.len += len(data)
             self.complete()
 
     async def wait_room(self):
