@@ -516,6 +516,76 @@ def test_trailers_without_more_trailers_in_one_message():
         assert first.header("transfer-encoding") == b"chunked" and first.body == b"whole"
 
 
+@pytest.mark.parametrize("request_", [get("/", version=b"1.0"), get("/", method=b"HEAD"),
+                                      get("/", b"X-Length: 4\r\n")], ids=["http10", "head", "length"])
+def test_trailers_announced_where_they_cannot_be_sent_are_dropped_quietly(request_):
+    """HTTP/1.0 has no chunked coding, HEAD has no body and a body with a Content-Length
+    no chunks: the trailers message is still taken, as the spec says, and dropped."""
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        headers = [(b"content-length", b"4")] if (b"x-length", b"4") in scope["headers"] else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers,
+                    "trailers": True})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await send({"type": "http.response.body", "body": b"cd"})
+        try:
+            await send({"type": "http.response.trailers", "headers": [(b"x-t", b"v")]})
+        except Exception as exc:
+            seen.put(exc)
+            raise
+        seen.put(None)
+
+    with serve_asgi(app) as server, Client(server.port) as c:
+        c.send(request_)
+        assert seen.get() is None
+        if b"HEAD" in request_:
+            assert c.answer(head=True).status == 200
+        else:
+            c.wait_closed() if b"1.0" in request_ else None
+            got = c.answer()
+            assert got.body == b"abcd" and got.header("transfer-encoding") is None
+        assert b"x-t" not in c.data
+        assert stats(server)["handler_errors"] == 0
+
+
+def test_pipelined_bodies_each_reach_their_own_request():
+    async def app(scope, receive, send):
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message["body"]
+            more = message["more_body"]
+        await answer(send, scope["path"].encode() + b"=" + body)
+
+    requests = b"".join(b"POST /%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+                        % (i, len(b"b%d" % i * i), b"b%d" % i * i) for i in range(20))
+    with serve_asgi(app) as server, Client(server.port) as c:
+        c.send(requests)
+        assert [c.answer().body for _ in range(20)] == [b"/%d=" % i + b"b%d" % i * i for i in range(20)]
+
+
+def test_a_body_echoed_piece_by_piece_while_it_arrives():
+    """Full duplex: the app streams back each piece as it receives it."""
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        more = True
+        while more:
+            message = await receive()
+            more = message["more_body"]
+            await send({"type": "http.response.body", "body": message["body"], "more_body": more})
+
+    with serve_asgi(app) as server, Client(server.port) as c:
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(5):
+            piece = b"%d" % i * 1000
+            c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            c.read_until(piece)  # echoed before the next piece is sent
+        c.send(b"0\r\n\r\n")
+        assert c.answer().body == b"".join(b"%d" % i * 1000 for i in range(5))
+
+
 # ---- the application's errors ------------------------------------------------------------------
 
 def app_names_in(caplog) -> bool:
