@@ -64,3 +64,10 @@ async def no_lifespan(scope, receive, send) -> None:
         note(f"called-{scope['type']}")
         raise ValueError(f"unsupported scope {scope['type']}")
     await answer(send, b"plain")
+
+
+async def scope_echo(scope, receive, send) -> None:
+    """Answers "root_path path" of its scope (no lifespan)."""
+    if scope["type"] != "http":
+        raise ValueError("no lifespan")
+    await answer(send, f"{scope['root_path']} {scope['path']}".encode())

@@ -15,6 +15,7 @@ import time
 import pytest
 from asgi_kit import Client, Seen, get, rss_kib, serve_asgi
 from helpers import LOOPBACK, open_fds, wait_until
+from serving import ServeProcess, get as http_get
 from wire import Truncated, read_answer
 
 from fastloop.asgi import ClientDisconnected
@@ -153,6 +154,13 @@ def test_root_path_is_the_one_configured():
     with serve_asgi(app, root_path="/api") as server, Client(server.port) as c:
         c.send(get("/x")).answer()
         assert seen.get() == "/api"
+
+
+def test_root_path_comes_from_the_root_path_flag():
+    with ServeProcess(["asgi_apps:scope_echo", "--port", "0", "--root-path", "/mounted"]) as srv:
+        root_path, path = http_get(srv.url, "/x").split()
+        # (Whether path then starts with root_path, as uvicorn >= 0.26 does, is not pinned.)
+        assert root_path == b"/mounted" and path.endswith(b"/x")
 
 
 def test_each_request_gets_its_own_copy_of_the_lifespan_state():
