@@ -787,6 +787,37 @@ def test_a_client_leaving_while_the_app_streams_makes_send_raise_an_oserror():
         assert wait_until(lambda: open_fds() == fds)
 
 
+def test_a_receive_waiting_beside_a_streaming_send_hears_the_disconnect():
+    """Starlette's StreamingResponse pattern: one task streams while another awaits
+    receive() for the disconnect; it gets it when the client leaves, not before."""
+    seen = Seen()
+    go = threading.Event()
+
+    async def app(scope, receive, send):
+        await receive()  # the (empty) body
+
+        async def listen():
+            seen.put(await receive())
+
+        listener = asyncio.ensure_future(listen())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+        await until(go)
+        await asyncio.sleep(0.1)
+        seen.put("still streaming" if not listener.done() else "listener ended early")
+        await asyncio.wait_for(listener, 5.0)
+
+    with serve_asgi(app) as server:
+        c = Client(server.port)
+        c.send(get("/"))
+        c.read_until(b"first;")
+        go.set()
+        assert seen.get() == "still streaming"  # no disconnect while the client is there
+        c.close()
+        assert seen.get(timeout=2.0) == {"type": "http.disconnect"}
+        assert wait_until(lambda: stats(server)["handlers_busy"] == 0)
+
+
 # ---- pipelining and concurrency ----------------------------------------------------------------
 
 def test_100_pipelined_requests_are_answered_in_order():
