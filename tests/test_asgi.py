@@ -849,6 +849,55 @@ def test_a_sleeping_app_call_does_not_delay_another_connection():
         assert slow.answer().body == b"/slow"
 
 
+def test_connections_spread_over_two_event_loops_are_each_answered_in_order():
+    async def app(scope, receive, send):
+        await answer(send, scope["path"].encode())
+
+    results: list = []
+
+    def client(i: int) -> None:
+        with Client(server.port) as c:
+            c.send(b"".join(get(f"/{i}-{k}") for k in range(50)))
+            results.append([c.answer().body for _ in range(50)] == [b"/%d-%d" % (i, k) for k in range(50)])
+
+    with serve_asgi(app, runtime_threads=2) as server:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20.0)
+        assert results == [True] * 8
+        assert wait_until(lambda: stats(server)["open"] == 0)
+        s = stats(server)
+        assert s["accepted"] == s["closed"] == 8 and s["handled"] == 400
+
+
+def test_send_and_receive_after_the_app_returned_fail_cleanly():
+    """An app that keeps send and receive past its return (a stray background task): send()
+    raises ClientDisconnected, receive() says http.disconnect; the connection goes on."""
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        async def later():
+            await asyncio.sleep(0.05)
+            try:
+                await send({"type": "http.response.body", "body": b"late"})
+            except Exception as exc:
+                seen.put(exc)
+            seen.put(await receive())
+
+        if scope["path"] == "/stray":
+            asyncio.ensure_future(later())
+        await answer(send, scope["path"].encode())
+
+    with serve_asgi(app) as server, Client(server.port) as c:
+        assert c.send(get("/stray")).answer().body == b"/stray"
+        assert isinstance(seen.get(), ClientDisconnected)
+        assert seen.get() == {"type": "http.disconnect"}
+        assert c.send(get("/after")).answer().body == b"/after"
+        assert b"late" not in c.data
+
+
 # ---- stop() ------------------------------------------------------------------------------------
 
 def test_stop_with_an_app_call_sleeping_ends_within_its_timeout():
@@ -867,7 +916,8 @@ def test_stop_with_an_app_call_sleeping_ends_within_its_timeout():
             t0 = time.monotonic()
             server.stop(1.0)
             took = time.monotonic() - t0
-            assert took < 1.5, f"stop(1) took {took:.2f}s"  # (1.06 s measured)
+            # 1.06 s measured; the bound leaves room for a loaded machine, not for the 10 s sleep
+            assert took < 2.0, f"stop(1) took {took:.2f}s"
             s = stats(server)
             assert s["open"] == 0 and s["accepted"] == s["closed"] + s["open"] == 1
             assert s["handlers_busy"] == 0  # the sleeping call was cancelled, not left behind
