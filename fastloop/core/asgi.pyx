@@ -401,6 +401,11 @@ cdef class AsgiCall:
         cdef fl_job *j = self.j
         if j == NULL:
             raise ClientDisconnected("the request is over: its answer cannot be sent")
+        if self.body_error:
+            # The core refused the body (receive() said http.disconnect): the client gets
+            # the core's 400/408/413 from finish(), never an answer that hides it.
+            raise ClientDisconnected(f"the request body was refused ({self.body_error}); "
+                                     "the server answers it")
         kind = message.get("type") if type(message) is dict else None
         if kind is None:
             self.invalid(f"an ASGI message is a dict with a type, not {message!r}")
