@@ -272,6 +272,33 @@ def test_an_unread_64_mib_upload_is_not_buffered_by_the_server():
         c.wait_closed()
 
 
+def test_a_chunked_body_over_the_limit_is_refused_whatever_the_app_answers():
+    """The core refuses a body that grows past limit_request_body mid-stream: the app's
+    receive() says http.disconnect, its later send() raises, and the client gets 413."""
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        messages = [await receive()]
+        while messages[-1].get("more_body"):
+            messages.append(await receive())
+        seen.put(messages[-1])
+        try:
+            await answer(send, b"the app's answer")
+        except OSError as exc:
+            seen.put(exc)
+
+    with serve_asgi(app, limits={"body_bytes": 1000}) as server, Client(server.port) as c:
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n"
+               + b"a" * 512 + b"\r\n")
+        time.sleep(0.1)  # the app holds the first piece
+        c.send(b"400\r\n" + b"a" * 1024 + b"\r\n0\r\n\r\n")
+        got = c.answer()
+        assert got.status == 413 and got.header("connection") == b"close"
+        assert seen.get() == {"type": "http.disconnect"}
+        assert isinstance(seen.get(), ClientDisconnected)
+        assert stats(server)["asgi_app_errors"] == 0
+
+
 def test_100_continue_is_sent_only_when_the_app_asks_for_the_body():
     async def reader(scope, receive, send):
         message = await receive()
