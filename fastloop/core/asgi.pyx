@@ -214,7 +214,8 @@ cdef class AsgiCall:
                 self.begin(k)
                 try:
                     await app(self.scope(), self.receive, self.send)
-                    if self.phase != PH_DONE:
+                    # (An app told http.disconnect may end without an answer: no error.)
+                    if self.phase != PH_DONE and not self.saw_disconnect:
                         self.bridge.app_errors += 1
                         log.error("fastloop: %s returned without completing its answer to %s",
                                   self.bridge.app_name, self.request_name())
