@@ -766,6 +766,26 @@ def test_a_client_leaving_during_receive_gives_http_disconnect():
         assert wait_until(lambda: open_fds() == fds)
 
 
+def test_an_app_that_returns_quietly_after_http_disconnect_made_no_error(caplog):
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        seen.put("returned")  # the spec's advice: stop work, answer nothing
+
+    with serve_asgi(app) as server:
+        c = Client(server.port)
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        time.sleep(0.1)
+        c.close()
+        assert seen.get() == "returned"
+        assert wait_until(lambda: stats(server)["handlers_busy"] == 0)
+        s = stats(server)
+        assert s["asgi_app_errors"] == 0 and s["handler_errors"] == 0 and s["asgi_disconnects"] == 1
+    assert not app_names_in(caplog)
+
+
 def test_a_client_leaving_after_the_body_gives_http_disconnect():
     seen = Seen()
 
