@@ -126,6 +126,29 @@ def test_header_values_are_trimmed_and_names_lower_cased():
         assert seen.get() == [(b"host", b"t"), (b"x-pad", b"a b"), (b"x-empty", b"")]
 
 
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_over_ipv6_client_and_server_are_host_port_pairs():
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        seen.put((scope["client"], scope["server"]))
+        await answer(send)
+
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no ::1 here")
+    with serve_asgi(app, host="::1") as server:
+        with socket.create_connection(("::1", server.port), timeout=5.0) as s:
+            s.sendall(get("/"))
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            client, srv = seen.get()
+            assert tuple(client) == s.getsockname()[:2]  # two items, not the 4-tuple of IPv6
+            assert tuple(srv) == ("::1", server.port)
+
+
 def test_over_a_unix_socket_server_is_the_path_and_client_none(tmp_path):
     seen = Seen()
     path = str(tmp_path / "s")
