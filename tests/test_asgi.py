@@ -255,12 +255,17 @@ def test_a_chunked_body_arrives_in_pieces_decoded():
         assert c.answer().status == 200
 
 
-def test_a_small_body_sent_with_its_head_comes_in_one_message():
+def test_a_body_sent_with_its_head_ends_with_more_body_false():
     seen = Seen()
     with serve_asgi(body_recorder(seen)) as server, Client(server.port) as c:
-        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc" + NEXT)
         assert c.answer().status == 200
-        assert seen.get() == {"type": "http.request", "body": b"abc", "more_body": False}
+        messages = [seen.get()]
+        while messages[-1]["more_body"]:
+            messages.append(seen.get())
+        assert b"".join(m["body"] for m in messages) == b"abc"
+        assert c.answer().status == 200
+        assert seen.get() == {"type": "http.request", "body": b"", "more_body": False}  # GET
 
 
 def test_an_unread_64_mib_upload_is_not_buffered_by_the_server():
@@ -758,7 +763,9 @@ def test_an_invalid_message_answers_500_or_cuts_and_is_counted(name, caplog):
                 assert name == "body after the end"
             else:
                 assert first.status == 500
-            if not c.closed or c.data:
+            if first.header("connection") == b"close":
+                assert c.wait_closed() == b""  # closed as announced, nothing after
+            else:
                 assert c.answer().body == b"next"  # a live connection is not corrupted
         s = stats(server)
         assert s["asgi_invalid_messages"] == 1, s
