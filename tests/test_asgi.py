@@ -180,7 +180,7 @@ def test_root_path_is_the_one_configured():
 
 
 def test_root_path_comes_from_the_root_path_flag():
-    with ServeProcess(["asgi_apps:scope_echo", "--port", "0", "--root-path", "/mounted"]) as srv:
+    with ServeProcess(["asgi_lifespan_apps:scope_echo", "--port", "0", "--root-path", "/mounted"]) as srv:
         root_path, path = http_get(srv.url, "/x").split()
         # (Whether path then starts with root_path, as uvicorn >= 0.26 does, is not pinned.)
         assert root_path == b"/mounted" and path.endswith(b"/x")

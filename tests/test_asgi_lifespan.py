@@ -67,17 +67,17 @@ def test_a_startup_failed_message_stops_the_server_from_starting(mode):
 
 
 def test_auto_goes_on_without_lifespan_when_the_app_raises_on_it(caplog):
-    import asgi_apps
+    import asgi_lifespan_apps
     caplog.set_level(logging.INFO, logger="fastloop")
-    with serve_asgi(asgi_apps.no_lifespan, lifespan="auto") as server, Client(server.port) as c:
+    with serve_asgi(asgi_lifespan_apps.no_lifespan, lifespan="auto") as server, Client(server.port) as c:
         assert c.send(get("/")).answer().body == b"plain"
     assert any("does not support ASGI lifespan" in r.getMessage() for r in caplog.records)
 
 
 def test_on_refuses_an_app_without_lifespan_support():
-    import asgi_apps
+    import asgi_lifespan_apps
     with pytest.raises(LifespanFailed, match="does not support the lifespan protocol"):
-        with serve_asgi(asgi_apps.no_lifespan, lifespan="on"):
+        with serve_asgi(asgi_lifespan_apps.no_lifespan, lifespan="on"):
             pass
 
 
@@ -98,9 +98,9 @@ def serve_until_exit(args: list, timeout: float = 15.0, env: Optional[dict] = No
 
 
 @pytest.mark.parametrize("app, args, says", [
-    ("asgi_apps:failing_startup", [], "no database"),
-    ("asgi_apps:raising_startup", ["--lifespan", "on"], "the startup raised"),
-    ("asgi_apps:no_lifespan", ["--lifespan", "on"], "does not support the lifespan protocol"),
+    ("asgi_lifespan_apps:failing_startup", [], "no database"),
+    ("asgi_lifespan_apps:raising_startup", ["--lifespan", "on"], "the startup raised"),
+    ("asgi_lifespan_apps:no_lifespan", ["--lifespan", "on"], "does not support the lifespan protocol"),
 ])
 def test_a_failed_startup_exits_3_with_one_clear_line(app, args, says):
     status, lines = serve_until_exit([app, *args])
@@ -112,7 +112,7 @@ def test_a_failed_startup_exits_3_with_one_clear_line(app, args, says):
 
 def test_lifespan_off_serves_an_app_that_would_fail_its_startup(tmp_path):
     events = tmp_path / "events"
-    with ServeProcess(["asgi_apps:raising_startup", "--port", "0", "--lifespan", "off"],
+    with ServeProcess(["asgi_lifespan_apps:raising_startup", "--port", "0", "--lifespan", "off"],
                       env={"ASGI_EVENTS": str(events)}) as srv:
         assert http_get(srv.url) == b"never"
 
@@ -120,7 +120,8 @@ def test_lifespan_off_serves_an_app_that_would_fail_its_startup(tmp_path):
 def test_sigterm_drains_connections_then_runs_the_shutdown(tmp_path):
     events = tmp_path / "events"
     outcome: list = []
-    with ServeProcess(["asgi_apps:lifespan", "--port", "0"], env={"ASGI_EVENTS": str(events)}) as srv:
+    with ServeProcess(["asgi_lifespan_apps:lifespan", "--port", "0"],
+                      env={"ASGI_EVENTS": str(events)}) as srv:
         assert http_get(srv.url) == b"hello"  # the state the startup set
 
         def slow() -> None:
@@ -140,5 +141,5 @@ def test_sigterm_drains_connections_then_runs_the_shutdown(tmp_path):
 
 def test_the_shutdown_is_not_sent_when_the_startup_failed(tmp_path):
     events = tmp_path / "events"
-    status, _ = serve_until_exit(["asgi_apps:failing_startup"], env={"ASGI_EVENTS": str(events)})
+    status, _ = serve_until_exit(["asgi_lifespan_apps:failing_startup"], env={"ASGI_EVENTS": str(events)})
     assert status == 3 and events.read_text().split() == ["lifespan.startup"]

@@ -1,4 +1,4 @@
-"""Raw ASGI apps that `fastloop serve` loads in the lifespan tests (test_asgi_lifespan.py).
+"""Raw ASGI apps that `fastloop serve` loads in test_asgi_lifespan.py and test_asgi.py.
 Each writes what happened, one word a line, to the file named by $ASGI_EVENTS, so a test in
 another process can check what ran and in which order."""
 
