@@ -156,6 +156,11 @@ class AsgiRunner:
         tasks = [t for t in self.bridge.running if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        lifespan = self.lifespan.task
+        if lifespan is not None and not lifespan.done():
+            # After a failed startup (or a shutdown that timed out) the application may still
+            # await receive(): a task left pending is reported, noisily, when the loop closes.
+            tasks.append(lifespan)
         for t in tasks:
             t.cancel()
         if tasks:

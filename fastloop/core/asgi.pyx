@@ -35,6 +35,10 @@ class ClientDisconnected(OSError):
     """send() on a connection the client has closed (the ASGI spec asks for an OSError)."""
 
 
+class InvalidMessage(RuntimeError):
+    """What send() raises for a message the spec does not allow (counted and logged once)."""
+
+
 cdef dict DISCONNECT = {"type": "http.disconnect"}
 
 
@@ -263,7 +267,8 @@ cdef class AsgiCall:
                 self.begin(k)
                 try:
                     await app(self.scope(), self.receive, self.send)
-                    if self.phase != PH_DONE:
+                    # (An app told http.disconnect may end without an answer: no error.)
+                    if self.phase != PH_DONE and not self.saw_disconnect:
                         self.bridge.app_errors += 1
                         log.error("fastloop: %s returned without completing its answer to %s",
                                   self.bridge.app_name, self.request_name())
@@ -463,7 +468,14 @@ cdef class AsgiCall:
         cdef fl_job *j = self.j
         if j == NULL:
             raise ClientDisconnected("the request is over: its answer cannot be sent")
-        kind = message["type"] if type(message) is dict else _message_type(message)
+        if self.body_error:
+            # The core refused the body (receive() said http.disconnect): the client gets
+            # the core's 400/408/413 from finish(), never an answer that hides it.
+            raise ClientDisconnected(f"the request body was refused ({self.body_error}); "
+                                     "the server answers it")
+        kind = message.get("type") if type(message) is dict else None
+        if kind is None:
+            self.invalid(f"an ASGI message is a dict with a type, not {message!r}")
         if self.phase == PH_NONE:
             if kind != "http.response.start":
                 self.invalid(f"expected http.response.start, got {kind!r}")
@@ -493,8 +505,11 @@ cdef class AsgiCall:
         return SENT
 
     cdef void invalid(self, str why) except *:
+        """Counts and logs an invalid message once, then raises it into the application."""
         self.bridge.invalid += 1
-        raise RuntimeError(f"fastloop: invalid ASGI message from {self.bridge.app_name}: {why}")
+        log.error("fastloop: invalid ASGI message from %s answering %s: %s",
+                  self.bridge.app_name, self.request_name(), why)
+        raise InvalidMessage(f"fastloop: invalid ASGI message from {self.bridge.app_name}: {why}")
 
     cdef void start(self, message) except *:
         """Checks http.response.start; nothing is written before the first body message."""
@@ -528,8 +543,6 @@ cdef class AsgiCall:
                     a.close = True  # no chunked coding in 1.0: the close ends the body
                 else:
                     a.chunked = True
-            if self.want_trailers and not a.chunked:
-                self.want_trailers = False  # trailers need chunked coding: none are sent
             self.head(0)
             self.out.flush(self.j, 0, 0)
             self.phase = PH_BODY
@@ -570,6 +583,8 @@ cdef class AsgiCall:
         if not a.send_body:
             n = 0
         self.body_sent = n
+        if self.j.stream and not fl_job_body_read(self.j):
+            a.close = True  # the body is not all read: say so, as the connection ends after
         p = self.head(n)
         if n:
             memcpy(p, PyBytes_AS_STRING(body), n)
@@ -639,6 +654,8 @@ cdef class AsgiCall:
         except BaseException:
             _os.close(fd)
             raise
+        if self.j.stream and not fl_job_body_read(self.j):
+            a.close = True  # as in whole(): the connection ends after this answer
         self.head(0)
         self.out.flush(self.j, 0, 0)
         if not a.send_body or size == 0:
@@ -665,9 +682,12 @@ cdef class AsgiCall:
             self.invalid(str(exc))
         self.trailer_fields += t.fields
         if not message.get("more_trailers", False):
-            data = b"0\r\n" + self.trailer_fields + b"\r\n"
-            memcpy(self.out.room(len(data)), PyBytes_AS_STRING(data), len(data))
-            self.out.len += len(data)
+            # Trailers need chunked coding: without it (HTTP/1.0, HEAD, a Content-Length)
+            # the spec's message is still taken, and its fields dropped.
+            if self.a.chunked:
+                data = b"0\r\n" + self.trailer_fields + b"\r\n"
+                memcpy(self.out.room(len(data)), PyBytes_AS_STRING(data), len(data))
+                self.out.len += len(data)
             self.complete()
 
     async def wait_room(self):
@@ -690,8 +710,8 @@ cdef class AsgiCall:
     cdef void app_failed(self, exc) noexcept:
         if isinstance(exc, ClientDisconnected):
             return  # the client left: nothing to answer, nothing wrong with the application
-        if self.phase == PH_DONE and isinstance(exc, RuntimeError) and "invalid ASGI" in str(exc):
-            return  # counted and cut already
+        if isinstance(exc, InvalidMessage):
+            return  # counted and logged by invalid() already
         self.bridge.app_errors += 1
         if isinstance(exc, Exception):
             try:
@@ -727,13 +747,6 @@ cdef class AsgiCall:
 
 cdef dict STATUS_BODIES = {400: b"Bad Request\n", 408: b"Request Timeout\n",
                            413: b"Payload Too Large\n", 500: b"Internal Server Error\n"}
-
-
-cdef str _message_type(message):
-    try:
-        return message["type"]
-    except (TypeError, KeyError):
-        raise RuntimeError(f"fastloop: an ASGI message is a dict with a type, not {message!r}")
 
 
 cdef list head_fields(const char *p, uint32_t head_len):
