@@ -1,18 +1,18 @@
-"""What fastloop puts around an ASGI application when asked: trusted proxy headers and the
-access log, as plain ASGI middleware (the same rules and line format as for fastloop Apps and
-WSGI: fastloop/proxy.py, fastloop/_accessformat.py). Nothing is wrapped unless configured, so
-the default path costs nothing."""
+"""What fastloop puts around an ASGI application when asked: trusted proxy headers, and the
+observers of every answer (the access log, the request-duration histograms of --metrics), as
+plain ASGI middleware, with the same rules, line format and observers as for fastloop Apps and
+WSGI (fastloop/proxy.py, fastloop/_observe.py). Nothing is wrapped unless configured, so the
+default path costs nothing."""
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from ._access import AccessLog, access_log
+from ._observe import Observer
 from .proxy import ProxyHeaders
 
-__all__ = ["ProxyHeadersMiddleware", "AccessLogMiddleware"]
+__all__ = ["ProxyHeadersMiddleware", "ObserveMiddleware"]
 
 
 def _text_headers(scope: dict) -> list:
@@ -69,16 +69,28 @@ class _ScopeRequest:
         return default
 
 
-class AccessLogMiddleware:
-    """One "fastloop.access" line per HTTP request once its answer is complete (or the
-    application failed: then 500, as the client gets), with the body bytes sent."""
+class ObserveMiddleware:
+    """Each observer(request, status, sent, seconds) called once per HTTP request, when its
+    answer is complete (or the application failed: then 500, as the client gets), with the
+    body bytes sent and the time since the application was called."""
 
-    def __init__(self, app: Callable, log: AccessLog) -> None:
+    def __init__(self, app: Callable, observers: Sequence[Observer],
+                 active: Optional[Callable[[], bool]] = None) -> None:
         self.app = app
-        self.log = log
+        self.observers = list(observers)
+        self.active = active
+
+    def _counters(self) -> dict:
+        """What the observers count (the duration histograms), for Server.stats()."""
+        out: dict = {}
+        for observer in self.observers:
+            counters = getattr(observer, "counters", None)
+            if counters is not None:
+                out.update(counters())
+        return out
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+        if scope["type"] != "http" or (self.active is not None and not self.active()):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -92,7 +104,10 @@ class AccessLogMiddleware:
             if logged:
                 return
             logged = True
-            self.log(_ScopeRequest(scope), code, sent, time.perf_counter() - start)
+            request = _ScopeRequest(scope)
+            seconds = time.perf_counter() - start
+            for observer in self.observers:
+                observer(request, code, sent, seconds)
 
         async def logged_send(message: dict) -> None:
             nonlocal status, sent, trailers

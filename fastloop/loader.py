@@ -12,7 +12,7 @@ from ._durations import RequestDurations
 from ._observe import ObservedApp
 from .app import App
 from .asgi import ASGIApp, is_asgi_app
-from .asgi_front import AccessLogMiddleware, ProxyHeadersMiddleware
+from .asgi_front import ObserveMiddleware, ProxyHeadersMiddleware
 from .config import Config
 from .proxy import FrontApp, ProxyHeaders
 from .wsgi import WSGIApp
@@ -100,8 +100,13 @@ def asgi_app(obj: Any, config: Config, name: str = "") -> App:
         raise AppLoadError(f"--interface asgi needs a callable, not a {type(obj).__name__}")
     inner = obj
     log = AccessLog(config.access_log_format, config.access_log_json) if config.access_log else None
-    if log is not None:
-        inner = AccessLogMiddleware(inner, log)
+    observed = None
+    if config.access_log or config.metrics:
+        observers: list = [log] if log is not None else []
+        if config.metrics:
+            observers.append(RequestDurations())
+        inner = observed = ObserveMiddleware(inner, observers,
+                                             active=access_log_on if not config.metrics else None)
     if config.proxy_headers:
         # Outermost, so the access log sees the forwarded client.
         inner = ProxyHeadersMiddleware(inner, ProxyHeaders(config.forwarded_allow_ips))
@@ -109,4 +114,6 @@ def asgi_app(obj: Any, config: Config, name: str = "") -> App:
                   root_path=config.root_path or "", name=name or None)
     if log is not None:
         app._on_rejected = log.rejected  # type: ignore[attr-defined]  # requests the core refuses
+    if observed is not None:
+        app._counters = observed._counters  # type: ignore[attr-defined]  # Server.stats()
     return app

@@ -64,3 +64,15 @@ def test_root_path_is_announced_and_leads_the_path():
         assert (seen["root_path"], seen["path"]) == ("/app", "/app/items")
         seen = json.loads(ask(srv, "/app/items")[1])  # one that left it on
         assert seen["path"] == "/app/items"
+
+
+def test_metrics_time_asgi_answers_by_status_class():
+    from test_metrics import histogram, metrics_url, requests_total, scrape
+    with ServeProcess([APP, "--port", "0", "--metrics", "--metrics-port", "0",
+                       "--lifespan", "off"]) as srv:
+        url = metrics_url(srv)
+        for _ in range(3):
+            assert ask(srv, "/timed")[0] == 200
+        assert wait_until(lambda: requests_total(url) == 3, 5.0), scrape(url)
+        buckets, total, count = histogram(scrape(url))["2xx"]
+        assert count == 3 and buckets["+Inf"] == 3 and total > 0
