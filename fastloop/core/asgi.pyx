@@ -21,6 +21,7 @@
 # the connection (HTTP/1.0); a failure before http.response.start is a clean 500, after it the
 # connection is cut, never a half-framed answer on a keep-alive connection.
 
+cimport cython
 import os as _os
 from asyncio import Task as _Task
 from urllib.parse import unquote as _unquote
@@ -61,6 +62,8 @@ cdef class _Sent:
     def throw(self, typ, val=None, tb=None):
         raise typ if val is None else val
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     def close(self):
         pass
 
@@ -202,6 +205,8 @@ cdef class AsgiBridge(JobPool):
                 "asgi_disconnects": self.disconnects, "asgi_wakeups": self.wakeups}
 
 
+@cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+@cython.profile(False)
 cdef inline bint job_gone(fl_job *j) noexcept nogil:
     cdef bint gone
     pthread_mutex_lock(&j.lock)
@@ -378,6 +383,8 @@ cdef class AsgiCall:
                 return message
             await self.wait("recv")
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     cdef object take_body(self):
         """An http.request message with the body bytes that arrived, DISCONNECT when the body
         can never complete, or None (the job's wait_body flag set: a wake-up will come)."""
@@ -435,6 +442,8 @@ cdef class AsgiCall:
                 return DISCONNECT
             await self.wait("recv")
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     cdef bint peer_left(self):
         cdef fl_job *j = self.j
         cdef bint left
@@ -690,6 +699,8 @@ cdef class AsgiCall:
                 self.out.len += len(data)
             self.complete()
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     async def wait_room(self):
         """send() waits while the client is more than FL_HIGH_WATER behind."""
         cdef fl_job *j = self.j

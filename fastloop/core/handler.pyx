@@ -15,6 +15,7 @@
 # (answer.pyx) only with single dict operations; the App's route tables are only read. A
 # Responder, and the Request of the job at hand, belong to one thread.
 
+cimport cython
 import threading as _threading
 from time import perf_counter_ns as _perf_ns
 
@@ -97,6 +98,8 @@ cdef class HandlerPool(JobPool):
             t.start()
             self.threads.append(t)
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     def stop(self, double timeout=0.1):
         """Idle threads end at once; a handler still running is left to finish on its own
         daemon thread (its answers are dropped and counted by the loop that is gone)."""

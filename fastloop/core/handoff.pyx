@@ -29,7 +29,12 @@
 # (room to send, body bytes, the connection gone) put it on the pool's lists and write one
 # byte to the pool's pipe only if nobody was told yet: one wake-up of the asyncio loop per
 # batch, whatever the number of loops, jobs and events. Lock order: a job's, then its pool's.
+#
+# Nothing here is traced in a FASTLOOP_DEBUG=1 build (linetrace, profile off): a traced line
+# takes the GIL, and one taken while holding a lock here would deadlock with a Python thread
+# that holds the GIL and waits for that lock (the asyncio thread taking its jobs, say).
 
+cimport cython
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close, write
@@ -42,6 +47,8 @@ cdef enum:
 
 # ---- messages and inboxes -----------------------------------------------------------------
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef fl_msg *fl_msg_new(uint64_t token, int kind) noexcept nogil:
     cdef fl_msg *m = <fl_msg *>malloc(sizeof(fl_msg))
     if m != NULL:
@@ -52,6 +59,8 @@ cdef fl_msg *fl_msg_new(uint64_t token, int kind) noexcept nogil:
     return m
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_msg_free(fl_msg *m) noexcept nogil:
     if m.fd >= 0:
         close(m.fd)
@@ -59,6 +68,8 @@ cdef void fl_msg_free(fl_msg *m) noexcept nogil:
     free(m)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef fl_inbox *fl_inbox_new(fl_poller *poller) noexcept nogil:
     cdef fl_inbox *box = <fl_inbox *>malloc(sizeof(fl_inbox))
     if box == NULL:
@@ -70,6 +81,8 @@ cdef fl_inbox *fl_inbox_new(fl_poller *poller) noexcept nogil:
     return box
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_inbox_drop_pending(fl_inbox *box) noexcept nogil:
     # Under box.lock, or once nobody else holds a reference.
     cdef fl_msg *m
@@ -87,6 +100,8 @@ cdef void fl_inbox_drop_pending(fl_inbox *box) noexcept nogil:
     box.n = 0
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_inbox_close(fl_inbox *box) noexcept nogil:
     """The loop is done: from now on posts are dropped, and the poller is never woken."""
     pthread_mutex_lock(&box.lock)
@@ -96,6 +111,8 @@ cdef void fl_inbox_close(fl_inbox *box) noexcept nogil:
     pthread_mutex_unlock(&box.lock)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_inbox_release(fl_inbox *box) noexcept nogil:
     if fl_atomic_add_int(&box.refs, -1) == 0:
         fl_inbox_drop_pending(box)
@@ -104,6 +121,8 @@ cdef void fl_inbox_release(fl_inbox *box) noexcept nogil:
         free(box)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int fl_inbox_post(fl_inbox *box, fl_msg *m) noexcept nogil:
     """Appends m (taking ownership) and wakes the loop if the inbox was empty. Returns 0, or
     -1 when the loop is gone (m is freed and counted as dropped)."""
@@ -128,6 +147,8 @@ cdef int fl_inbox_post(fl_inbox *box, fl_msg *m) noexcept nogil:
     return 0
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int fl_inbox_push_fd(fl_inbox *box, int fd) noexcept nogil:
     """An acceptor hands over fd. Returns 0, or -1 (fd not taken) without memory or loop."""
     cdef void *p
@@ -152,6 +173,8 @@ cdef int fl_inbox_push_fd(fl_inbox *box, int fd) noexcept nogil:
     return 0
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef fl_msg *fl_inbox_take(fl_inbox *box, int **fds, int *nfds) noexcept nogil:
     """Everything posted so far: the messages (a list the caller frees) and the handed-over
     descriptors (an array the caller frees)."""
@@ -169,6 +192,8 @@ cdef fl_msg *fl_inbox_take(fl_inbox *box, int **fds, int *nfds) noexcept nogil:
 
 # ---- jobs ---------------------------------------------------------------------------------
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef fl_job *fl_job_new(fl_inbox *box, uint64_t token, int fd, size_t req_bytes, int nreqs) noexcept nogil:
     """A job for nreqs requests of connection token, with req_bytes of room for their copy;
     the caller fills j.req and j.reqs. Holds two references (loop, handler)."""
@@ -191,6 +216,8 @@ cdef fl_job *fl_job_new(fl_inbox *box, uint64_t token, int fd, size_t req_bytes,
     return j
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_job_release(fl_job *j) noexcept nogil:
     if fl_atomic_add_int(&j.refs, -1) == 0:
         fl_inbox_release(j.inbox)
@@ -200,6 +227,8 @@ cdef void fl_job_release(fl_job *j) noexcept nogil:
         free(j)  # the records and the request bytes are in the same allocation
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_job_gone(fl_job *j) noexcept nogil:
     """The loop's side: the connection is closing (fd is still open, closed right after).
     The handler stops waiting and producing; the loop drops its reference."""
@@ -211,6 +240,8 @@ cdef void fl_job_gone(fl_job *j) noexcept nogil:
     fl_job_release(j)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_job_peer_eof(fl_job *j) noexcept nogil:
     """The loop's side: the client shut its sending side while the handler runs (an asyncio
     handler's receive() then reports the disconnect, as other ASGI servers do)."""
@@ -221,6 +252,8 @@ cdef void fl_job_peer_eof(fl_job *j) noexcept nogil:
     pthread_mutex_unlock(&j.lock)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_job_wake(fl_job *j) noexcept nogil:
     """Under j.lock: whoever waits for j looks again (a thread on j.cond, or the asyncio
     loop of j's pool)."""
@@ -230,6 +263,8 @@ cdef void fl_job_wake(fl_job *j) noexcept nogil:
         pthread_cond_broadcast(&j.cond)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int fl_job_post(fl_job *j, fl_msg *m) noexcept nogil:
     """Posts m for j's connection (taking ownership): 0, or -1 if the connection or its loop
     is gone. DATA bytes count toward j.posted for backpressure."""
@@ -243,6 +278,8 @@ cdef int fl_job_post(fl_job *j, fl_msg *m) noexcept nogil:
     return fl_inbox_post(j.inbox, m)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int fl_job_wait_room(fl_job *j) noexcept nogil:
     """The handler's side: waits while more than FL_HIGH_WATER posted bytes are unsent.
     Returns 0, or -1 once the connection is gone."""
@@ -256,6 +293,8 @@ cdef int fl_job_wait_room(fl_job *j) noexcept nogil:
     return rc
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef bint fl_job_behind(fl_job *j) noexcept nogil:
     """More than FL_HIGH_WATER of what the handler posted is still unsent."""
     cdef bint behind
@@ -265,6 +304,8 @@ cdef bint fl_job_behind(fl_job *j) noexcept nogil:
     return behind
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_job_sent(fl_job *j, uint64_t n) noexcept nogil:
     """The loop's side: n more bytes of j's connection went out; wakes a waiting producer
     once little is left."""
@@ -277,6 +318,8 @@ cdef void fl_job_sent(fl_job *j, uint64_t n) noexcept nogil:
     pthread_mutex_unlock(&j.lock)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int fl_job_give_body(fl_job *j, const char *p, size_t n, int end) noexcept nogil:
     """The loop's side of a streaming body: appends n bytes (end: 0, 1 or -status). Returns
     1 when the handler holds FL_HIGH_WATER or more untaken (stop reading), 0, or -1 without
@@ -310,6 +353,8 @@ cdef int fl_job_give_body(fl_job *j, const char *p, size_t n, int end) noexcept 
     return rc
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef bint fl_job_body_read(fl_job *j) noexcept nogil:
     """A streaming route's body arrived whole and the handler took all of it."""
     cdef bint done
@@ -321,6 +366,8 @@ cdef bint fl_job_body_read(fl_job *j) noexcept nogil:
 
 # ---- the pool -----------------------------------------------------------------------------
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept nogil:
     """Queues a batch of n jobs (linked through next) with one lock and at most one wake-up."""
     pthread_mutex_lock(&p.lock)
@@ -338,6 +385,8 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     pthread_mutex_unlock(&p.lock)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_pool_notify(fl_pool *p) noexcept nogil:
     """Under p.lock: tells an asyncio pool's loop that there is work, once per batch."""
     cdef char one = 1
@@ -348,6 +397,8 @@ cdef void fl_pool_notify(fl_pool *p) noexcept nogil:
         write(p.notify_fd, &one, 1)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void fl_pool_ready(fl_pool *p, fl_job *j) noexcept nogil:
     """Under j.lock: puts j on p's ready list (holding a reference) unless it is there."""
     pthread_mutex_lock(&p.lock)
@@ -364,6 +415,8 @@ cdef void fl_pool_ready(fl_pool *p, fl_job *j) noexcept nogil:
     pthread_mutex_unlock(&p.lock)
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef fl_job *fl_pool_take_all(fl_pool *p, fl_job **ready) noexcept nogil:
     """An asyncio pool's side: every queued job (linked through next) and every woken one
     (through ready_next, each holding a reference the caller releases). The next post after
@@ -384,6 +437,8 @@ cdef fl_job *fl_pool_take_all(fl_pool *p, fl_job **ready) noexcept nogil:
     return jobs
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
     """The next job, or NULL if none is queued. Wakes one more idle thread if work is left
     behind, so that a handler that blocks does not hold up the jobs after it."""
@@ -401,6 +456,8 @@ cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
     return j
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int fl_pool_wait(fl_pool *p) noexcept nogil:
     """Waits until a job is queued (1) or the pool stops (0). Call without the GIL."""
     cdef int rc

@@ -5,6 +5,7 @@
 # handler runs the Request holds its job (the handler's reference): addresses are read from
 # the connection's socket under the job's lock, and a streaming body is taken from the job.
 
+cimport cython
 from urllib.parse import parse_qsl as _parse_qsl
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -64,6 +65,8 @@ cdef class Request:
                 return
             yield piece
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     cdef bytes read_body(self, size_t size):
         """At most size of the body bytes that have arrived (waiting for some), or b"" at its
         end."""
@@ -199,6 +202,8 @@ cdef class Request:
         return f"<Request {self.method} {self.path}{'?' if self.query else ''}{self.query}>"
 
 
+@cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+@cython.profile(False)
 cdef object socket_address(fl_job *j, int peer):
     # Asked only when a handler reads it: no syscall per request otherwise. Under the job's
     # lock, so the loop cannot close the descriptor (and the number be reused) meanwhile.

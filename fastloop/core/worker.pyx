@@ -23,6 +23,7 @@
 # timeouts and the graceful stop (closing.pyx), and the structures they use: the timer lists
 # (timers.pyx) and the buffer pool (bufpool.pyx).
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.errno cimport EAGAIN, EINTR, EIO, ENOMEM, EPIPE, ETIMEDOUT, errno
@@ -122,6 +123,8 @@ cdef class Worker(Loop):
         # more_body); bodiless ones still go in batches.
         self.stream_bodies = bool(getattr(app, "_stream_bodies", False))
 
+    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
+    @cython.profile(False)
     def stats(self):
         """Loop.stats(), with the answers that came after this loop had stopped (its inbox
         drops them) counted among the late ones."""
