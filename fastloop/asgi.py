@@ -5,7 +5,7 @@
 
 Theory of operation. The event loops stay in C and never run the application: every request
 goes, as a job, to one asyncio loop per server, running on a thread of its own. The core's
-AsgiBridge (fastloop/core/asgi.pyx) wakes that loop once per batch through a pipe and runs
+AsgiBridge (fastloop/core/asgi_bridge.pyx) wakes that loop once per batch through a pipe and runs
 each job as a task; this module owns the loop's thread, chooses the loop (uvloop when
 installed, as uvicorn does), and speaks the lifespan protocol: startup before the server
 accepts a connection, shutdown once its connections are drained.

@@ -36,7 +36,7 @@ cdef const char *NO_LINE = b""
 
 cdef class JobPool:
     """Where the event loops of a server queue their jobs (fl_pool), and who runs them: the
-    handler threads (HandlerPool) or one asyncio loop (AsgiBridge, core/asgi.pyx)."""
+    handler threads (HandlerPool) or one asyncio loop (AsgiBridge, core/asgi_bridge.pyx)."""
 
     cdef fl_pool pool
 

@@ -24,7 +24,7 @@
 # stops producing; what it still posts is dropped), and when a loop ends its inbox is closed
 # (later posts are dropped and counted as late answers). Nothing here relies on the GIL.
 #
-# A pool may also be run by one asyncio loop instead of threads (core/asgi.pyx): its handlers
+# A pool may also be run by one asyncio loop instead of threads (core/asgi_bridge.pyx): its handlers
 # wait on futures, not on a job's condition variable. Then queueing jobs and waking a job
 # (room to send, body bytes, the connection gone) put it on the pool's lists and write one
 # byte to the pool's pipe only if nobody was told yet: one wake-up of the asyncio loop per

@@ -1,14 +1,5 @@
-# ASGI 3 applications beside the loop: one asyncio loop per server runs every request's
-# application call, fed by the event loops through an fl_pool whose waker is a pipe.
-#
-# Theory of operation. The event loops queue jobs exactly as for the handler threads (see
-# handoff.pyx), but the pool is an AsgiBridge: queueing a batch of jobs, or waking a job whose
-# handler waits (room to send, body bytes, the client gone), writes one byte to the bridge's
-# pipe if nobody was told yet. The asyncio loop reads the pipe (add_reader) and takes
-# everything at once: one wake-up and one Python callback per batch, never one
-# call_soon_threadsafe per request. Each new job becomes an AsgiCall run as one task, which
-# calls the application for the job's requests in order (pipelined requests answer in order,
-# gathered into one message as the handler threads do).
+# ASGI 3 applications beside the loop, part 2: one job's HTTP requests, answered by the
+# application on the asyncio loop that the bridge (asgi_bridge.pyx) feeds.
 #
 # receive() and send() never block the asyncio loop: when a body has not arrived yet, or the
 # client is more than FL_HIGH_WATER behind, they set the job's wait flag under its lock and
@@ -23,13 +14,11 @@
 
 cimport cython
 import os as _os
-from asyncio import Task as _Task
 from urllib.parse import unquote as _unquote
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy, memmove
-from posix.unistd cimport read
 
 
 class ClientDisconnected(OSError):
@@ -79,130 +68,6 @@ cdef enum:
     PH_BODY = 2         # the head is out, body messages follow (more_body)
     PH_TRAILERS = 3     # the last body message is out; trailers follow
     PH_DONE = 4         # the answer is complete
-
-
-cdef class AsgiBridge(JobPool):
-    """The pool of one server whose jobs an asyncio loop runs. on_readable() is the loop's
-    reader callback for fileno(); spawn(call) starts each new AsgiCall (a task)."""
-
-    cdef int rfd
-    cdef object create_task
-    cdef bint eager                 # asyncio.Task(eager_start=True) exists (3.12+)
-    cdef public set running         # the tasks of calls that have not finished
-    cdef public object loop
-    cdef public object app
-    cdef public dict base_scope     # what every http scope shares (asgi, scheme, state...)
-    cdef public object app_name
-    cdef uint64_t handled
-    cdef uint64_t app_errors        # the application raised, or returned without answering
-    cdef uint64_t invalid           # it sent an invalid message
-    cdef uint64_t disconnects       # receive() reported http.disconnect before the answer
-    cdef uint64_t wakeups
-    # (inbox, token) -> (client, server): the addresses of a connection, asked once (a
-    # connection's token is never reused: it carries a generation). Cleared when large.
-    cdef dict addresses
-    cdef list spare                 # Responders of finished calls, for the next ones
-    # what every http scope shares, from base_scope
-    cdef object scope_asgi, scope_scheme, scope_root_path, scope_extensions
-    cdef dict scope_state
-
-    def __init__(self, app, loop, dict base_scope, app_name="ASGI app", bint eager=False):
-        r, w = _os.pipe()
-        _os.set_blocking(r, False)
-        _os.set_blocking(w, False)
-        self.rfd = r
-        self.pool.notify_fd = w
-        self.app = app
-        self.loop = loop
-        self.create_task = loop.create_task
-        self.eager = eager
-        self.running = set()
-        self.base_scope = base_scope
-        self.app_name = app_name
-        self.addresses = {}
-        self.spare = []
-        self.scope_asgi = base_scope["asgi"]
-        self.scope_scheme = base_scope.get("scheme", "http")
-        self.scope_root_path = base_scope.get("root_path", "")
-        state = base_scope.get("state")
-        self.scope_state = {} if state is None else state  # the lifespan fills it later
-        self.scope_extensions = base_scope.get("extensions", {})
-
-    cdef tuple connection_addresses(self, fl_job *j):
-        """(client, server) of j's connection as ASGI scopes give them: (host, port) pairs,
-        or None for the client and (path, None) for the server over a Unix socket."""
-        key = (<size_t>j.inbox, j.token)
-        found = self.addresses.get(key)
-        if found is None:
-            client = socket_address(j, 1)
-            server = socket_address(j, 0)
-            if type(client) is not tuple:
-                client = None
-            if server is not None and type(server) is not tuple:
-                server = (server, None)
-            found = (client, server)
-            if client is not None:  # (None: gone already, or a Unix socket: cheap to redo)
-                if len(self.addresses) >= 65536:
-                    self.addresses.clear()
-                self.addresses[key] = found
-        return <tuple>found
-
-    def fileno(self):
-        return self.rfd
-
-    def on_readable(self):
-        """Takes every queued and woken job: woken ones look again, new ones start."""
-        cdef char drain[256]
-        cdef fl_job *jobs
-        cdef fl_job *ready
-        cdef fl_job *nxt
-        cdef AsgiCall call
-        while read(self.rfd, drain, sizeof(drain)) == sizeof(drain):
-            pass
-        self.wakeups += 1
-        jobs = fl_pool_take_all(&self.pool, &ready)
-        while ready != NULL:
-            nxt = ready.ready_next
-            if ready.owner != NULL:
-                (<AsgiCall>ready.owner).wake()
-            fl_job_release(ready)
-            ready = nxt
-        while jobs != NULL:
-            nxt = jobs.next
-            jobs.next = NULL
-            call = AsgiCall.__new__(AsgiCall)
-            call.adopt(self, jobs)  # takes the handler's reference
-            if self.eager:
-                # Runs at once, here, until it first waits (Python 3.12+).
-                task = _Task(call.run(), loop=self.loop, eager_start=True)
-            else:
-                task = self.create_task(call.run())
-            if not task.done():
-                call.task = task
-                self.running.add(task)  # for stop(); AsgiCall.run takes it out
-            jobs = nxt
-
-    def close(self):
-        """No more jobs start; those queued are released (their loops close them)."""
-        with nogil:
-            pthread_mutex_lock(&self.pool.lock)
-            self.pool.stopping = 1
-            pthread_mutex_unlock(&self.pool.lock)
-        self.drop_queued()
-        if self.rfd >= 0:
-            _os.close(self.rfd)
-            _os.close(self.pool.notify_fd)
-            self.rfd = -1
-            with nogil:
-                pthread_mutex_lock(&self.pool.lock)
-                self.pool.notify_fd = -1
-                self.pool.notified = 1  # never write again
-                pthread_mutex_unlock(&self.pool.lock)
-
-    def stats(self):
-        return {"handled": self.handled, "handler_errors": self.app_errors + self.invalid,
-                "asgi_app_errors": self.app_errors, "asgi_invalid_messages": self.invalid,
-                "asgi_disconnects": self.disconnects, "asgi_wakeups": self.wakeups}
 
 
 @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
