@@ -76,3 +76,47 @@ def test_metrics_time_asgi_answers_by_status_class():
         assert wait_until(lambda: requests_total(url) == 3, 5.0), scrape(url)
         buckets, total, count = histogram(scrape(url))["2xx"]
         assert count == 3 and buckets["+Inf"] == 3 and total > 0
+
+
+def test_a_pipelined_answer_leaves_before_its_application_returns():
+    # Two requests in one batch: the first application call answers, then goes on (a
+    # background task) until the test has read that answer. An answer held until the call
+    # returns (or until its batch ends) would never be read: the call waits for the reader.
+    import asyncio
+    import threading
+
+    import fastloop
+    from fastloop.asgi import ASGIApp
+    from wire import read_answer
+
+    read = threading.Event()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+        if scope["path"] == "/first":
+            for _ in range(500):  # at most 5 s
+                if read.is_set():
+                    break
+                await asyncio.sleep(0.01)
+
+    srv = fastloop.Server(ASGIApp(app, lifespan="off"), port=0)
+    srv.start()
+    try:
+        with socket.create_connection((LOOPBACK, srv.port), timeout=5) as s:
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            data, answers = b"", []
+            while len(answers) < 2:
+                got = read_answer(data)
+                if got is not None:
+                    answers.append(got[0])
+                    data = got[1]
+                    read.set()  # the first answer is here: its application may return
+                    continue
+                chunk = s.recv(65536)  # times out (5 s) if the first answer is held back
+                assert chunk, data
+                data += chunk
+        assert [a.body for a in answers] == [b"/first", b"/second"]
+    finally:
+        read.set()
+        srv.stop()

@@ -105,6 +105,7 @@ cdef class AsgiCall:
     cdef bint saw_disconnect
     cdef int answered           # answers of this job run, counted in its MSG_END
     cdef bint ended             # the job's last message (MSG_F_END) is posted
+    cdef bint flush_due         # flush_gathered() is scheduled on the asyncio loop
 
     cdef void adopt(self, AsgiBridge bridge, fl_job *j) noexcept:
         self.bridge = bridge
@@ -493,13 +494,26 @@ cdef class AsgiCall:
         self.answer_ended()
 
     cdef void answer_ended(self) except *:
-        """The current request's answer is whole (or cut): it goes out now. After the job's
-        last one (or one that closes the connection) the loop may go on with the connection."""
+        """The current request's answer is whole (or cut). The job's last one (or one that
+        closes the connection) goes out now, with what was gathered before it, and the loop
+        may go on with the connection. One before it is gathered, since the next request of
+        a pipelined batch usually answers at once too; what is gathered goes out at the
+        asyncio loop's next iteration at the latest, so an application that goes on after
+        its answer (a background task) never holds it back."""
         self.answered += 1
         if self.end or self.k == self.j.nreqs - 1:
             self.ended = True
             self.out.flush(self.j, MSG_F_END | self.end, self.answered)
-        else:
+        elif self.out.len > FL_BATCH_FLUSH:
+            self.out.flush(self.j, 0, 0)
+        elif not self.flush_due:
+            self.flush_due = True
+            self.bridge.loop.call_soon(self.flush_gathered)
+
+    def flush_gathered(self):
+        """Posts the answers gathered so far, unless the job has ended since."""
+        self.flush_due = False
+        if self.j != NULL and not self.ended and self.out is not None and self.out.len:
             self.out.flush(self.j, 0, 0)
 
     cdef void cut(self, str why) except *:
