@@ -747,26 +747,3 @@ cdef void asgi_fields(Answer a, headers) except *:
             parts.append(meaning[1])
     a.length = length
     a.fields = b"".join(parts) if len(parts) != 1 else parts[0]
-
-
-cdef void post_bytes(fl_job *j, bytes piece, bint chunked) except *:
-    """One body piece, chunk-framed if chunked, posted to the connection."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
-    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
-    cdef char *p
-    if m == NULL:
-        raise MemoryError()
-    m.data = <char *>malloc(n + 24)
-    if m.data == NULL:
-        fl_msg_free(m)
-        raise MemoryError()
-    p = m.data
-    if chunked:
-        p += fmt_hex(p, n)
-    memcpy(p, PyBytes_AS_STRING(piece), n)
-    p += n
-    if chunked:
-        memcpy(p, b"\r\n", 2)
-        p += 2
-    m.len = p - m.data
-    fl_job_post(j, m)

@@ -388,8 +388,6 @@ cdef int post_pieces(Responder r, fl_job *j, Answer a) except -1:
     cdef uint64_t total = 0
     cdef Py_ssize_t n
     cdef bytes piece
-    cdef fl_msg *m
-    cdef char *p
     cdef int rc
     cdef object length = a.length
     try:
@@ -402,23 +400,7 @@ cdef int post_pieces(Responder r, fl_job *j, Answer a) except -1:
             if length is not None and total > length:
                 log.error("fastloop: an iterable body: longer than its content_length")
                 return END_CLOSE | END_CUT
-            m = fl_msg_new(0, MSG_DATA)
-            if m == NULL:
-                raise MemoryError()
-            m.data = <char *>malloc(n + 24)
-            if m.data == NULL:
-                fl_msg_free(m)
-                raise MemoryError()
-            p = m.data
-            if a.chunked:
-                p += fmt_hex(p, n)
-            memcpy(p, PyBytes_AS_STRING(piece), n)
-            p += n
-            if a.chunked:
-                memcpy(p, b"\r\n", 2)
-                p += 2
-            m.len = p - m.data
-            if fl_job_post(j, m) < 0:
+            if post_bytes(j, piece, a.chunked) < 0:
                 return END_CLOSE | END_CUT  # the connection is gone
             r.sent += n
             with nogil:
@@ -437,6 +419,30 @@ cdef int post_pieces(Responder r, fl_job *j, Answer a) except -1:
         return END_CLOSE | END_CUT
     finally:
         close_body(a.body)
+
+
+cdef int post_bytes(fl_job *j, bytes piece, bint chunked) except -2:
+    """One body piece, chunk-framed if chunked, posted to the connection: 0, or -1 when the
+    connection or its loop is gone (fl_job_post)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
+    cdef fl_msg *m = fl_msg_new(0, MSG_DATA)
+    cdef char *p
+    if m == NULL:
+        raise MemoryError()
+    m.data = <char *>malloc(n + 24)
+    if m.data == NULL:
+        fl_msg_free(m)
+        raise MemoryError()
+    p = m.data
+    if chunked:
+        p += fmt_hex(p, n)
+    memcpy(p, PyBytes_AS_STRING(piece), n)
+    p += n
+    if chunked:
+        memcpy(p, b"\r\n", 2)
+        p += 2
+    m.len = p - m.data
+    return fl_job_post(j, m)
 
 
 cdef int fmt_hex(char *out, uint64_t n) noexcept:
