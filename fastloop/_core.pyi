@@ -145,6 +145,7 @@ class AsgiBridge(JobPool):
     base_scope: dict[str, Any]
     app_name: Any
     running: set[Any]
+    ws_config: WebSocketConfig
     def __init__(self, app: Any, loop: Any, base_scope: dict[str, Any], app_name: Any = ...,
                  eager: bool = ...) -> None: ...
     def fileno(self) -> int: ...
@@ -153,6 +154,17 @@ class AsgiBridge(JobPool):
     def stats(self) -> dict[str, Any]: ...
 
 class ClientDisconnected(OSError): ...
+
+class WebSocketConfig:
+    max_size: int
+    per_message_deflate: bool
+    server_max_window_bits: int
+    client_max_window_bits: int
+    compress_level: int
+    mem_level: int
+    def __init__(self, max_size: int = ..., per_message_deflate: bool = ...,
+                 server_max_window_bits: int = ..., client_max_window_bits: int = ...,
+                 compress_level: int = ..., mem_level: int = ...) -> None: ...
 
 class Worker(Loop):
     def __init__(self, index: int, app: Any, handlers: JobPool, *, is_tcp: bool = True,

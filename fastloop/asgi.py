@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from ._core import AsgiBridge, ClientDisconnected
+from ._core import AsgiBridge, ClientDisconnected, WebSocketConfig
 from .app import App
 
 __all__ = ["ASGIApp", "ClientDisconnected", "LifespanFailed", "is_asgi_app"]
@@ -30,6 +30,7 @@ log = logging.getLogger("fastloop")
 LIFESPAN_MODES = ("auto", "on", "off")
 LOOPS = ("auto", "asyncio", "uvloop")
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+WS_MODES = ("auto", "none")
 # asyncio.Task(..., eager_start=True) (3.12+) runs a request's coroutine at once, inside the
 # bridge's callback, until it first waits: a task that never waits costs no loop iteration.
 EAGER_TASKS = sys.version_info >= (3, 12)
@@ -60,13 +61,16 @@ class ASGIApp(App):
     lifespan: "auto" (run it if the application supports it), "on" (it must), "off".
     loop: "auto" (uvloop if installed, else asyncio), "asyncio" or "uvloop".
     root_path: the ASGI root_path (the prefix the application is mounted under).
-    name: how logs name the application (default: its module and name)."""
+    name: how logs name the application (default: its module and name).
+    ws: "auto" (WebSocket upgrades reach the application: websocket scopes) or "none" (served
+    as plain HTTP requests); ws_max_size, ws_per_message_deflate: see docs/websockets.md."""
 
     _stream_bodies = True
 
     def __init__(self, asgi_app: Callable, lifespan: str = "auto", loop: str = "auto",
                  root_path: str = "", name: Optional[str] = None,
-                 shutdown_timeout: float = 10.0) -> None:
+                 shutdown_timeout: float = 10.0, ws: str = "auto",
+                 ws_max_size: int = 16 * 1024 * 1024, ws_per_message_deflate: bool = True) -> None:
         super().__init__()
         if lifespan not in LIFESPAN_MODES:
             raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, not {lifespan!r}")
@@ -78,6 +82,10 @@ class ASGIApp(App):
         self.root_path = root_path
         self.name = name or _app_name(asgi_app)
         self.shutdown_timeout = shutdown_timeout
+        if ws not in WS_MODES:
+            raise ValueError(f"ws must be one of {', '.join(WS_MODES)}, not {ws!r}")
+        self._websockets = ws != "none"  # the core hands upgrades over (ws_conn.pyx)
+        self.ws_config = WebSocketConfig(max_size=ws_max_size, per_message_deflate=ws_per_message_deflate)
 
     def _resolve(self, request: Any) -> None:  # never asked: the core hands every job over
         return None
@@ -109,6 +117,7 @@ class AsgiRunner:
                 "state": self.state,
                 "extensions": {"http.response.pathsend": {}, "http.response.trailers": {}}}
         self.bridge = AsgiBridge(app.asgi_app, self.loop, base, app.name, EAGER_TASKS)
+        self.bridge.ws_config = app.ws_config
         self.lifespan = Lifespan(app, self.loop, self.state)
         self.thread = threading.Thread(target=self._run, name="fastloop-asgi", daemon=True)
 

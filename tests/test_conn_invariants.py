@@ -8,7 +8,7 @@ import pytest
 
 from fastloop._core import TIMER_NAMES, conn_invariant_of
 
-READ_HEAD, READ_BODY, IN_HANDLER, CLOSING = range(4)
+READ_HEAD, READ_BODY, IN_HANDLER, CLOSING, WEBSOCKET = range(5)
 CLOSE_AFTER, STREAM, BODY_FULL, JOB_WAITS = 1, 128, 1024, 4096
 BODY = TIMER_NAMES.index("body")
 IDLE = TIMER_NAMES.index("idle")
@@ -26,6 +26,13 @@ BLOCK = (True, 16384, 0, 0)
                                     wb=(True, 16384, 100, 5000), outq=True, outq_tail=True)),
     ("sending a file", dict(state=IN_HANDLER, job=True, file_fd=7, file_end=1)),
     ("lingering", dict(state=CLOSING, flags=CLOSE_AFTER, timer=TIMER_NAMES.index("linger"))),
+    ("a WebSocket, its application running",
+     dict(state=WEBSOCKET, ws=True, job=True, timer=TIMER_NAMES.index("ws_ping"))),
+    ("a WebSocket whose application holds enough",
+     dict(state=WEBSOCKET, ws=True, job=True, flags=BODY_FULL)),
+    ("a WebSocket after its application",
+     dict(state=WEBSOCKET, ws=True, timer=TIMER_NAMES.index("ws_close"))),
+    ("lingering after a WebSocket", dict(state=CLOSING, ws=True, job=True, flags=CLOSE_AFTER)),
 ])
 def test_connections_as_the_loop_leaves_them_pass(name, fields):
     assert conn_invariant_of(**fields) is None
@@ -35,12 +42,17 @@ def test_connections_as_the_loop_leaves_them_pass(name, fields):
     (dict(fd=-1, job=True), "a free slot has no job"),
     (dict(fd=-1, timer=IDLE), "a free slot has no job"),
     (dict(fd=-1, rb=BLOCK), "a free slot holds no buffer"),
-    (dict(state=4), "the state is one of the four"),
-    (dict(state=IN_HANDLER), "a job exactly while IN_HANDLER"),
-    (dict(job=True), "a job exactly while IN_HANDLER"),
+    (dict(state=5), "the state is one of the five"),
+    (dict(state=IN_HANDLER), "a job while IN_HANDLER"),
+    (dict(job=True), "a job while IN_HANDLER"),
+    (dict(state=CLOSING, job=True, flags=CLOSE_AFTER), "a job while IN_HANDLER"),
+    (dict(state=WEBSOCKET), "WebSocket state while WEBSOCKET"),
+    (dict(ws=True), "WebSocket state while WEBSOCKET"),
+    (dict(fd=-1, ws=True), "a free slot has no job"),
     (dict(flags=STREAM), "STREAM and JOB_WAITS only while IN_HANDLER"),
     (dict(flags=JOB_WAITS), "STREAM and JOB_WAITS only while IN_HANDLER"),
     (dict(state=IN_HANDLER, job=True, flags=BODY_FULL), "BODY_FULL only with STREAM"),
+    (dict(flags=STREAM, state=WEBSOCKET, ws=True), "STREAM and JOB_WAITS only while IN_HANDLER"),
     (dict(state=CLOSING), "CLOSING only with CLOSE_AFTER"),
     (dict(rb=(True, 100, 50, 40)), "a buffer's start <= end <= cap"),
     (dict(wb=(True, 100, 0, 101)), "a buffer's start <= end <= cap"),

@@ -29,6 +29,7 @@ cdef class AsgiBridge(JobPool):
     cdef public object app
     cdef public dict base_scope     # what every http scope shares (asgi, scheme, state...)
     cdef public object app_name
+    cdef public object ws_config    # a WebSocketConfig (asgi_ws.pyx)
     cdef uint64_t handled
     cdef uint64_t app_errors        # the application raised, or returned without answering
     cdef uint64_t invalid           # it sent an invalid message
@@ -55,6 +56,7 @@ cdef class AsgiBridge(JobPool):
         self.running = set()
         self.base_scope = base_scope
         self.app_name = app_name
+        self.ws_config = WebSocketConfig()
         self.addresses = {}
         self.spare = []
         self.scope_asgi = base_scope["asgi"]
@@ -106,7 +108,10 @@ cdef class AsgiBridge(JobPool):
         while jobs != NULL:
             nxt = jobs.next
             jobs.next = NULL
-            call = AsgiCall.__new__(AsgiCall)
+            if jobs.reqs[0].req_flags & FL_REQ_WEBSOCKET:
+                call = AsgiWsCall.__new__(AsgiWsCall)  # an upgrade (asgi_ws.pyx)
+            else:
+                call = AsgiCall.__new__(AsgiCall)
             call.adopt(self, jobs)  # takes the handler's reference
             if self.eager:
                 # Runs at once, here, until it first waits (Python 3.12+).

@@ -45,6 +45,9 @@ cdef void conn_settle(Worker self, fl_conn *c) noexcept nogil:
         else:
             conn_close(self, c)
         return
+    if c.state == CONN_WEBSOCKET:
+        conn_ws_settle(self, c)
+        return
     if c.state == CONN_READ_BODY:
         fl_timer_set(&self.timers, c, FL_TIMER_BODY, self.now_ms)  # restarted by progress
     elif c.rb.start < c.rb.end:
@@ -71,6 +74,7 @@ cdef void conn_close(Worker self, fl_conn *c) noexcept nogil:
         fl_job_gone(c.job)  # before close(): the descriptor number may be reused at once
         c.job = NULL
     conn_drop_output(self, c)
+    conn_ws_free(c)
     close(c.fd)  # also removes it from the poller
     c.fd = -1
     c.gen += 1
@@ -100,6 +104,8 @@ cdef void timers_expire(Worker self, int64_t now) noexcept nogil:
             c = fl_timer_pop(&self.timers, kind, now)  # off the list even if closing fails
             if c == NULL:
                 break
+            if kind >= FL_TIMER_WS_CLOSE and conn_ws_timer(self, c, kind):
+                continue  # a ping went out, or a close frame: not a timeout
             self.counters.timeouts[kind] += 1
             self.note(-kind)
             if kind == FL_TIMER_BODY and c.state == CONN_IN_HANDLER:

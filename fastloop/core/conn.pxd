@@ -56,6 +56,7 @@ cdef enum:
     CONN_READ_BODY = 1    # head complete, waiting for the rest of a Content-Length body
     CONN_IN_HANDLER = 2   # a request is with a handler thread (c.job): nothing more is parsed
     CONN_CLOSING = 3      # last response sent, write side shut: input is discarded until EOF
+    CONN_WEBSOCKET = 4    # upgraded (c.ws): frames, not requests; c.job while the app runs
 
 # Bits of fl_conn.flags
 cdef enum:
@@ -81,7 +82,10 @@ cdef enum:
     FL_TIMER_WRITE = 3        # the client does not read its responses
     FL_TIMER_LINGER = 4       # lingering close
     FL_TIMER_BODY = 5         # a request body is arriving: restarted by progress
-    FL_NTIMERS = 6
+    FL_TIMER_WS_CLOSE = 6     # a WebSocket close handshake: the other side's close frame is due
+    FL_TIMER_WS_PING = 7      # a quiet WebSocket: send a ping when it runs out (not a timeout)
+    FL_TIMER_WS_PONG = 8      # the ping's pong is due: a peer that never answers is dead
+    FL_NTIMERS = 9
 
 ctypedef struct fl_conn:
     int fd                    # -1 while the slot is free
@@ -117,3 +121,4 @@ ctypedef struct fl_conn:
     int64_t deadline          # monotonic ms
     fl_conn *tprev
     fl_conn *tnext
+    void *ws                  # its fl_ws_conn (ws_conn.pyx) once upgraded, else NULL

@@ -33,19 +33,23 @@ cdef const char *conn_invariant(const fl_conn *c, const fl_timers *t) noexcept n
     """The first invariant of conn.pxd that c breaks (its text), or NULL."""
     cdef const char *broken
     if c.fd < 0:
-        if c.job != NULL or c.timer != FL_TIMER_NONE or c.outq != NULL or c.file_fd >= 0:
+        if c.job != NULL or c.timer != FL_TIMER_NONE or c.outq != NULL or c.file_fd >= 0 or c.ws != NULL:
             return "a free slot has no job, timer, queued answer or file"
         if c.rb.p != NULL or c.wb.p != NULL:
             return "a free slot holds no buffer"
         return NULL
-    if c.state < CONN_READ_HEAD or c.state > CONN_CLOSING:
-        return "the state is one of the four"
-    if (c.job != NULL) != (c.state == CONN_IN_HANDLER):
-        return "a job exactly while IN_HANDLER"
+    if c.state < CONN_READ_HEAD or c.state > CONN_WEBSOCKET:
+        return "the state is one of the five"
+    if (c.state == CONN_IN_HANDLER and c.job == NULL) or \
+            (c.job != NULL and c.state != CONN_IN_HANDLER and c.ws == NULL):
+        return "a job while IN_HANDLER, else only on a WebSocket (its application runs)"
+    if (c.state == CONN_WEBSOCKET and c.ws == NULL) or \
+            (c.ws != NULL and c.state != CONN_WEBSOCKET and c.state != CONN_CLOSING):
+        return "WebSocket state while WEBSOCKET (and closing it) only"
     if (c.flags & (CONN_F_STREAM | CONN_F_JOB_WAITS)) and c.state != CONN_IN_HANDLER:
         return "STREAM and JOB_WAITS only while IN_HANDLER"
-    if (c.flags & CONN_F_BODY_FULL) and not (c.flags & CONN_F_STREAM):
-        return "BODY_FULL only with STREAM"
+    if (c.flags & CONN_F_BODY_FULL) and not (c.flags & CONN_F_STREAM) and c.ws == NULL:
+        return "BODY_FULL only with STREAM or on a WebSocket"
     if c.state == CONN_CLOSING and not (c.flags & CONN_F_CLOSE_AFTER):
         return "CLOSING only with CLOSE_AFTER"
     broken = buf_invariant(&c.rb)
@@ -124,7 +128,7 @@ DEBUG_BUILD = bool(FASTLOOP_DEBUG)
 def conn_invariant_of(*, int fd=5, int state=CONN_READ_HEAD, int flags=0, bint job=False,
                       rb=(False, 0, 0, 0), wb=(False, 0, 0, 0), bint outq=False,
                       bint outq_tail=False, int file_fd=-1, int file_end=0,
-                      int timer=FL_TIMER_NONE, bint timer_linked=True):
+                      int timer=FL_TIMER_NONE, bint timer_linked=True, bint ws=False):
     """The text of the first invariant such a connection breaks, or None. rb and wb are
     (has a block, cap, start, end); timer_linked=False marks it on a timer but on no list."""
     cdef fl_conn c
@@ -139,6 +143,7 @@ def conn_invariant_of(*, int fd=5, int state=CONN_READ_HEAD, int flags=0, bint j
     # SAFETY: these pointers are only compared with NULL by conn_invariant, never followed.
     c.job = <fl_job *>&block if job else NULL
     c.outq = <fl_msg *>&block if outq else NULL
+    c.ws = <void *>&block if ws else NULL
     c.outq_tail = <fl_msg *>&block if outq_tail else NULL
     c.rb.p = &block if rb[0] else NULL
     c.rb.cap, c.rb.start, c.rb.end = rb[1], rb[2], rb[3]

@@ -114,7 +114,9 @@ cdef void conn_pump(Worker self, fl_conn *c) noexcept nogil:
             c.outq_tail = NULL
         flags = m.flags
         if m.kind == MSG_DATA:
-            if m.len:
+            if (flags & MSG_WS_FRAME) and c.ws != NULL and (<fl_ws_conn *>c.ws).close_sent:
+                pass  # a frame after our close frame: never sent (RFC 6455 5.5.1)
+            elif m.len:
                 c.flags |= CONN_F_ANSWERED
                 if c.wb.start == c.wb.end and m.data != NULL:
                     # Nothing else waits to be sent: the message's buffer becomes the output.
@@ -145,6 +147,10 @@ cdef void conn_pump(Worker self, fl_conn *c) noexcept nogil:
             if c.flags & CONN_F_BODY_FULL:
                 c.flags &= ~CONN_F_BODY_FULL
                 self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+        elif m.kind == MSG_WS_OPEN:
+            conn_ws_open(self, c, m)
+        elif m.kind == MSG_WS_CLOSE:
+            conn_ws_message(self, c, m)
         answered = <int>m.count
         fl_msg_free(m)
         if flags & MSG_F_END:

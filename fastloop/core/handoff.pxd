@@ -14,12 +14,18 @@ cdef enum:
     MSG_END = 3         # the answer is complete: the connection's next request may be parsed
     MSG_CONTINUE = 4    # the handler is reading the body: send "100 Continue" if still due
     MSG_READ = 5        # the handler took body bytes: reading the socket may resume
+    MSG_WS_OPEN = 6     # the 101 is out (a MSG_DATA before it): frames from now on (ws_conn.pyx)
+    MSG_WS_CLOSE = 7    # send a WebSocket close frame: count = code (0: answer the peer's)
 
 # fl_msg.flags of MSG_END
 cdef enum:
     END_CLOSE = 1       # close the connection after this answer (it said so, or was cut)
     END_CUT = 2         # the answer is incomplete: close without a lingering drain
     END_MORE = 8        # the client is behind: the job's other requests wait (fl_job.start)
+
+# fl_msg.flags of MSG_DATA
+cdef enum:
+    MSG_WS_FRAME = 16   # a WebSocket frame of the application: dropped once a close is sent
 
 ctypedef struct fl_msg:
     fl_msg *next

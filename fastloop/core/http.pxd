@@ -22,6 +22,8 @@ cdef enum:
     FL_REQ_GET = 32               # method GET
     FL_REQ_CONN_CLOSE = 64        # the client sent "Connection: close"
     FL_REQ_HTTP10 = 128           # HTTP/1.0: keep-alive must be echoed to be kept
+    FL_REQ_UPGRADE = 256          # an Upgrade field is present (a WebSocket may be asked for)
+    FL_REQ_WEBSOCKET = 512        # (set by the loop) a valid WebSocket upgrade: a WebSocket job
 
 ctypedef struct fl_span:
     # 32 bits suffice: a head is at most FL_MAX_HEAD_BYTES long (limits_from enforces it).

@@ -519,6 +519,8 @@ cdef int fl_parse_head(const char *buf, uint32_t n, fl_request *req, const fl_li
         elif fl_span_eq_lower(buf, h.name, b"expect", 6):
             if fl_span_eq_lower(buf, h.value, b"100-continue", 12):
                 req.flags |= FL_REQ_EXPECT_CONTINUE
+        elif fl_span_eq_lower(buf, h.name, b"upgrade", 7):
+            req.flags |= FL_REQ_UPGRADE  # ws_handshake.pyx checks the rest, if WebSockets are served
 
     if codings:
         # RFC 9112 6.1: Transfer-Encoding with Content-Length is a smuggling attempt, and a

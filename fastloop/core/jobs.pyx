@@ -234,6 +234,9 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
     cdef fl_job *j = c.job
     cdef bint stream = (c.flags & CONN_F_STREAM) != 0
     cdef bint keep
+    if c.state == CONN_WEBSOCKET:
+        conn_ws_job_done(self, c)
+        return
     if (flags & END_MORE) and j != NULL:
         # Answered up to j.start; the rest waits for the client to read (conn_flush).
         self.counters.requests += answered

@@ -80,6 +80,9 @@ cdef class Loop:
             "handed_off": c.handed_off, "shed": c.shed, "requests": c.requests,
             "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "parse_errors": c.parse_errors,
             "aborted": c.aborted, "late_answers": c.late,
+            "ws_opened": c.ws_opened,
+            "ws_errors": {code: c.ws_errors[i] for i, code in enumerate(("1002", "1007", "1009", "1011"))
+                          if c.ws_errors[i]},
             "rejected": {str(FL_STATUSES[i]): c.rejected[i] for i in range(FL_NSTATUS) if c.rejected[i]},
             "timeouts": {TIMER_NAMES[i]: c.timeouts[i] for i in range(1, FL_NTIMERS) if c.timeouts[i]},
             "accept_errors": errno_table(c.accept_errors),

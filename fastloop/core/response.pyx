@@ -14,9 +14,12 @@ DEFAULT_TIMEOUTS = {
     "write": 30.0,                # a client that stops reading its answers
     "linger": 2.0,                # draining input after the last answer before closing
     "body": 60.0,                 # between two reads of a request body (nginx client_body_timeout)
+    "ws_close": 5.0,              # a WebSocket close handshake: for the other side's close frame
+    "ws_ping": 20.0,              # a quiet WebSocket is pinged after this (0: never; uvicorn: 20)
+    "ws_pong": 20.0,              # ... and closed if its pong does not come within this
 }
 
-TIMER_NAMES = (None, "header", "idle", "write", "linger", "body")
+TIMER_NAMES = (None, "header", "idle", "write", "linger", "body", "ws_close", "ws_ping", "ws_pong")
 
 # The statuses C answers by itself, and their texts: status.h, the one list.
 FL_STATUSES = tuple(fl_statuses[i] for i in range(FL_NSTATUS))
@@ -35,6 +38,8 @@ cdef void build_error_responses() except *:
         body = _HTTPStatus(status).phrase.encode("latin-1")
         head = (STATUS_LINES[status] + SERVER + b"Content-Type: text/plain\r\n"
                 + b"Content-Length: %d\r\nConnection: close\r\n" % len(body))
+        if status == 426:
+            head += b"Sec-WebSocket-Version: 13\r\n"  # the versions this server speaks (RFC 6455 4.4)
         _error_keep.append((head, body))
         # SAFETY: both bytes objects live in _error_keep for the life of the module.
         fl_error_responses[i].head = PyBytes_AS_STRING(head)

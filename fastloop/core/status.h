@@ -21,6 +21,7 @@
     X(431, "request header or trailer fields too large")                 \
     X(501, "transfer coding not implemented")                            \
     X(505, "HTTP version not supported")                                 \
+    X(426, "WebSocket version other than 13")                            \
     X(503, "over the connection limit")                                  \
     X(500, "a status missing from the core's status table")
 

@@ -1,6 +1,6 @@
 # Layouts of the event loops: a Worker owns connections, an Acceptor only hands them out.
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
 cdef enum:
@@ -25,6 +25,8 @@ ctypedef struct fl_counters:
     uint64_t parse_errors
     uint64_t aborted            # connections closed while their handler was still running
     uint64_t late               # answer messages for a connection that had closed
+    uint64_t ws_opened          # connections upgraded to WebSockets
+    uint64_t ws_errors[4]       # WebSockets failed by the server: 1002, 1007, 1009, other
     uint64_t rejected[FL_NSTATUS]
     uint64_t timeouts[FL_NTIMERS]
     uint64_t accept_errors[FL_NERRNO]
@@ -106,6 +108,9 @@ cdef class Worker(Loop):
     cdef fl_static *streams     # exact paths of streaming routes (only .path is used)
     cdef int nstreams
     cdef bint stream_bodies     # every Python request with a body streams it (ASGI)
+    cdef bint websockets        # upgrade requests go to the application as WebSockets
+    cdef bint ws_ping           # quiet WebSockets are pinged (the ws_ping timeout is not 0)
+    cdef uint8_t *ws_room       # inflated WebSocket bytes on their way to a job (ws_conn.pyx)
     cdef fl_inbox *inbox
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush

@@ -40,6 +40,7 @@ cdef enum:
     FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
     FL_STAGE_MAX = 64             # pipelined requests gathered into one job (Worker.stage)
     FL_CHUNK_SLACK = 65536        # room a chunked body leaves in its buffer for undecoded framing
+    FL_NOTE_WS = 100000           # note(): a WebSocket failed with close code (what - FL_NOTE_WS)
 
 cdef extern from *:
     """
@@ -122,6 +123,9 @@ cdef class Worker(Loop):
         # ASGI: every request with a body streams it to the application (http.request with
         # more_body); bodiless ones still go in batches.
         self.stream_bodies = bool(getattr(app, "_stream_bodies", False))
+        # Upgrades to WebSockets reach the application (ASGI) instead of being served as HTTP.
+        self.websockets = bool(getattr(app, "_websockets", False))
+        self.ws_ping = self.timers.lists[FL_TIMER_WS_PING].duration_ms > 0
 
     @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
     @cython.profile(False)
@@ -156,6 +160,7 @@ cdef class Worker(Loop):
         free(self.touched)
         free(self.statics)
         free(self.streams)
+        free(self.ws_room)
         if self.inbox != NULL:
             fl_inbox_close(self.inbox)  # late answers are dropped from now on
             fl_inbox_release(self.inbox)
@@ -380,6 +385,9 @@ cdef class Worker(Loop):
                 if n == 0 or errno != EAGAIN:
                     conn_close(self, c)
                 return
+        if c.state == CONN_WEBSOCKET:
+            conn_ws_read(self, c, mask)
+            return
         if c.state == CONN_IN_HANDLER:
             if (c.flags & CONN_F_STREAM) and c.body_left and not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF)):
                 conn_read_body(self, c)  # a streaming route's handler takes the body as it comes
@@ -455,6 +463,7 @@ cdef class Worker(Loop):
         cdef int rc
         cdef int64_t cl
         cdef bint complete
+        cdef fl_span ws_key
         while True:
             if c.flags & CONN_F_CLOSE_AFTER:
                 return conn_end_process(self, c, FL_PROC_STOP)
@@ -508,6 +517,18 @@ cdef class Worker(Loop):
                     c.line.query = self.req.query
                     c.line.authority = self.req.authority
                     c.line.minor = self.req.minor
+                if (self.req.flags & FL_REQ_UPGRADE) and self.websockets and c.route < 0:
+                    rc = fl_ws_check_upgrade(p, &self.req, &ws_key)
+                    if rc != 1 and (cl or (self.req.flags & FL_REQ_CHUNKED)):
+                        rc = -400  # an upgrade has no body: bytes after its head are frames
+                    if rc != 1:
+                        if self.nstage:
+                            c.scanned = 0  # after the staged answers, from its head again
+                            return conn_end_process(self, c, FL_PROC_MORE)
+                        if rc < 0:
+                            self.conn_reject(c, -rc)  # 400, or 426 naming version 13
+                            return FL_PROC_STOP
+                        return FL_PROC_PY if conn_ws_upgrade(self, c) == 0 else FL_PROC_STOP
                 if c.route < 0 and ((self.stream_bodies and (cl or (self.req.flags & FL_REQ_CHUNKED)))
                                     or fl_match_path(self.streams, self.nstreams, p, self.req.path) >= 0):
                     if self.nstage:
@@ -674,7 +695,10 @@ cdef class Worker(Loop):
         try:
             for i in range(self.nevents_to_log):
                 what = self.events_to_log[i]
-                if what > 0:
+                if what >= FL_NOTE_WS:
+                    log.debug("fastloop: worker %d failed a WebSocket: close code %d", self.index,
+                              what - FL_NOTE_WS)
+                elif what > 0:
                     log.debug("fastloop: worker %d rejected a request: %d (%s)", self.index, what,
                               fl_status_texts[fl_status_index(what)].decode())
                 else:
