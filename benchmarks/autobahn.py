@@ -17,7 +17,8 @@ said so); --timeout bounds the whole run. The exit status is 1 when a case FAILE
 installed), runs the suite against it and stops it: a way to see the harness work before
 fastloop serves WebSockets. --echo-engine does the same with ws_engine_echo.py, fastloop's
 protocol engine (its Python view) under asyncio: the engine's conformance before the loops use
-it. Every run is bounded by --timeout; the server process it starts is stopped by its PID.
+it. --echo-fastloop runs it against fastloop itself: ws_echo_asgi.py, an ASGI echo application
+served by the loops. Every run is bounded by --timeout; the server process it starts is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -239,11 +240,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="run against an echo server of the websockets library (started here)")
     ap.add_argument("--echo-engine", action="store_true",
                     help="run against ws_engine_echo.py: fastloop's protocol engine under asyncio")
+    ap.add_argument("--echo-fastloop", action="store_true",
+                    help="run against ws_echo_asgi.py: fastloop serving an ASGI echo application")
     args = ap.parse_args(argv)
     if args.echo_websockets:
         return echo_websockets(args.cases, args.exclude, args.timeout, args.batch_timeout)
     if args.echo_engine:
         return run_echo_server([sys.executable, str(HERE / "ws_engine_echo.py")], "fastloop-engine",
+                               args.cases, args.exclude, args.timeout, args.batch_timeout)
+    if args.echo_fastloop:
+        return run_echo_server([sys.executable, str(HERE / "ws_echo_asgi.py")], "fastloop",
                                args.cases, args.exclude, args.timeout, args.batch_timeout)
     if not args.url:
         ap.error("a ws:// URL (or --echo-websockets) is needed")

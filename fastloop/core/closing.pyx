@@ -139,6 +139,7 @@ cdef void begin_stop(Worker self) noexcept nogil:
     # Answers from now on say Connection: close; handler threads read it (core/atomic.h).
     fl_atomic_store_int(&self.inbox.stopping, 1)
     close_idle(self, False)
+    conn_ws_going_away(self)
 
 
 cdef void close_idle(Worker self, bint fresh_too) noexcept nogil:

@@ -49,6 +49,7 @@ cdef enum:
 # Close codes the engine itself sends (RFC 6455 7.4.1).
 cdef enum:
     FL_WS_NORMAL = 1000
+    FL_WS_GOING_AWAY = 1001       # the server stops
     FL_WS_PROTOCOL_ERROR = 1002
     FL_WS_NO_STATUS = 1005        # a close frame without a code (never sent on the wire)
     FL_WS_INVALID_DATA = 1007     # text that is not UTF-8

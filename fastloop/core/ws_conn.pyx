@@ -195,25 +195,31 @@ cdef void conn_ws_close(Worker self, fl_conn *c, int code, const uint8_t *reason
         c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
 
 
-cdef void conn_ws_peer_closed(Worker self, fl_conn *c, int code, int flags, const uint8_t *p,
+cdef void conn_ws_peer_closed(Worker self, fl_conn *c, int code, int flags, const uint8_t *reason,
                               size_t n) noexcept nogil:
-    """The peer's close frame (payload p), or the connection failed (code, FL_WS_REC_FAILED) or
-    ended without one: the application gets the close record; our close answers it once the
-    application has taken it (MSG_WS_CLOSE), its job ended, or FL_TIMER_WS_CLOSE ran out."""
+    """The peer's close frame (code, FL_WS_NO_STATUS for none, and reason), or the connection
+    failed (our code, FL_WS_REC_FAILED) or ended without one: the application gets the close
+    record; our close answers it once the application has taken it (MSG_WS_CLOSE), its job
+    ended, or FL_TIMER_WS_CLOSE ran out."""
     cdef fl_ws_conn *ws = <fl_ws_conn *>c.ws
-    cdef uint8_t payload[2]
+    cdef uint8_t payload[FL_WS_MAX_CONTROL]
+    cdef size_t k = 0
     ws.close_rcvd = True
     if ws.close_code == FL_WS_NO_STATUS:
         ws.close_code = code
-    if flags & FL_WS_REC_FAILED:
+    if code != FL_WS_NO_STATUS:
         payload[0] = <uint8_t>(code >> 8)
         payload[1] = <uint8_t>(code & 0xff)
-        p = payload
-        n = 2
+        k = 2
+        if n > FL_WS_MAX_CONTROL - 2:
+            n = FL_WS_MAX_CONTROL - 2
+        if n:
+            memcpy(payload + 2, reason, n)
+            k += n
     if ws.close_sent or c.job == NULL:
         conn_ws_close(self, c, ws.close_code, NULL, 0)  # (our close went first: done)
     else:
-        conn_ws_give(self, c, FL_WS_CLOSE, flags, p, n)
+        conn_ws_give(self, c, FL_WS_CLOSE, flags, payload, k)
 
 
 cdef int conn_ws_inflate(Worker self, fl_conn *c, fl_ws_event *ev) noexcept nogil:
@@ -338,8 +344,8 @@ cdef void conn_ws_read(Worker self, fl_conn *c, int mask) noexcept nogil:
             # Gone without a close frame: the application hears 1006 (RFC 6455 7.1.5).
             c.flags |= CONN_F_PEER_EOF
             if not ws.close_rcvd:
-                ws.close_sent = True  # nobody reads it
                 conn_ws_peer_closed(self, c, 1006, FL_WS_REC_ABNORMAL, NULL, 0)
+            ws.close_sent = True  # (no close frame is owed to a peer that left)
             c.flags |= CONN_F_CLOSE_AFTER
             return
         else:
@@ -369,6 +375,18 @@ cdef void conn_ws_job_done(Worker self, fl_conn *c) noexcept nogil:
         fl_job_release(j)
     c.flags &= ~CONN_F_BODY_FULL
     conn_ws_close(self, c, ws.close_code if ws.close_rcvd else FL_WS_NORMAL, NULL, 0)
+
+
+cdef void conn_ws_going_away(Worker self) noexcept nogil:
+    """The server stops: every open WebSocket gets our close (1001, RFC 6455 7.4.1) now, so
+    that its peer's close, and so its end, comes within the stop's grace."""
+    cdef uint32_t i
+    cdef fl_conn *c
+    for i in range(self.nslots):
+        c = self.slots[i]
+        if c.fd >= 0 and c.state == CONN_WEBSOCKET and not (<fl_ws_conn *>c.ws).close_sent:
+            conn_ws_close(self, c, FL_WS_GOING_AWAY, <const uint8_t *>b"server stopping", 15)
+            conn_settle(self, c)
 
 
 cdef void conn_ws_settle(Worker self, fl_conn *c) noexcept nogil:

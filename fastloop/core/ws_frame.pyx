@@ -263,8 +263,10 @@ cdef Py_ssize_t fl_ws_parse(fl_ws_parser *p, uint8_t *buf, size_t n, fl_ws_event
                     return fl_ws_control(p, ev, i)
                 continue
             # Checked on the wire length, before any payload: an uncompressed message over the
-            # limit costs nothing to refuse (a compressed one is checked again as it inflates).
-            if length > p.max_message - p.msg_wire:
+            # limit costs nothing to refuse. A compressed one is checked as it inflates; on the
+            # wire it may be a little longer than inflated (incompressible data: deflate's
+            # stored blocks), so it is allowed that slack here.
+            if length > p.max_message + (((p.max_message >> 4) + 64) if p.msg_compressed else 0) - p.msg_wire:
                 return fl_ws_fail(p, ev, FL_WS_TOO_BIG, "message over the size limit", i)
             p.msg_wire += length
             p.state = FL_WS_DATA
