@@ -16,10 +16,11 @@ import time
 
 import pytest
 from asgi_kit import Seen, rss_kib
-from helpers import LOOPBACK, raw_request
+from helpers import raw_request
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ws_kit import (BINARY, CLOSE, PING, TEXT, RawWs, client, make_echo, open_fds, serve_ws,
                     upgrade_request, wait_for)
+
 
 def settled(server) -> dict:
     """The server's books once every connection has closed."""
