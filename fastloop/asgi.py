@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 from ._core import AsgiBridge, ClientDisconnected, WebSocketConfig
 from .app import App
+from .config import WS_MODES
 
 __all__ = ["ASGIApp", "ClientDisconnected", "LifespanFailed", "is_asgi_app"]
 
@@ -30,7 +31,7 @@ log = logging.getLogger("fastloop")
 LIFESPAN_MODES = ("auto", "on", "off")
 LOOPS = ("auto", "asyncio", "uvloop")
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-WS_MODES = ("auto", "none")
+
 # asyncio.Task(..., eager_start=True) (3.12+) runs a request's coroutine at once, inside the
 # bridge's callback, until it first waits: a task that never waits costs no loop iteration.
 EAGER_TASKS = sys.version_info >= (3, 12)

@@ -29,6 +29,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 INTERFACES = ("auto", "fastloop", "wsgi", "asgi")
 LIFESPAN_MODES = ("auto", "on", "off")
 LOOPS = ("auto", "asyncio", "uvloop")
+WS_MODES = ("auto", "none")
 # The parser keeps header positions in a fixed array (core/http.pxd FL_MAX_HEADERS).
 MAX_REQUEST_FIELDS = MAX_HEADERS  # the core's cap
 # Settings a flag may repeat: their values are kept comma-separated (FASTLOOP_RELOAD_DIR=a,b).
@@ -163,6 +164,18 @@ class Config:
                          "when installed), asyncio, uvloop", choices=LOOPS)
     factory: bool = _setting(False, "APP is a factory: call it with no arguments to get the "
                              "application")
+    # ---- WebSockets (ASGI applications; docs/websockets.md)
+    ws: str = _setting("auto", "WebSocket upgrades: auto (served by the core, handed to the "
+                       "application as websocket scopes) or none (served as plain HTTP)",
+                       choices=WS_MODES)
+    ws_max_size: int = _setting(16 * 1024 * 1024, "largest WebSocket message, in bytes after "
+                                "inflating (close 1009 beyond)", "BYTES")
+    ws_ping_interval: float = _setting(DEFAULT_TIMEOUTS["ws_ping"], "ping a quiet WebSocket "
+                                       "after this long (0: never)", "SECONDS")
+    ws_ping_timeout: float = _setting(DEFAULT_TIMEOUTS["ws_pong"], "close a WebSocket whose "
+                                      "pong has not come this long after a ping", "SECONDS")
+    ws_per_message_deflate: bool = _setting(True, "offer permessage-deflate compression "
+                                            "(RFC 7692) to WebSocket clients")
     # ---- development
     reload: bool = _setting(False, "restart the server when a source file changes (watchfiles "
                             "when installed, else polling)")
@@ -228,7 +241,7 @@ class Config:
                           ("limit_request_body", MAX_REQUEST_BODY)):
             if getattr(self, name) > top:
                 raise ValueError(f"{name} is at most {top}, not {getattr(self, name)!r}")
-        for name in ("dispatch", "log_level", "interface", "lifespan", "loop"):
+        for name in ("dispatch", "log_level", "interface", "lifespan", "loop", "ws"):
             choices = _field(name).metadata["choices"]
             value = getattr(self, name)
             if value is not None and value not in choices:
@@ -296,7 +309,8 @@ class Config:
 
     def timeouts(self) -> dict:
         """The `timeouts` argument of fastloop.Server."""
-        return {"header": self.timeout_request_header, "idle": self.timeout_keep_alive}
+        return {"header": self.timeout_request_header, "idle": self.timeout_keep_alive,
+                "ws_ping": self.ws_ping_interval, "ws_pong": self.ws_ping_timeout}
 
     def server_kwargs(self) -> dict:
         """Keyword arguments of fastloop.Server for these settings (the listening socket

@@ -111,7 +111,8 @@ def asgi_app(obj: Any, config: Config, name: str = "") -> App:
         # Outermost, so the access log sees the forwarded client.
         inner = ProxyHeadersMiddleware(inner, ProxyHeaders(config.forwarded_allow_ips))
     app = ASGIApp(inner, lifespan=config.lifespan, loop=config.loop,
-                  root_path=config.root_path or "", name=name or None)
+                  root_path=config.root_path or "", name=name or None, ws=config.ws,
+                  ws_max_size=config.ws_max_size, ws_per_message_deflate=config.ws_per_message_deflate)
     if log is not None:
         app._on_rejected = log.rejected  # type: ignore[attr-defined]  # requests the core refuses
     if observed is not None:

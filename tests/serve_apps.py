@@ -66,7 +66,19 @@ async def asgi(scope, receive, send):  # pragma: no cover - loaded, never served
 
 
 async def asgi_echo_scope(scope, receive, send):
-    """ASGI: answers the client, scheme, Host header and path it was given, as JSON."""
+    """ASGI: answers the client, scheme, Host header and path it was given, as JSON; over a
+    WebSocket, the same as the first message, then echoes."""
+    if scope["type"] == "websocket":
+        import json
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(
+            {"client": list(scope["client"] or []), "scheme": scope["scheme"]})})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await send(dict(message, type="websocket.send"))
     if scope["type"] != "http":
         return
     import json

@@ -120,3 +120,31 @@ def test_a_pipelined_answer_leaves_before_its_application_returns():
     finally:
         read.set()
         srv.stop()
+
+
+def test_websocket_flags_of_fastloop_serve():
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+    args = [APP, "--port", "0", "--lifespan", "off", "--ws-max-size", "1024",
+            "--no-ws-per-message-deflate", "--proxy-headers", "--access-log"]
+    with ServeProcess(args) as srv:
+        url = f"ws://{LOOPBACK}:{srv.port}/ws"
+        headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        with connect(url, proxy=None, additional_headers=headers, max_size=None) as ws:
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers  # deflate not offered
+            first = json.loads(ws.recv(timeout=5))
+            assert first == {"client": ["203.0.113.9", 0], "scheme": "wss"}  # through the proxy
+            ws.send("x" * 1024)
+            assert ws.recv(timeout=5) == "x" * 1024
+            ws.send("x" * 1025)
+            try:
+                ws.recv(timeout=5)
+            except ConnectionClosedError as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 1009
+            else:
+                raise AssertionError("a message over --ws-max-size was echoed")
+    with ServeProcess([APP, "--port", "0", "--lifespan", "off", "--ws", "none"]) as srv:
+        with socket.create_connection((LOOPBACK, srv.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200 ")  # --ws none: plain HTTP
