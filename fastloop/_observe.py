@@ -47,6 +47,7 @@ class ObservedApp(App):
         self._active = active
         self._statics = {} if take_statics else app._statics
         self._stream_paths = app._stream_paths
+        self._ws_routes = getattr(app, "_ws_routes", {})
         # No exact routes of its own: the core would answer a wrong method on one 405 without
         # calling anything here, so every request comes through _resolve (one call more).
         self._routes = {}

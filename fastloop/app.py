@@ -17,6 +17,7 @@ Path parameters reach the handler as keyword arguments: `def user(request, id): 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote
@@ -148,6 +149,7 @@ class App:
         self._patterns: Dict[str, _Pattern] = {}       # path with parameters -> its pattern
         self._mounts: List[Tuple[str, Handler]] = []   # (prefix, WSGI handler), longest first
         self._stream_paths: List[str] = []   # exact paths whose body C hands over as it arrives
+        self._ws_routes: dict = {}            # exact path -> WebSocket handler (fastloop/websocket.py)
 
     def static(self, path: str, body: Union[bytes, str], content_type: str = "text/plain",
                status: int = 200, headers: Headers = ()) -> None:
@@ -214,6 +216,18 @@ class App:
     def patch(self, path: str) -> Callable[[Handler], Handler]:
         """Decorator: @app.patch(path) is @app.route(path, methods=["PATCH"])."""
         return self.route(path, ("PATCH",))
+
+    def websocket(self, path: str) -> Callable[[Handler], Handler]:
+        """Registers an async handler for WebSocket upgrades of the exact path: it is called
+        with a fastloop.websocket.WebSocket (docs/websockets.md)."""
+        self._check_path(path)
+
+        def register(handler: Handler) -> Handler:
+            if not inspect.iscoroutinefunction(handler):
+                raise TypeError(f"a WebSocket handler is an async function, not {handler!r}")
+            self._ws_routes[path] = handler
+            return handler
+        return register
 
     def mount_wsgi(self, prefix: str, wsgi_app: Callable, **options: Any) -> None:
         """Serves every path under prefix ("/legacy" covers "/legacy" and "/legacy/...") with

@@ -13,6 +13,7 @@ from typing import Any
 from ._core import Acceptor, ConnLimit, HandlerPool, Worker
 from .app import App
 from .asgi import ASGIApp, AsgiRunner, is_asgi_app
+from .websocket import routes_app
 from .listen import bind_tcp, bind_unix
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
@@ -106,6 +107,7 @@ class Server:
         self.timeouts = timeouts
         self.limit_concurrency = limit_concurrency
         self._handlers: Any = None
+        self._ws_runner: Any = None       # an App's WebSocket handlers' asyncio loop (AsgiRunner)
         self._sockets = sockets
         self._close_lock = threading.Lock()
         self._closing = False
@@ -127,16 +129,24 @@ class Server:
             pool = self._handlers.pool
         else:
             self._handlers = pool = HandlerPool(self.app, self.threads)
+        ws_pool = None
+        if getattr(self.app, "_ws_routes", None) and not isinstance(self.app, ASGIApp):
+            # The App's WebSocket handlers run on an asyncio loop of their own (websocket.py).
+            self._ws_runner = AsgiRunner(ASGIApp(routes_app(self.app._ws_routes), lifespan="off",
+                                                 name="WebSocket routes"))
+            self._ws_runner.start()
+            ws_pool = self._ws_runner.pool
         try:
             listeners = self._listen()
         except BaseException:
             self._handlers.stop(0.0)
+            self._stop_ws_runner()
             raise
         try:
             conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
             is_tcp = listeners[0].family != socket.AF_UNIX
             self._workers = [Worker(i, self.app, pool, is_tcp=is_tcp, limits=self.limits,
-                                    timeouts=self.timeouts, conn_limit=conn_limit)
+                                    timeouts=self.timeouts, conn_limit=conn_limit, ws_pool=ws_pool)
                              for i in range(self.runtime_threads)]
             if self.dispatch == "reuseport":
                 for worker, sock in zip(self._workers, listeners):
@@ -148,6 +158,7 @@ class Server:
             for sock in listeners:
                 sock.close()
             self._handlers.stop(0.0)
+            self._stop_ws_runner()
             raise
         if not isinstance(self._handlers, AsgiRunner):
             self._handlers.start()
@@ -176,6 +187,7 @@ class Server:
         # The loops are done: their connections are closed and counted. A handler still
         # running is left on its daemon thread; whatever it answers is dropped and counted.
         self._handlers.stop(0.05)
+        self._stop_ws_runner()
         with self._close_lock:  # no stop_now() may wake a poller once it is closed
             self._closing = True
             if not any(t.is_alive() for t in self._loop_threads):
@@ -258,6 +270,8 @@ class Server:
             totals["open"] = totals.get("open", 0) + in_transit
         if self._handlers is not None:
             totals.update(self._handlers.stats())
+        if self._ws_runner is not None:
+            merge(totals, {k: v for k, v in self._ws_runner.stats().items() if k.startswith("asgi_")})
         totals["threads"] = self.threads  # the settings, so a reader knows what was counted
         totals["runtime_threads"] = self.runtime_threads
         # What the application layer counts (fastloop._observe: request durations, --metrics).
@@ -268,6 +282,10 @@ class Server:
         return totals
 
     # ---- internals --------------------------------------------------------------------
+
+    def _stop_ws_runner(self) -> None:
+        if self._ws_runner is not None:
+            self._ws_runner.stop(0.05)  # (again: nothing; stats() still reads its counters)
 
     def _run_loop(self, loop: Any) -> None:
         try:

@@ -111,6 +111,11 @@ cdef class Worker(Loop):
     cdef bint websockets        # upgrade requests go to the application as WebSockets
     cdef bint ws_ping           # quiet WebSockets are pinged (the ws_ping timeout is not 0)
     cdef uint8_t *ws_room       # inflated WebSocket bytes on their way to a job (ws_conn.pyx)
+    cdef fl_static *ws_paths    # an App's WebSocket routes (only .path is used); none: any path
+    cdef int nws_paths
+    cdef object ws_path_keep
+    cdef fl_pool *ws_pool       # where WebSocket jobs go, if not to handlers (an App's routes)
+    cdef object ws_pool_keep    # the pool's owner (an AsgiBridge): keeps it alive
     cdef fl_inbox *inbox
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush

@@ -74,7 +74,8 @@ cdef class Worker(Loop):
         self.refresh_date()
 
     def __init__(self, int index, app, JobPool handlers, *, bint is_tcp=True,
-                 dict limits=None, dict timeouts=None, ConnLimit conn_limit=None):
+                 dict limits=None, dict timeouts=None, ConnLimit conn_limit=None,
+                 JobPool ws_pool=None):
         tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
         self.index = index
         self.is_tcp = is_tcp
@@ -123,8 +124,24 @@ cdef class Worker(Loop):
         # ASGI: every request with a body streams it to the application (http.request with
         # more_body); bodiless ones still go in batches.
         self.stream_bodies = bool(getattr(app, "_stream_bodies", False))
-        # Upgrades to WebSockets reach the application (ASGI) instead of being served as HTTP.
+        # Upgrades to WebSockets reach the application instead of being served as HTTP: an
+        # ASGI one's on any path, an App's on its WebSocket routes' paths (their handlers run
+        # on ws_pool, an asyncio loop of their own, while its HTTP handlers run on threads).
         self.websockets = bool(getattr(app, "_websockets", False))
+        ws_paths = [p.encode("latin-1") for p in getattr(app, "_ws_routes", ())]
+        self.ws_path_keep = ws_paths
+        self.ws_paths = <fl_static *>malloc(max(1, len(ws_paths)) * sizeof(fl_static))
+        if self.ws_paths == NULL:
+            raise MemoryError()
+        for i, path in enumerate(ws_paths):
+            # SAFETY: kept alive in self.ws_path_keep, like the static routes.
+            self.ws_paths[i].path = PyBytes_AS_STRING(path)
+            self.ws_paths[i].path_len = PyBytes_GET_SIZE(path)
+        self.nws_paths = len(ws_paths)
+        if ws_paths:
+            self.websockets = True
+        self.ws_pool_keep = ws_pool
+        self.ws_pool = ws_pool.c_pool() if ws_pool is not None else NULL
         self.ws_ping = self.timers.lists[FL_TIMER_WS_PING].duration_ms > 0
 
     @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
@@ -161,6 +178,7 @@ cdef class Worker(Loop):
         free(self.statics)
         free(self.streams)
         free(self.ws_room)
+        free(self.ws_paths)
         if self.inbox != NULL:
             fl_inbox_close(self.inbox)  # late answers are dropped from now on
             fl_inbox_release(self.inbox)
@@ -517,7 +535,8 @@ cdef class Worker(Loop):
                     c.line.query = self.req.query
                     c.line.authority = self.req.authority
                     c.line.minor = self.req.minor
-                if (self.req.flags & FL_REQ_UPGRADE) and self.websockets and c.route < 0:
+                if (self.req.flags & FL_REQ_UPGRADE) and self.websockets and c.route < 0 and \
+                        (self.nws_paths == 0 or fl_match_path(self.ws_paths, self.nws_paths, p, self.req.path) >= 0):
                     rc = fl_ws_check_upgrade(p, &self.req, &ws_key)
                     if rc != 1 and (cl or (self.req.flags & FL_REQ_CHUNKED)):
                         rc = -400  # an upgrade has no body: bytes after its head are frames

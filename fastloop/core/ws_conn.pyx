@@ -118,7 +118,13 @@ cdef int conn_ws_upgrade(Worker self, fl_conn *c) noexcept nogil:
     c.body_left = 0
     c.body_len = 0
     c.req_len = 0
-    queue_job(self, j)
+    if self.ws_pool != NULL:
+        # An App's WebSocket route: to the asyncio loop of its WebSocket handlers, at once (an
+        # upgrade is rare next to requests; this turn's batch goes to the handler threads).
+        j.pool = self.ws_pool
+        fl_pool_push(self.ws_pool, j, j, 1)
+    else:
+        queue_job(self, j)
     return 0
 
 
