@@ -30,6 +30,39 @@ cdef enum:
     WS_COMPRESS_MIN = 128       # shorter messages go uncompressed (RFC 7692 allows either)
 
 cdef dict WS_CONNECT = {"type": "websocket.connect"}
+cdef tuple NO_SUBPROTOCOLS = ()  # (the spec's "iterable of strings"; most clients offer none)
+cdef dict WS_EXTENSIONS = {"websocket.http.response": {}}  # shared by every scope, as http's
+
+
+cdef class _Ready:
+    """What receive() returns for a message that is there already: an awaitable that gives
+    it at once (no coroutine frame, no future: an idle connection holds neither)."""
+
+    cdef object value
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration(self.value)
+
+    def send(self, value):
+        raise StopIteration(self.value)
+
+    def throw(self, typ, val=None, tb=None):
+        raise typ if val is None else val
+
+    def close(self):
+        pass
+
+
+cdef inline _Ready ready(value):
+    cdef _Ready r = _Ready.__new__(_Ready)
+    r.value = value
+    return r
 cdef fl_limits WS_HEAD_LIMITS = limits_from({
     "request_line": MAX_HEAD_BYTES, "header_bytes": MAX_HEAD_BYTES, "field_size": MAX_HEAD_BYTES,
     "fields": MAX_HEADERS, "lenient_targets": True})  # the loop checked the head already
@@ -105,9 +138,7 @@ cdef class AsgiWsCall(AsgiCall):
                     raise
             finally:
                 self.bridge.handled += 1
-                if not self.ended:
-                    self.ended = True
-                    self.out.flush(j, MSG_F_END | END_CLOSE, 1)
+                self.post_end()
         finally:
             j.owner = NULL
             self.j = NULL
@@ -124,30 +155,59 @@ cdef class AsgiWsCall(AsgiCall):
         del scope["method"]
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
-        offered = []
+        offered = None
         for name, value in scope["headers"]:
             if name == b"sec-websocket-protocol":
+                if offered is None:
+                    offered = []
                 offered.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
-        scope["subprotocols"] = offered
-        scope["extensions"] = {"websocket.http.response": {}}
+        scope["subprotocols"] = offered if offered is not None else NO_SUBPROTOCOLS
+        scope["extensions"] = WS_EXTENSIONS
         return scope
 
     # ---- receive ----------------------------------------------------------------------------
 
-    async def ws_receive(self):
+    def ws_receive(self):
+        """The next message as an awaitable: done at once when it is there, else a future
+        that wake() resolves when it comes (one wait, however many wake-ups it takes)."""
         if self.ws == WS_CONNECTING:
             self.ws = WS_HANDSHAKE
-            return WS_CONNECT
-        while True:
-            if self.disconnect is not None:
-                return self.disconnect
-            if self.ws == WS_OPEN or self.ws == WS_CLOSED:
-                message = self.next_message()
+            return ready(WS_CONNECT)
+        if self.recv_waiter is not None and not self.recv_waiter.done():
+            raise RuntimeError("two receive() calls waiting on one WebSocket")
+        message = self.poll()
+        if message is not None:
+            return ready(message)
+        self.recv_waiter = self.bridge.loop.create_future()
+        return self.recv_waiter
+
+    cdef object poll(self):
+        """The next message if there is one, else None (a wake-up will come)."""
+        if self.disconnect is not None:
+            return self.disconnect
+        if self.ws == WS_OPEN or self.ws == WS_CLOSED:
+            return self.next_message()
+        if self.peer_left():
+            return self.gone(1006, "")  # before accepting: the client gave up
+        return None
+
+    cdef void wake(self) noexcept:
+        """The bridge's side: records came, or the client or connection went: a waiting
+        receive() gets its message; a waiting send() looks again."""
+        fut = self.recv_waiter
+        if fut is not None and not fut.done():
+            try:
+                message = self.poll()
+            except BaseException as exc:
+                self.recv_waiter = None
+                fut.set_exception(exc)
+            else:
                 if message is not None:
-                    return message
-            elif self.peer_left():
-                return self.gone(1006, "")  # before accepting: the client gave up
-            await self.wait("recv")
+                    self.recv_waiter = None
+                    fut.set_result(message)
+        fut = self.send_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     cdef dict gone(self, int code, str reason):
         self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
@@ -347,6 +407,9 @@ cdef class AsgiWsCall(AsgiCall):
             n += len(fields)
         self.out.len += n
         self.out.flush(j, 0, 0)
+        if len(self.bridge.spare) < 64:
+            self.bridge.spare.append(self.out)  # an open WebSocket needs none: idle ones cost less
+        self.out = None
         m = fl_msg_new(0, MSG_WS_OPEN)
         if m == NULL:
             raise MemoryError()
@@ -416,6 +479,19 @@ cdef class AsgiWsCall(AsgiCall):
             return self.wait_room()
         return SENT
 
+    cdef void post_end(self) except *:
+        """The call's last message (MSG_END), once: the loop is done with the application."""
+        cdef fl_msg *m
+        if self.ended:
+            return
+        self.ended = True
+        m = fl_msg_new(0, MSG_DATA)
+        if m == NULL:
+            raise MemoryError()
+        m.flags = MSG_F_END | END_CLOSE
+        m.count = 1
+        fl_job_post(self.j, m)
+
     cdef void ws_close(self, object code, bytes reason) except *:
         """Our close (the loop writes the frame, then waits for the peer's); the application's
         call is over for the connection (MSG_END), whatever it still does."""
@@ -436,8 +512,6 @@ cdef class AsgiWsCall(AsgiCall):
             memcpy(m.data, PyBytes_AS_STRING(reason), len(reason))
             m.len = len(reason)
         fl_job_post(self.j, m)
-        if not self.ended:
-            self.ended = True
-            self.out.flush(self.j, MSG_F_END | END_CLOSE, 1)
+        self.post_end()
         if self.disconnect is None:
             self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": ""}

@@ -398,6 +398,7 @@ cdef void conn_ws_going_away(Worker self) noexcept nogil:
 cdef void conn_ws_settle(Worker self, fl_conn *c) noexcept nogil:
     """conn_settle for an open WebSocket without output: the timer it needs."""
     cdef fl_ws_conn *ws = <fl_ws_conn *>c.ws
+    release_buffers(self, c)  # a quiet WebSocket holds no read buffer (idle ones cost little)
     if ws.close_sent or ws.close_rcvd:
         if c.timer != FL_TIMER_WS_CLOSE:
             fl_timer_set(&self.timers, c, FL_TIMER_WS_CLOSE, self.now_ms)  # not restarted
