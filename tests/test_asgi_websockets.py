@@ -429,3 +429,23 @@ def test_stop_closes_open_websockets():
             ws.recv(timeout=3)
         stats = server.stats()
         assert stats["open"] == 0 and stats["accepted"] == stats["closed"]
+
+
+# ---- a real framework --------------------------------------------------------------------
+
+def test_fastapi_websocket_routes():
+    pytest.importorskip("fastapi")
+    import ws_framework_apps as apps
+
+    with serve_ws(apps.app) as server:
+        with client(server, path="/rooms/blue?token=secret") as ws:
+            ws.send('{"n": 1}')
+            assert ws.recv() == '{"room":"blue","echo":{"n":1}}'
+            ws.close(1000)
+        assert apps.SEEN.get(timeout=5) == 1000
+        with pytest.raises(InvalidStatus) as info:
+            client(server, path="/rooms/blue")  # closed before accepting: 403
+        assert info.value.response.status_code == 403
+        answer = raw_request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert answer.endswith(b'{"ok":true}')
+        settled(server)
