@@ -43,7 +43,7 @@ cdef enum:
 
 ctypedef struct fl_ws_conn:
     fl_ws_parser parser
-    fl_ws_inflater inflater       # only with permessage-deflate (ready at its first use)
+    fl_ws_inflater *inflater      # only with permessage-deflate (its zlib state: at first use)
     int close_code                # the code our close frame carries (FL_WS_NO_STATUS: none)
     bint close_sent               # our close frame is written
     bint close_rcvd               # the peer's close frame came, or the connection failed
@@ -143,7 +143,14 @@ cdef void conn_ws_open(Worker self, fl_conn *c, fl_msg *m) noexcept nogil:
     memset(ws, 0, sizeof(fl_ws_conn))
     fl_ws_parser_init(&ws.parser, <uint64_t>m.count, FL_WS_DEFLATE if m.off & 0x100 else 0)
     if m.off & 0x100:
-        fl_ws_inflater_init(&ws.inflater, <int>(m.off & 0xff), (m.off & 0x200) != 0)
+        # (Apart: a connection that never compresses, most of them, does not carry it.)
+        ws.inflater = <fl_ws_inflater *>malloc(sizeof(fl_ws_inflater))
+        if ws.inflater == NULL:
+            free(ws)
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            conn_close(self, c)
+            return
+        fl_ws_inflater_init(ws.inflater, <int>(m.off & 0xff), (m.off & 0x200) != 0)
     ws.close_code = FL_WS_NO_STATUS
     c.ws = ws
     c.state = CONN_WEBSOCKET
@@ -156,7 +163,9 @@ cdef void conn_ws_open(Worker self, fl_conn *c, fl_msg *m) noexcept nogil:
 cdef void conn_ws_free(fl_conn *c) noexcept nogil:
     cdef fl_ws_conn *ws = <fl_ws_conn *>c.ws
     if ws != NULL:
-        fl_ws_inflater_free(&ws.inflater)
+        if ws.inflater != NULL:
+            fl_ws_inflater_free(ws.inflater)
+            free(ws.inflater)
         free(ws)
         c.ws = NULL
 
@@ -237,9 +246,9 @@ cdef int conn_ws_inflate(Worker self, fl_conn *c, fl_ws_event *ev) noexcept nogi
         self.ws_room = <uint8_t *>malloc(FL_WS_ROOM)
         if self.ws_room == NULL:
             return -FL_WS_INTERNAL_ERROR
-    rc = fl_ws_inflate_begin(&ws.inflater, ev.data, ev.len, ev.fin)
+    rc = fl_ws_inflate_begin(ws.inflater, ev.data, ev.len, ev.fin)
     while rc >= 0:
-        rc = fl_ws_inflate_step(&ws.inflater, &ws.parser, self.ws_room, FL_WS_ROOM, &produced)
+        rc = fl_ws_inflate_step(ws.inflater, &ws.parser, self.ws_room, FL_WS_ROOM, &produced)
         if rc < 0:
             break
         if (produced or (rc == 0 and ev.fin)) and not ws.close_sent:
