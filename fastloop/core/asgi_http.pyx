@@ -356,6 +356,7 @@ cdef class AsgiCall:
         function, as granian's is not: a message is checked and posted when send() is called,
         and awaiting it only waits for room. An invalid message raises at once."""
         cdef fl_job *j = self.j
+        cdef dict m
         if j == NULL:
             raise ClientDisconnected("the request is over: its answer cannot be sent")
         if self.body_error:
@@ -363,13 +364,15 @@ cdef class AsgiCall:
             # the core's 400/408/413 from finish(), never an answer that hides it.
             raise ClientDisconnected(f"the request body was refused ({self.body_error}); "
                                      "the server answers it")
-        kind = message.get("type") if type(message) is dict else None
+        m = message if type(message) is dict else None
+        # (Typed: m.get() is a lookup, where message.get() would make a bound method first.)
+        kind = m.get("type") if m is not None else None
         if kind is None:
             self.invalid(f"an ASGI message is a dict with a type, not {message!r}")
         if self.phase == PH_NONE:
             if kind != "http.response.start":
                 self.invalid(f"expected http.response.start, got {kind!r}")
-            self.start(message)
+            self.start(m)
             return SENT
         if self.phase == PH_DONE:
             self.invalid(f"{kind!r} sent after the answer was complete")
@@ -379,17 +382,17 @@ cdef class AsgiCall:
         if kind == "http.response.body":
             if self.phase != PH_STARTED and self.phase != PH_BODY:
                 self.invalid(f"{kind!r} where trailers were expected")
-            body = message.get("body", b"")
+            body = m.get("body", b"")
             if type(body) is not bytes:
                 if not isinstance(body, (bytearray, memoryview)):
                     self.invalid(f"a body is bytes, not {type(body).__name__}")
                 body = bytes(body)
-            if self.body(body, bool(message.get("more_body", False))):
+            if self.body(body, bool(m.get("more_body", False))):
                 return self.wait_room()
         elif kind == "http.response.pathsend" and self.phase == PH_STARTED:
-            self.pathsend(message)
+            self.pathsend(m)
         elif kind == "http.response.trailers" and self.phase == PH_TRAILERS:
-            self.trailers(message)
+            self.trailers(m)
         else:
             self.invalid(f"unexpected message {kind!r}")
         return SENT
@@ -401,7 +404,7 @@ cdef class AsgiCall:
                   self.bridge.app_name, self.request_name(), why)
         raise InvalidMessage(f"fastloop: invalid ASGI message from {self.bridge.app_name}: {why}")
 
-    cdef void start(self, message) except *:
+    cdef void start(self, dict message) except *:
         """Checks http.response.start; nothing is written before the first body message."""
         cdef Answer a = Answer.__new__(Answer)
         cdef long code = 0
@@ -542,7 +545,7 @@ cdef class AsgiCall:
         self.answer_ended()
         self.invalid(why)
 
-    cdef void pathsend(self, message) except *:
+    cdef void pathsend(self, dict message) except *:
         """http.response.pathsend: the file goes out with sendfile from the loop."""
         cdef Answer a = self.a
         cdef fl_msg *m
@@ -579,7 +582,7 @@ cdef class AsgiCall:
             self.body_sent = size
         self.complete()
 
-    cdef void trailers(self, message) except *:
+    cdef void trailers(self, dict message) except *:
         """http.response.trailers: gathered until the last one, then written after the last
         chunk (RFC 9112 7.1.2)."""
         cdef Answer t = Answer.__new__(Answer)
