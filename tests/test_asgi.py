@@ -1039,3 +1039,31 @@ def test_stop_with_an_app_call_sleeping_ends_within_its_timeout():
             assert c.wait_closed() == b""  # cut, with no answer begun
         finally:
             c.close()
+
+
+# ---- scheduling --------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_asyncio_thread_and_the_event_loops_run_under_sched_batch(batch):
+    import fastloop
+    from fastloop.asgi import ASGIApp
+
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        seen.put(os.sched_getscheduler(0))  # the asyncio thread's own policy
+        await answer(send)
+
+    srv = fastloop.Server(ASGIApp(app, lifespan="off", batch_scheduling=batch), port=0,
+                          runtime_threads=2)
+    srv.start()
+    try:
+        assert http_get(f"http://{LOOPBACK}:{srv.port}") == b"ok"
+        want = os.SCHED_BATCH if batch else os.SCHED_OTHER
+        assert seen.get() == want
+        loops = [t.native_id for t in srv._loop_threads]
+        assert len(loops) == 2 and [os.sched_getscheduler(tid) for tid in loops] == [want] * 2
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left alone
+    finally:
+        srv.stop()
