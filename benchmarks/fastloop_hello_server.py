@@ -42,6 +42,8 @@ def main() -> int:
     parser.add_argument("--asgi", action="store_true", help="answer from an ASGI application")
     parser.add_argument("--fastapi", action="store_true",
                         help="serve apps.py's FastAPI application (GET / and GET /json)")
+    parser.add_argument("--no-batch", action="store_true",
+                        help="ASGI: keep the default scheduling policy (no SCHED_BATCH)")
     args = parser.parse_args()
 
     app = fastloop.App()
@@ -49,10 +51,10 @@ def main() -> int:
         from apps import build_fastapi_app
 
         from fastloop.asgi import ASGIApp
-        app = ASGIApp(build_fastapi_app(), lifespan="off")
+        app = ASGIApp(build_fastapi_app(), lifespan="off", batch_scheduling=not args.no_batch)
     elif args.asgi:
         from fastloop.asgi import ASGIApp
-        app = ASGIApp(hello_asgi, lifespan="off")
+        app = ASGIApp(hello_asgi, lifespan="off", batch_scheduling=not args.no_batch)
     elif args.python:
         @app.route("/")
         def hello(request: object) -> fastloop.Response:
