@@ -14,6 +14,8 @@ Servers (each alone in its process, at most one running at a time):
   fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
   fastloop-asgi    fastloop_hello_server.py --asgi: the raw ASGI hello application
   uvicorn-asgi     the same application under uvicorn (uvloop, httptools), if installed
+  fastloop-fastapi fastloop_hello_server.py --fastapi: apps.py's FastAPI app, GET /json
+  uvicorn-fastapi  the same FastAPI app under uvicorn (uvloop, httptools), if installed
 Modes:
   keepalive        one request at a time on each of --connections connections
   pipelined        --pipeline requests in flight on each connection
@@ -70,10 +72,15 @@ from core_vs_baseline import fastloop_problem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi", "uvicorn-asgi")
+SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi", "uvicorn-asgi",
+           "fastloop-fastapi", "uvicorn-fastapi")
 MODES = ("keepalive", "pipelined")
 # fastloop_hello_server.py's arguments for each
-FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"]}
+FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"],
+                 "fastloop-fastapi": ["--fastapi"]}
+# The path each server is asked for: the FastAPI ones serve the JSON endpoint, as in
+# `python -m benchmarks` (its json scenario); the others their hello answer.
+PATHS = {"fastloop-fastapi": "/json", "uvicorn-fastapi": "/json"}
 CORE_SO = ROOT / "fastloop" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))
 # A fixed string hash: with a random one (the default), the same dict lookups at startup
 # probe more or fewer slots from run to run, about 0.5M instructions of difference between
@@ -87,9 +94,10 @@ SERVER_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
 def server_command(name: str, port: int, out_file: Path, args: argparse.Namespace) -> list[str]:
     if name == "baseline":
         target = [str(build_baseline()), str(port)]
-    elif name == "uvicorn-asgi":
+    elif name in ("uvicorn-asgi", "uvicorn-fastapi"):
+        app = "apps:fastapi_app" if name == "uvicorn-fastapi" else "fastloop_hello_server:hello_asgi"
         target = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE),
-                  "fastloop_hello_server:hello_asgi", "--host", "127.0.0.1", "--port", str(port),
+                  app, "--host", "127.0.0.1", "--port", str(port),
                   "--log-level", "warning", "--no-access-log", "--lifespan", "off",
                   "--loop", "uvloop", "--http", "httptools"]
     else:
@@ -122,10 +130,11 @@ def callgrind_total(out_file: Path) -> int | None:
 # -- exact-count clients -------------------------------------------------------
 
 
-def run_h2load(port: int, n: int, connections: int, depth: int, timeout: float) -> dict:
+def run_h2load(port: int, n: int, connections: int, depth: int, timeout: float,
+               path: str = "/") -> dict:
     """h2load --h1: N requests over CONNECTIONS connections, DEPTH pipelined on each."""
     cmd = ["h2load", "--h1", "-n", str(n), "-c", str(connections), "-m", str(depth),
-           f"http://127.0.0.1:{port}/"]
+           f"http://127.0.0.1:{port}{path}"]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:  # run() has killed h2load by its PID
@@ -138,13 +147,14 @@ def run_h2load(port: int, n: int, connections: int, depth: int, timeout: float) 
     return {"succeeded": int(req.group(1)), "status_2xx": int(ok.group(1))}
 
 
-def run_python_client(port: int, n: int, connections: int, depth: int, timeout: float) -> dict:
+def run_python_client(port: int, n: int, connections: int, depth: int, timeout: float,
+                      path: str = "/") -> dict:
     """The fallback client: the same exact count and pipelining as h2load, in Python.
 
     Connection i sends its share of N (h2load's split), keeping at most DEPTH
     requests unanswered. Responses are framed by Content-Length, which both
     servers always send for this route."""
-    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     shares = [n // connections + (i < n % connections) for i in range(connections)]
     sel = selectors.DefaultSelector()
     state = {}
@@ -216,7 +226,8 @@ def run_once(server: str, depth: int, n: int, out_file: Path, args: argparse.Nam
                 return run
             time.sleep(3)
     try:
-        run.update(client(port, n, args.connections, depth, args.client_timeout))
+        run.update(client(port, n, args.connections, depth, args.client_timeout,
+                          PATHS.get(server, "/")))
     finally:
         # SIGTERM: both servers exit cleanly on it, and callgrind then writes its file.
         # Wait here rather than in stop_server(), which deletes the log we still read;
@@ -447,9 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(f"fastloop is not importable ({problem}): baseline only", file=sys.stderr)
             servers = [s for s in servers if s == "baseline"]
-    if "uvicorn-asgi" in servers and importlib.util.find_spec("uvicorn") is None:
-        print("uvicorn is not installed: uvicorn-asgi left out", file=sys.stderr)
-        servers.remove("uvicorn-asgi")
+    for name in ("uvicorn-asgi", "uvicorn-fastapi"):
+        if name in servers and importlib.util.find_spec("uvicorn") is None:
+            print(f"uvicorn is not installed: {name} left out", file=sys.stderr)
+            servers.remove(name)
+    for name in ("fastloop-fastapi", "uvicorn-fastapi"):
+        if name in servers and importlib.util.find_spec("fastapi") is None:
+            print(f"fastapi is not installed: {name} left out", file=sys.stderr)
+            servers.remove(name)
     if "baseline" in servers:
         build_baseline()
 

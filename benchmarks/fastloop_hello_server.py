@@ -1,6 +1,6 @@
 """fastloop answering GET / with "Hello, World!", the counterpart of baseline/epoll_server.c.
 
-Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N] [--python | --asgi]
+Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N] [--python | --asgi | --fastapi]
 
 Binds 127.0.0.1:PORT (0 picks a free port), prints "listening on PORT" once
 the socket accepts, and serves GET / -> "Hello, World!" (text/plain) until
@@ -8,7 +8,8 @@ SIGINT or SIGTERM; then it stops the server and prints its stats to stderr.
 The answer comes from a static route (built in C), or with --python from a
 handler returning Response(b"Hello, World!", content_type="text/plain"): the
 same bytes, so the two differ only in who builds the answer. With --asgi the answer comes
-from the raw ASGI hello application (http.response.start, then one http.response.body).
+from the raw ASGI hello application (http.response.start, then one http.response.body);
+with --fastapi from the FastAPI application of apps.py (its GET / and GET /json).
 """
 
 from __future__ import annotations
@@ -39,12 +40,21 @@ def main() -> int:
     parser.add_argument("--runtime-threads", type=int, default=1, help="event loops")
     parser.add_argument("--python", action="store_true", help="answer from a Python handler")
     parser.add_argument("--asgi", action="store_true", help="answer from an ASGI application")
+    parser.add_argument("--fastapi", action="store_true",
+                        help="serve apps.py's FastAPI application (GET / and GET /json)")
+    parser.add_argument("--no-batch", action="store_true",
+                        help="ASGI: keep the default scheduling policy (no SCHED_BATCH)")
     args = parser.parse_args()
 
     app = fastloop.App()
-    if args.asgi:
+    if args.fastapi:
+        from apps import build_fastapi_app
+
         from fastloop.asgi import ASGIApp
-        app = ASGIApp(hello_asgi, lifespan="off")
+        app = ASGIApp(build_fastapi_app(), lifespan="off", batch_scheduling=not args.no_batch)
+    elif args.asgi:
+        from fastloop.asgi import ASGIApp
+        app = ASGIApp(hello_asgi, lifespan="off", batch_scheduling=not args.no_batch)
     elif args.python:
         @app.route("/")
         def hello(request: object) -> fastloop.Response:

@@ -168,6 +168,8 @@ class Server:
             t = threading.Thread(target=self._run_loop, args=(loop,), name=name, daemon=True)
             t.start()
             self._loop_threads.append(t)
+        if isinstance(self._handlers, AsgiRunner):
+            self._handlers.loop_threads_started(self._loop_threads)
         self._closing = False
         self._running = True
 

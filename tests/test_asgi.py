@@ -365,6 +365,35 @@ def test_a_whole_body_gets_its_content_length():
         assert second.body == b"hello"
 
 
+def test_framing_fields_are_recognised_in_any_case():
+    async def app(scope, receive, send):
+        await answer(send, b"hello", headers=[
+            (b"Content-Length", b" 5\t"), (b"SERVER", b"mine"), (b"dAtE", b"then"),
+            (b"Keep-Alive", b"timeout=1"), (b"TRANSFER-ENCODING", b"gzip"), (b"X-Kept", b"1")])
+
+    with serve_asgi(app) as server, Client(server.port) as c:
+        c.send(get("/") + NEXT)
+        first = c.answer()
+        assert first.body == b"hello" and first.header("content-length") == b"5"
+        assert first.count("content-length") == 1
+        assert first.header("server") == b"mine" and first.count("server") == 1
+        assert first.header("date") == b"then" and first.count("date") == 1
+        assert first.header("keep-alive") is None and first.header("transfer-encoding") is None
+        assert first.header("x-kept") == b"1"
+        assert c.answer().body == b"hello"  # the connection goes on
+
+
+def test_connection_close_from_the_app_in_any_case_closes_after_the_answer():
+    async def app(scope, receive, send):
+        await answer(send, b"bye", headers=[(b"CONNECTION", b"keep-alive, Close")])
+
+    with serve_asgi(app) as server, Client(server.port) as c:
+        c.send(get("/") + NEXT)
+        first = c.answer()
+        assert first.body == b"bye" and first.header("connection") == b"close"
+        assert c.wait_closed() == b""
+
+
 def stream_app(pieces, headers=()):
     async def app(scope, receive, send):
         if scope["path"] == "/next":
@@ -719,6 +748,15 @@ INVALID = {
     "status as str": [{"type": "http.response.start", "status": "200"}],
     "status 99": [{"type": "http.response.start", "status": 99}],
     "status 1000": [{"type": "http.response.start", "status": 1000}],
+    "status True": [{"type": "http.response.start", "status": True}],
+    "status 2**80": [{"type": "http.response.start", "status": 2 ** 80}],
+    "DEL in a value": [{"type": "http.response.start", "status": 200,
+                        "headers": [(b"x-a", b"1\x7f")]}],
+    "empty name": [{"type": "http.response.start", "status": 200, "headers": [(b"", b"1")]}],
+    "Content-Length not digits": [{"type": "http.response.start", "status": 200,
+                                   "headers": [(b"content-length", b"+3")]}],
+    "two Content-Lengths": [{"type": "http.response.start", "status": 200,
+                             "headers": [(b"content-length", b"3"), (b"Content-Length", b"4")]}],
     "CR LF in a value": [{"type": "http.response.start", "status": 200,
                           "headers": [(b"x-a", b"1\r\nx-evil: 1")]}],
     "LF in a name": [{"type": "http.response.start", "status": 200, "headers": [(b"x\na", b"1")]}],
@@ -1001,3 +1039,31 @@ def test_stop_with_an_app_call_sleeping_ends_within_its_timeout():
             assert c.wait_closed() == b""  # cut, with no answer begun
         finally:
             c.close()
+
+
+# ---- scheduling --------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_asyncio_thread_and_the_event_loops_run_under_sched_batch(batch):
+    import fastloop
+    from fastloop.asgi import ASGIApp
+
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        seen.put(os.sched_getscheduler(0))  # the asyncio thread's own policy
+        await answer(send)
+
+    srv = fastloop.Server(ASGIApp(app, lifespan="off", batch_scheduling=batch), port=0,
+                          runtime_threads=2)
+    srv.start()
+    try:
+        assert http_get(f"http://{LOOPBACK}:{srv.port}") == b"ok"
+        want = os.SCHED_BATCH if batch else os.SCHED_OTHER
+        assert seen.get() == want
+        loops = [t.native_id for t in srv._loop_threads]
+        assert len(loops) == 2 and [os.sched_getscheduler(tid) for tid in loops] == [want] * 2
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left alone
+    finally:
+        srv.stop()

@@ -16,13 +16,23 @@ from asyncio import Task as _Task
 
 from posix.unistd cimport read
 
+cdef str TASK_NAME = "fastloop-asgi"
+
+
+@cython.final
+cdef class _Peer:
+    """The addresses of one connection: its token's entry in AsgiBridge.addresses. Two loops
+    may use the same token, so the inbox (its loop's) is checked too."""
+    cdef uint64_t token
+    cdef size_t inbox
+    cdef tuple pair
+
 
 cdef class AsgiBridge(JobPool):
     """The pool of one server whose jobs an asyncio loop runs. on_readable() is the loop's
     reader callback for fileno(); spawn(call) starts each new AsgiCall (a task)."""
 
     cdef int rfd
-    cdef object create_task
     cdef bint eager                 # asyncio.Task(eager_start=True) exists (3.12+)
     cdef public set running         # the tasks of calls that have not finished
     cdef public object loop
@@ -35,13 +45,17 @@ cdef class AsgiBridge(JobPool):
     cdef uint64_t invalid           # it sent an invalid message
     cdef uint64_t disconnects       # receive() reported http.disconnect before the answer
     cdef uint64_t wakeups
-    # (inbox, token) -> (client, server): the addresses of a connection, asked once (a
-    # connection's token is never reused: it carries a generation). Cleared when large.
+    # token -> _Peer: the addresses of a connection, asked once (a connection's token is
+    # never reused by its loop: it carries a generation; the loop is told by the inbox).
+    # Cleared when large. The last one found is also kept in C, for the next request of the
+    # same keep-alive connection.
     cdef dict addresses
+    cdef _Peer last_peer
     cdef list spare                 # Responders of finished calls, for the next ones
     # what every http scope shares, from base_scope
     cdef object scope_asgi, scope_scheme, scope_root_path, scope_extensions
     cdef dict scope_state
+    cdef dict scope_template        # an http scope for GET / HTTP/1.1, copied per request
 
     def __init__(self, app, loop, dict base_scope, app_name="ASGI app", bint eager=False):
         r, w = _os.pipe()
@@ -51,7 +65,6 @@ cdef class AsgiBridge(JobPool):
         self.pool.notify_fd = w
         self.app = app
         self.loop = loop
-        self.create_task = loop.create_task
         self.eager = eager
         self.running = set()
         self.base_scope = base_scope
@@ -65,25 +78,40 @@ cdef class AsgiBridge(JobPool):
         state = base_scope.get("state")
         self.scope_state = {} if state is None else state  # the lifespan fills it later
         self.scope_extensions = base_scope.get("extensions", {})
+        self.scope_template = {
+            "type": "http", "asgi": self.scope_asgi, "http_version": "1.1", "method": "GET",
+            "scheme": self.scope_scheme, "path": "/", "raw_path": b"/", "query_string": b"",
+            "root_path": self.scope_root_path, "headers": None, "client": None,
+            "server": None, "state": None, "extensions": self.scope_extensions,
+        }
 
     cdef tuple connection_addresses(self, fl_job *j):
         """(client, server) of j's connection as ASGI scopes give them: (host, port) pairs,
         or None for the client and (path, None) for the server over a Unix socket."""
-        key = (<size_t>j.inbox, j.token)
-        found = self.addresses.get(key)
-        if found is None:
-            client = socket_address(j, 1)
-            server = socket_address(j, 0)
-            if type(client) is not tuple:
-                client = None
-            if server is not None and type(server) is not tuple:
-                server = (server, None)
-            found = (client, server)
-            if client is not None:  # (None: gone already, or a Unix socket: cheap to redo)
-                if len(self.addresses) >= 65536:
-                    self.addresses.clear()
-                self.addresses[key] = found
-        return <tuple>found
+        cdef _Peer peer = self.last_peer
+        if peer is not None and peer.token == j.token and peer.inbox == <size_t>j.inbox:
+            return peer.pair
+        found = self.addresses.get(j.token)
+        if found is not None and (<_Peer>found).inbox == <size_t>j.inbox:
+            self.last_peer = <_Peer>found
+            return (<_Peer>found).pair
+        client = socket_address(j, 1)
+        server = socket_address(j, 0)
+        if type(client) is not tuple:
+            client = None
+        if server is not None and type(server) is not tuple:
+            server = (server, None)
+        pair = (client, server)
+        if client is not None:  # (None: gone already, or a Unix socket: cheap to redo)
+            if len(self.addresses) >= 65536:
+                self.addresses.clear()
+            peer = _Peer.__new__(_Peer)
+            peer.token = j.token
+            peer.inbox = <size_t>j.inbox
+            peer.pair = pair
+            self.addresses[j.token] = peer
+            self.last_peer = peer
+        return pair
 
     def fileno(self):
         return self.rfd
@@ -113,11 +141,12 @@ cdef class AsgiBridge(JobPool):
             else:
                 call = AsgiCall.__new__(AsgiCall)
             call.adopt(self, jobs)  # takes the handler's reference
+            # Named: a task without a name formats one ("Task-N"), about a sixth of its cost.
             if self.eager:
                 # Runs at once, here, until it first waits (Python 3.12+).
-                task = _Task(call.run(), loop=self.loop, eager_start=True)
+                task = _Task(call.run(), loop=self.loop, name=TASK_NAME, eager_start=True)
             else:
-                task = self.create_task(call.run())
+                task = _Task(call.run(), loop=self.loop, name=TASK_NAME)
             if not task.done():
                 call.task = task
                 self.running.add(task)  # for stop(); AsgiCall.run takes it out

@@ -383,9 +383,10 @@ cdef class AsgiWsCall(AsgiCall):
         subprotocol = message.get("subprotocol")
         proto = b""
         if subprotocol is not None:
-            if type(subprotocol) is not str or not _TOKEN_B.match(subprotocol.encode("latin-1", "replace")):
+            if type(subprotocol) is str:
+                proto = (<str>subprotocol).encode("latin-1", "replace")
+            if not proto or not is_token(<const unsigned char *>PyBytes_AS_STRING(proto), len(proto)):
                 self.invalid(f"invalid subprotocol {subprotocol!r}")
-            proto = subprotocol.encode("latin-1")
         extra = Answer.__new__(Answer)
         try:
             asgi_fields(extra, message.get("headers", ()))
