@@ -113,7 +113,6 @@ cdef class AsgiWsCall(AsgiCall):
         cdef fl_job *j = self.j
         app = self.bridge.app
         self.ws_config = self.bridge.ws_config
-        self.pieces = []
         try:
             self.begin(0)
             try:
@@ -247,12 +246,14 @@ cdef class AsgiWsCall(AsgiCall):
                     fl_job_post(self.j, fl_msg_new(0, MSG_WS_CLOSE))
                 return self.gone(code, reason)
             if not (flags & FL_WS_REC_FIN):
+                if self.pieces is None:
+                    self.pieces = []  # (made for a fragmented message only: idle ones hold none)
                 self.pieces.append(PyBytes_FromStringAndSize(<const char *>r, n))
                 continue
             if self.pieces:
                 self.pieces.append(PyBytes_FromStringAndSize(<const char *>r, n))
                 data = b"".join(self.pieces)
-                self.pieces = []
+                self.pieces = None
                 if kind == FL_WS_TEXT:
                     return {"type": "websocket.receive", "text": data.decode("utf-8")}
                 return {"type": "websocket.receive", "bytes": data}
