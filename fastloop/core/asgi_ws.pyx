@@ -100,6 +100,7 @@ cdef class AsgiWsCall(AsgiCall):
     cdef size_t recs_pos
     cdef list pieces                # a fragmented message's pieces so far
     cdef dict disconnect            # the websocket.disconnect given, once given
+    cdef str path                   # for the log (the head is freed once accepted)
 
     def __dealloc__(self):
         if self.deflater != NULL:
@@ -151,6 +152,7 @@ cdef class AsgiWsCall(AsgiCall):
         """The websocket scope: the http one's keys but method, with ws/wss, the offered
         subprotocols and this extension."""
         cdef dict scope = self.scope()
+        self.path = scope["path"]  # (the scope's own object)
         del scope["method"]
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
@@ -163,6 +165,9 @@ cdef class AsgiWsCall(AsgiCall):
         scope["subprotocols"] = offered if offered is not None else NO_SUBPROTOCOLS
         scope["extensions"] = WS_EXTENSIONS
         return scope
+
+    cdef str request_name(self):
+        return "WebSocket " + (self.path or "?")
 
     # ---- receive ----------------------------------------------------------------------------
 
@@ -420,6 +425,11 @@ cdef class AsgiWsCall(AsgiCall):
             m.off = 0x100 | params.client_max_window_bits | (0x200 if params.client_no_context_takeover else 0)
         fl_job_post(j, m)
         self.ws = WS_OPEN
+        if j.req_apart:
+            # Nothing reads the head any more: an idle WebSocket does not keep it.
+            free(j.req)
+            j.req = NULL
+            j.req_apart = 0
 
     cdef object send_message(self, dict message):
         """websocket.send: one frame (compressed if negotiated and worth it), posted."""

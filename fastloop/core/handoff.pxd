@@ -97,6 +97,7 @@ ctypedef struct fl_job:
     fl_job *ready_next  # on pool.ready, under the pool's lock
     int ready           # on pool.ready (under the pool's lock)
     void *owner         # the asyncio side's object for this job (only touched by that thread)
+    int req_apart       # req is an allocation of its own (a WebSocket's head: freed once read)
 
 ctypedef struct fl_pool:
     # The jobs waiting for a handler thread, FIFO, shared by every loop of a server.

@@ -224,6 +224,8 @@ cdef void fl_job_release(fl_job *j) noexcept nogil:
         pthread_cond_destroy(&j.cond)
         pthread_mutex_destroy(&j.lock)
         free(j.body)
+        if j.req_apart:
+            free(j.req)
         free(j)  # the records and the request bytes are in the same allocation
 
 

@@ -97,7 +97,17 @@ cdef int conn_ws_upgrade(Worker self, fl_conn *c) noexcept nogil:
     """Hands a valid upgrade request (its head) to the application as a WebSocket job. The
     connection waits IN_HANDLER, reading nothing, until the application accepts (MSG_WS_OPEN)
     or answers with HTTP. 0, or -1 (closed)."""
-    cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, c.head_len, 1)
+    cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, 0, 1)
+    if j != NULL:
+        # The head apart from the job: the application frees it once accepted, as a long-lived
+        # WebSocket does not need it (asgi_ws.pyx; its scope has its own copy of the fields).
+        j.req = <char *>malloc(c.head_len)
+        if j.req == NULL:
+            fl_job_release(j)
+            fl_job_release(j)
+            j = NULL
+        else:
+            j.req_apart = 1
     if j == NULL:
         self.count_errno(self.counters.io_errors, ENOMEM)
         conn_close(self, c)
