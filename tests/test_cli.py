@@ -54,7 +54,7 @@ def test_settings_map_onto_the_server():
     kw = config.server_kwargs()
     assert kw["limits"] == {"request_line": 100, "fields": 20, "field_size": 300, "body_bytes": 4000,
                             "lenient_targets": False}
-    assert kw["timeouts"] == {"header": 3.0, "idle": 4.0}
+    assert kw["timeouts"] == {"header": 3.0, "idle": 4.0, "ws_ping": 20.0, "ws_pong": 20.0}
     assert (kw["limit_concurrency"], kw["threads"], kw["backlog"]) == (50, 2, 64)
     assert kw["runtime_threads"] == 3
     fastloop.Server(fastloop.App(), **kw)  # every key is one the Server takes
