@@ -12,6 +12,7 @@ Servers (each alone in its process, at most one running at a time):
   baseline         baseline/epoll_server.c, the syscalls-plus-memmem floor
   fastloop-static  fastloop_hello_server.py: app.static("/"), answered in C
   fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
+  fastloop-wsgi    fastloop_hello_server.py --wsgi: apps.wsgi_app under fastloop.wsgi.WSGIApp
   fastloop-asgi    fastloop_hello_server.py --asgi: the raw ASGI hello application
   uvicorn-asgi     the same application under uvicorn (uvloop, httptools), if installed
 Modes:
@@ -70,10 +71,12 @@ from core_vs_baseline import fastloop_problem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi", "uvicorn-asgi")
+SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-wsgi", "fastloop-asgi",
+           "uvicorn-asgi")
 MODES = ("keepalive", "pipelined")
 # fastloop_hello_server.py's arguments for each
-FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"]}
+FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-wsgi": ["--wsgi"],
+                 "fastloop-asgi": ["--asgi"]}
 CORE_SO = ROOT / "fastloop" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))
 # A fixed string hash: with a random one (the default), the same dict lookups at startup
 # probe more or fewer slots from run to run, about 0.5M instructions of difference between

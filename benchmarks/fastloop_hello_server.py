@@ -1,6 +1,6 @@
 """fastloop answering GET / with "Hello, World!", the counterpart of baseline/epoll_server.c.
 
-Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N] [--python | --asgi]
+Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N] [--python | --asgi | --wsgi]
 
 Binds 127.0.0.1:PORT (0 picks a free port), prints "listening on PORT" once
 the socket accepts, and serves GET / -> "Hello, World!" (text/plain) until
@@ -8,7 +8,9 @@ SIGINT or SIGTERM; then it stops the server and prints its stats to stderr.
 The answer comes from a static route (built in C), or with --python from a
 handler returning Response(b"Hello, World!", content_type="text/plain"): the
 same bytes, so the two differ only in who builds the answer. With --asgi the answer comes
-from the raw ASGI hello application (http.response.start, then one http.response.body).
+from the raw ASGI hello application (http.response.start, then one http.response.body). With
+--wsgi it comes from apps.wsgi_app, the WSGI application the WSGI peers of the suite serve,
+under fastloop.wsgi.WSGIApp.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 # Run from a checkout: let the in-tree package win over any installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps.py
 
 import fastloop  # noqa: E402
 
@@ -39,12 +42,17 @@ def main() -> int:
     parser.add_argument("--runtime-threads", type=int, default=1, help="event loops")
     parser.add_argument("--python", action="store_true", help="answer from a Python handler")
     parser.add_argument("--asgi", action="store_true", help="answer from an ASGI application")
+    parser.add_argument("--wsgi", action="store_true", help="answer from a WSGI application")
     args = parser.parse_args()
 
     app = fastloop.App()
     if args.asgi:
         from fastloop.asgi import ASGIApp
         app = ASGIApp(hello_asgi, lifespan="off")
+    elif args.wsgi:
+        from apps import wsgi_app
+        from fastloop.wsgi import WSGIApp
+        app = WSGIApp(wsgi_app)
     elif args.python:
         @app.route("/")
         def hello(request: object) -> fastloop.Response:

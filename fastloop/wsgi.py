@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import sys
+from http import HTTPStatus
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
@@ -56,6 +57,65 @@ class FileWrapper:
         close = getattr(self.filelike, "close", None)
         if close is not None:
             close()
+
+
+# Caches of what is worked out from strings that repeat from request to request, each bounded
+# (a client choosing new names cannot grow them) and shared by the handler threads: one dict
+# operation at a time, so also safe without a GIL; a value is computed again rather than locked.
+_CACHE_MAX = 512
+# A request header's name (lower-cased by the core) -> its environ key; "" for one left out.
+_HEADER_KEYS: Dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH",
+                                "transfer-encoding": ""}
+# A Host value -> (SERVER_NAME, SERVER_PORT or "" for the scheme's default).
+_HOSTS: Dict[str, Tuple[str, str]] = {}
+# A WSGI status ("200 OK") -> (code, reason phrase, or None for the standard one).
+_STATUSES: Dict[str, Tuple[int, Optional[str]]] = {}
+
+
+def _header_key(name: str) -> str:
+    key = _HEADER_KEYS.get(name)
+    if key is None:
+        # "X_User" and "X-User" would both become HTTP_X_USER: a proxy that checks one
+        # spelling could be bypassed with the other (nginx and gunicorn drop these too).
+        key = "" if "_" in name else "HTTP_" + name.upper().replace("-", "_")
+        if len(_HEADER_KEYS) < _CACHE_MAX:
+            _HEADER_KEYS[name] = key
+    return key
+
+
+def _server_name_port(host: str) -> Tuple[str, str]:
+    """As gunicorn reads it: the Host the client asked for names the server; "" for a port
+    that is not there (or not digits): the scheme's default."""
+    found = _HOSTS.get(host)
+    if found is None:
+        if host.startswith("["):  # an IPv6 literal: [::1]:8000
+            name, _, rest = host.partition("]")
+            name += "]"
+            port = rest[1:] if rest.startswith(":") else ""
+        else:
+            name, _, port = host.partition(":")
+        found = (name, port if port.isdigit() else "")
+        if len(_HOSTS) < _CACHE_MAX:
+            _HOSTS[host] = found
+    return found
+
+
+def _status(status: str) -> Tuple[int, Optional[str]]:
+    """The code and the reason to give Response for a checked WSGI status: None when it is the
+    standard phrase, so the core writes its prebuilt status line."""
+    found = _STATUSES.get(status)
+    if found is None:
+        code = int(status[:3])
+        reason: Optional[str] = status[4:].strip() or None
+        try:
+            if reason == HTTPStatus(code).phrase:
+                reason = None
+        except ValueError:
+            pass
+        found = (code, reason)
+        if len(_STATUSES) < _CACHE_MAX:
+            _STATUSES[status] = found
+    return found
 
 
 def _close(result: Any) -> None:
@@ -147,14 +207,20 @@ class _Answer:
         iterable of bytes, or a file object sent with sendfile)."""
         if self.status is None:
             raise AssertionError("the WSGI application returned without calling start_response")
-        body: Any = b"".join(self.chunks)
+        chunks = self.chunks
+        body: Any = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         content_type = ""  # none unless the application sets one
         headers = []
-        declared = self.declared_length()
+        declared = -1
         for name, value in self.headers:
             lower = name.lower()
             if lower == "content-type":
                 content_type = value
+            elif lower == "content-length":
+                if declared < 0:  # the first valid one, as declared_length() reads it
+                    text = value.strip(" \t")
+                    if text.isascii() and text.isdigit() and len(text) <= 18:
+                        declared = int(text)
             elif lower not in _DROPPED_HEADERS:
                 headers.append((name, value))
         length: Optional[int] = None
@@ -168,9 +234,8 @@ class _Answer:
                 body = body[:declared]  # PEP 3333: never send more than the declared length
             # An empty body with a declared length is a HEAD answer (Flask, Django): keep it.
             length = declared if declared > 0 and not body else None
-        reason = self.status[4:].strip() or None
-        return Response(body, int(self.status[:3]), headers, content_type, reason=reason,
-                        content_length=length)
+        code, reason = _status(self.status)
+        return Response(body, code, headers, content_type, reason, length)
 
 
 class WSGIHandler:
@@ -221,7 +286,7 @@ class WSGIHandler:
         env["QUERY_STRING"] = request.query
         env["SERVER_PROTOCOL"] = request.version
         client = request.client
-        if isinstance(client, tuple):  # a TCP peer
+        if type(client) is tuple:  # a TCP peer
             env["REMOTE_ADDR"], env["REMOTE_PORT"] = client[0], str(client[1])
         else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
             env["REMOTE_ADDR"] = ""
@@ -231,23 +296,18 @@ class WSGIHandler:
             # The body is complete, chunked or not: tell its length to apps that rely on it.
             env["CONTENT_LENGTH"] = str(len(body))
         for name, value in request.headers:
-            if name == "content-type":
-                env["CONTENT_TYPE"] = value
-            elif name == "content-length":
-                env.setdefault("CONTENT_LENGTH", value)
-            elif name == "transfer-encoding":
-                continue  # the body the app reads is no longer chunked
-            elif "_" in name:
-                # "X_User" and "X-User" would both become HTTP_X_USER: a proxy that checks one
-                # spelling could be bypassed with the other (nginx and gunicorn drop these too).
-                continue
+            key = _header_key(name)
+            if not key:
+                continue  # transfer-encoding (the body the app reads is no longer chunked), "_"
+            if key == "CONTENT_TYPE":
+                env[key] = value
+            elif key == "CONTENT_LENGTH":
+                env.setdefault(key, value)
+            elif key in env:
+                # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
+                env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
-                key = "HTTP_" + name.upper().replace("-", "_")
-                if key in env:
-                    # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
-                    env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
-                else:
-                    env[key] = value
+                env[key] = value
         if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
             env["wsgi.url_scheme"] = request.override_scheme
         # A trusted proxy's host, else the authority of an absolute-form target, which wins
@@ -256,17 +316,9 @@ class WSGIHandler:
         if host is not None:
             env["HTTP_HOST"] = host
         if host:
-            # As gunicorn reads it: the Host the client asked for names the server; without a
-            # port there, the scheme's default port.
-            if host.startswith("["):  # an IPv6 literal: [::1]:8000
-                name, _, rest = host.partition("]")
-                name += "]"
-                port = rest[1:] if rest.startswith(":") else ""
-            else:
-                name, _, port = host.partition(":")
+            name, port = _server_name_port(host)
             env["SERVER_NAME"] = name
-            env["SERVER_PORT"] = port if port.isdigit() else \
-                "443" if env["wsgi.url_scheme"] == "https" else "80"
+            env["SERVER_PORT"] = port or ("443" if env["wsgi.url_scheme"] == "https" else "80")
         return env
 
     def __call__(self, request: Any) -> Response:

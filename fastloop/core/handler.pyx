@@ -16,6 +16,7 @@
 # Responder, and the Request of the job at hand, belong to one thread.
 
 cimport cython
+import sys as _sys
 import threading as _threading
 from time import perf_counter_ns as _perf_ns
 
@@ -27,6 +28,11 @@ from posix.unistd cimport dup
 
 cdef enum:
     MSG_F_END = 4       # fl_msg.flags: this message completes the answer (END_* may be set too)
+
+# How long the oldest queued job may wait, while a handler thread runs, before another thread
+# joins it (fl_pool_wait): well above a busy thread's batch of keep-alive requests (under
+# 1 ms for 64 connections here), well below what a blocked handler costs the jobs behind it.
+cdef int64_t FL_WATCH_NS = 2000000
 
 
 cdef const char *CONN_CLOSE_LINE = b"Connection: close\r\n"
@@ -43,7 +49,7 @@ cdef class JobPool:
     def __cinit__(self, *args, **kwargs):
         memset(&self.pool, 0, sizeof(fl_pool))
         pthread_mutex_init(&self.pool.lock, NULL)
-        pthread_cond_init(&self.pool.cond, NULL)
+        fl_cond_init_timed(&self.pool.cond)  # fl_pool_wait's watch has a deadline
         self.pool.notify_fd = -1
 
     def __dealloc__(self):
@@ -91,6 +97,10 @@ cdef class HandlerPool(JobPool):
         self.resolve = app._resolve
         self.size = threads
         self.threads = []
+        # With a GIL, one thread at a time runs: the others join only a blocked one (see
+        # fl_pool_wait). Without one (free-threaded CPython) they run in parallel at once.
+        gil_enabled = getattr(_sys, "_is_gil_enabled", None)
+        self.pool.watch_ns = FL_WATCH_NS if gil_enabled is None or gil_enabled() else 0
 
     def start(self):
         for i in range(self.size):
@@ -122,9 +132,11 @@ cdef class HandlerPool(JobPool):
         cdef Responder r = Responder()
         cdef fl_job *j
         cdef int more
+        cdef bint ran = False
         while True:
             with nogil:
-                more = fl_pool_wait(&self.pool)
+                more = fl_pool_wait(&self.pool, ran)
+            ran = True
             if not more:
                 return
             while True:

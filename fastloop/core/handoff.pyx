@@ -4,8 +4,9 @@
 # Python, the loop copies it into an fl_job and, at the end of its turn, queues every job of
 # the turn on the server's fl_pool with one lock and at most one wake-up. A handler thread
 # takes jobs only while it holds the GIL (so a thread woken while another runs Python does
-# not strand a job it cannot run yet), and wakes one more idle thread when it leaves work
-# behind: when a handler blocks and releases the GIL, the next thread runs the next job.
+# not strand a job it cannot run yet). Under a GIL a second thread joins only once the
+# queue stands still (fl_pool_wait): when a handler blocks and releases the GIL, the next
+# thread runs the next job; while it computes, nobody fights it for the GIL.
 #
 # Answers travel back as fl_msg messages posted to the connection's loop inbox (MSG_DATA,
 # MSG_FILE, then MSG_END), each as soon as it exists; the loop is woken only when its inbox
@@ -370,7 +371,13 @@ cdef bint fl_job_body_read(fl_job *j) noexcept nogil:
 @cython.profile(False)
 cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept nogil:
     """Queues a batch of n jobs (linked through next) with one lock and at most one wake-up."""
+    cdef fl_job *j
+    cdef int64_t now = fl_pool_now_ns() if p.watch_ns else 0
     pthread_mutex_lock(&p.lock)
+    j = first
+    while j != NULL:
+        j.queued_ns = now
+        j = j.next
     if p.tail != NULL:
         p.tail.next = first
     else:
@@ -380,7 +387,9 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     p.queued += n
     if p.notify_fd >= 0:
         fl_pool_notify(p)
-    elif p.idle:
+    elif p.idle and (p.running == 0 or not p.watching):
+        # Nobody runs jobs: a thread to run them; else one to watch that they do (see
+        # fl_pool_wait), unless one watches already.
         pthread_cond_signal(&p.cond)
     pthread_mutex_unlock(&p.lock)
 
@@ -440,8 +449,8 @@ cdef fl_job *fl_pool_take_all(fl_pool *p, fl_job **ready) noexcept nogil:
 @cython.linetrace(False)
 @cython.profile(False)
 cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
-    """The next job, or NULL if none is queued. Wakes one more idle thread if work is left
-    behind, so that a handler that blocks does not hold up the jobs after it."""
+    """The next job, or NULL if none is queued. Work left behind wakes an idle thread (unless
+    one watches already), to run it if the caller blocks in its handler (fl_pool_wait)."""
     cdef fl_job *j
     pthread_mutex_lock(&p.lock)
     j = p.head
@@ -450,7 +459,7 @@ cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
         if p.head == NULL:
             p.tail = NULL
         j.next = NULL
-        if p.head != NULL and p.idle:
+        if p.head != NULL and p.idle and not p.watching:
             pthread_cond_signal(&p.cond)
     pthread_mutex_unlock(&p.lock)
     return j
@@ -458,14 +467,49 @@ cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef int fl_pool_wait(fl_pool *p) noexcept nogil:
-    """Waits until a job is queued (1) or the pool stops (0). Call without the GIL."""
+cdef int fl_pool_wait(fl_pool *p, bint was_running) noexcept nogil:
+    """A handler thread's wait for jobs to run: 1 when it should take them (fl_pool_take), 0
+    once the pool stops. was_running: the caller ran jobs since its last call. Call without
+    the GIL.
+
+    Under a GIL only one thread runs Python at a time: a second thread woken while the first
+    one runs handlers would only fight it for the GIL (a wake-up, a GIL hand-over and back,
+    per batch). So while a thread runs, an idle one only watches: it joins once the oldest
+    queued job has waited watch_ns, which means the running thread is blocked in a handler
+    (sleep, I/O, GIL released) rather than busy with the jobs before it. Jobs arrive and
+    leave in batches, so a busy thread keeps that wait well under watch_ns; a blocked one does
+    not, and the threads join one by one until enough of them keep the queue moving."""
     cdef int rc
+    cdef int64_t now, due, wake = 0
     pthread_mutex_lock(&p.lock)
-    while p.head == NULL and not p.stopping:
+    if was_running:
+        p.running -= 1
+    while True:
+        if p.stopping:
+            rc = 0
+            break
+        if p.head != NULL and (p.watch_ns == 0 or p.running == 0):
+            rc = 1
+            break
+        if p.head != NULL and not p.watching:
+            now = fl_pool_now_ns()
+            due = p.head.queued_ns + p.watch_ns
+            if now >= due:
+                rc = 1  # the running threads left the queue standing: join them
+                break
+            # Woken early (the head moved on): look again a quarter of watch_ns later at the
+            # soonest, so a steady backlog costs a few wake-ups per watch_ns, not one per batch.
+            if wake and due < now + p.watch_ns // 4:
+                due = now + p.watch_ns // 4
+            wake = 1
+            p.watching = 1
+            fl_cond_wait_until(&p.cond, &p.lock, due)
+            p.watching = 0
+            continue
         p.idle += 1
         pthread_cond_wait(&p.cond, &p.lock)
         p.idle -= 1
-    rc = 0 if p.stopping else 1
+    if rc:
+        p.running += 1
     pthread_mutex_unlock(&p.lock)
     return rc
