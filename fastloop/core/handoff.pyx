@@ -373,11 +373,11 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     """Queues a batch of n jobs (linked through next) with one lock and at most one wake-up."""
     cdef fl_job *j
     cdef int64_t now = fl_pool_now_ns() if p.watch_ns else 0
-    pthread_mutex_lock(&p.lock)
     j = first
-    while j != NULL:
+    while j != NULL:  # (the jobs are this loop's alone until they are on the queue)
         j.queued_ns = now
         j = j.next
+    pthread_mutex_lock(&p.lock)
     if p.tail != NULL:
         p.tail.next = first
     else:
@@ -387,10 +387,10 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     p.queued += n
     if p.notify_fd >= 0:
         fl_pool_notify(p)
-    elif p.idle and (p.running == 0 or not p.watching):
-        # Nobody runs jobs: a thread to run them; else one to watch that they do (see
-        # fl_pool_wait), unless one watches already.
-        pthread_cond_signal(&p.cond)
+    elif p.running == 0 and (p.idle or p.watching):
+        pthread_cond_signal(&p.cond)  # nobody runs jobs: a thread to run them (the watcher too)
+    elif p.idle and not p.watching:
+        pthread_cond_signal(&p.cond)  # one to watch that they keep moving (fl_pool_wait)
     pthread_mutex_unlock(&p.lock)
 
 
@@ -474,13 +474,14 @@ cdef int fl_pool_wait(fl_pool *p, bint was_running) noexcept nogil:
 
     Under a GIL only one thread runs Python at a time: a second thread woken while the first
     one runs handlers would only fight it for the GIL (a wake-up, a GIL hand-over and back,
-    per batch). So while a thread runs, an idle one only watches: it joins once the oldest
-    queued job has waited watch_ns, which means the running thread is blocked in a handler
-    (sleep, I/O, GIL released) rather than busy with the jobs before it. Jobs arrive and
-    leave in batches, so a busy thread keeps that wait well under watch_ns; a blocked one does
-    not, and the threads join one by one until enough of them keep the queue moving."""
+    per batch). So while a thread runs, one idle thread watches instead: it wakes every
+    watch_ns or so and joins once the oldest queued job has waited watch_ns, which means the
+    running threads are blocked in handlers (sleep, I/O: GIL released) rather than busy with
+    the jobs before it. A busy thread empties a batch well within watch_ns; blocked ones do
+    not, and threads join one by one until enough of them keep the queue moving. The watcher
+    stays on watch across batches while any thread runs, so a batch costs no wake-up of it."""
     cdef int rc
-    cdef int64_t now, due, wake = 0
+    cdef int64_t now, due
     pthread_mutex_lock(&p.lock)
     if was_running:
         p.running -= 1
@@ -491,17 +492,16 @@ cdef int fl_pool_wait(fl_pool *p, bint was_running) noexcept nogil:
         if p.head != NULL and (p.watch_ns == 0 or p.running == 0):
             rc = 1
             break
-        if p.head != NULL and not p.watching:
+        if p.watch_ns and p.running and not p.watching:
             now = fl_pool_now_ns()
-            due = p.head.queued_ns + p.watch_ns
-            if now >= due:
-                rc = 1  # the running threads left the queue standing: join them
-                break
-            # Woken early (the head moved on): look again a quarter of watch_ns later at the
-            # soonest, so a steady backlog costs a few wake-ups per watch_ns, not one per batch.
-            if wake and due < now + p.watch_ns // 4:
-                due = now + p.watch_ns // 4
-            wake = 1
+            due = now + p.watch_ns
+            if p.head != NULL:
+                if now - p.head.queued_ns >= p.watch_ns:
+                    rc = 1  # the running threads left the queue standing: join them
+                    break
+                # Not before a quarter of watch_ns: a backlog that moves costs a few
+                # wake-ups per watch_ns, not one per batch.
+                due = max(p.head.queued_ns + p.watch_ns, now + p.watch_ns // 4)
             p.watching = 1
             fl_cond_wait_until(&p.cond, &p.lock, due)
             p.watching = 0
