@@ -156,7 +156,7 @@ class WSGIHandler:
             streaming = True
             return answer.response(rest=_pieces(chunks, result))
         finally:
-            if not streaming:
+            if not streaming and type(result) is not list:  # (a list has no close())
                 _close(result)
 
 
