@@ -124,20 +124,17 @@ class WSGIHandler:
 
     def __call__(self, request: Any) -> Any:
         answer = _Answer()
-        result = self.app(self.environ(request), answer.start_response)
+        result = self.app(wsgi_environ(request, self.base_environ, self.script_name),
+                          answer.start_response)
+        if type(result) is list:
+            return answer.whole(result)  # the usual answer (and a list has no close())
         streaming = False
         try:
             if type(result) is FileWrapper and _sendable(result.filelike):
                 streaming = True  # the core sends the file with sendfile, then closes it
                 return answer.response(rest=result.filelike)
-            if type(result) in (list, tuple):
-                # Every block exists already: one answer with its length, and an error in it
-                # can still become a 500.
-                for chunk in result:
-                    if type(chunk) is not bytes:
-                        raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
-                    answer.write(chunk)
-                return answer.response()
+            if type(result) is tuple:
+                return answer.whole(result)
             # Any other iterable may take its time between blocks, and PEP 3333 forbids holding
             # a block back: each goes out as it is yielded. The first one is awaited here (it
             # is when start_response has run); when it is the whole declared length, or the
@@ -156,7 +153,7 @@ class WSGIHandler:
             streaming = True
             return answer.response(rest=_pieces(chunks, result))
         finally:
-            if not streaming and type(result) is not list:  # (a list has no close())
+            if not streaming:
                 _close(result)
 
 

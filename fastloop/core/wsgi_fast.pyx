@@ -24,6 +24,7 @@ cdef enum:
 
 cdef dict _WSGI_HOSTS = {}       # Host value -> (SERVER_NAME, SERVER_PORT or "" for the default)
 cdef dict _WSGI_STATUSES = {}    # "200 OK" -> (200, None: the standard phrase, or the reason)
+cdef dict _WSGI_PORTS = {}       # a client's port -> REMOTE_PORT, its decimal text
 
 # RFC 9110 7.6.1 hop-by-hop fields, which PEP 3333 forbids applications to send, plus what the
 # core writes itself (Content-Length from the body it sends, one Date, one Server).
@@ -160,7 +161,13 @@ def wsgi_environ(Request request, dict base, str script_name):
     client = request.client
     if type(client) is tuple:  # a TCP peer
         env["REMOTE_ADDR"] = (<tuple>client)[0]
-        env["REMOTE_PORT"] = str((<tuple>client)[1])
+        port = (<tuple>client)[1]
+        text = _WSGI_PORTS.get(port)
+        if text is None:
+            text = str(port)
+            if len(_WSGI_PORTS) < 65536:  # (at most one per port)
+                _WSGI_PORTS[port] = text
+        env["REMOTE_PORT"] = text
     else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
         env["REMOTE_ADDR"] = ""
     body = request.body
@@ -246,6 +253,9 @@ cdef class WsgiAnswer:
         return self.write
 
     def write(self, data):
+        self.add(data)
+
+    cdef int add(self, data) except -1:
         if self.status is None:
             raise AssertionError("write() before start_response()")
         if type(data) is not bytes:
@@ -253,6 +263,16 @@ cdef class WsgiAnswer:
         if data:
             self.sent = True
             self.chunks.append(data)
+        return 0
+
+    def whole(self, result):
+        """The Response for a list or tuple the application returned: every block exists
+        already, so the answer has its length, and an error in it can still become a 500."""
+        for chunk in result:
+            if type(chunk) is not bytes:
+                raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+            self.add(chunk)
+        return self.respond(None)
 
     def declared_length(self):
         """The Content-Length the application set, or -1 (ASCII digits only: str.isdigit()
@@ -267,6 +287,9 @@ cdef class WsgiAnswer:
     def response(self, rest=None):
         """The Response for what was gathered; rest: the body still to come, streamed (an
         iterable of bytes, or a file object sent with sendfile)."""
+        return self.respond(rest)
+
+    cdef object respond(self, rest):
         cdef list headers = []
         cdef Py_ssize_t declared = -1
         if self.status is None:
