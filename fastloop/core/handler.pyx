@@ -49,12 +49,14 @@ cdef class JobPool:
     def __cinit__(self, *args, **kwargs):
         memset(&self.pool, 0, sizeof(fl_pool))
         pthread_mutex_init(&self.pool.lock, NULL)
-        fl_cond_init_timed(&self.pool.cond)  # fl_pool_wait's watch has a deadline
+        pthread_cond_init(&self.pool.cond, NULL)
+        fl_cond_init_timed(&self.pool.watch_cond)  # fl_pool_wait's watch has a deadline
         self.pool.notify_fd = -1
 
     def __dealloc__(self):
         self.drop_queued()
         pthread_cond_destroy(&self.pool.cond)
+        pthread_cond_destroy(&self.pool.watch_cond)
         pthread_mutex_destroy(&self.pool.lock)
 
     cdef void drop_queued(self) noexcept:
@@ -117,6 +119,7 @@ cdef class HandlerPool(JobPool):
             pthread_mutex_lock(&self.pool.lock)
             self.pool.stopping = 1
             pthread_cond_broadcast(&self.pool.cond)
+            pthread_cond_broadcast(&self.pool.watch_cond)
             pthread_mutex_unlock(&self.pool.lock)
         for t in self.threads:
             t.join(timeout)

@@ -112,8 +112,10 @@ ctypedef struct fl_pool:
     # only once the oldest queued job has waited watch_ns (that one is blocked, not busy); 0:
     # at once (a free-threaded CPython, where threads run in parallel).
     int running         # threads that fl_pool_wait let run, until they wait again
-    int watching        # an idle thread waits, with a deadline, for the queue to stall
+    int watching        # one thread waits on watch_cond, with a deadline, for the queue to stall
+    pthread_cond_t watch_cond
     int64_t watch_ns
+    int64_t pushed_ns   # when jobs were last queued: the watcher stays on watch for a while after
     # For a pool whose jobs are run by an asyncio loop rather than threads: a pipe's write
     # end (else -1), written once when jobs or woken jobs appear and nobody was told yet.
     int notify_fd

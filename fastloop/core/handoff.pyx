@@ -44,6 +44,7 @@ from posix.unistd cimport close, write
 cdef enum:
     FL_HIGH_WATER = 1048576       # unsent (or untaken body) bytes that pause the producer
     FL_LOW_WATER = 262144         # ... and let it go on
+    FL_WATCH_LINGER = 50          # watch periods the watcher stays on after jobs were queued
 
 
 # ---- messages and inboxes -----------------------------------------------------------------
@@ -387,10 +388,15 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     p.queued += n
     if p.notify_fd >= 0:
         fl_pool_notify(p)
-    elif p.running == 0 and (p.idle or p.watching):
-        pthread_cond_signal(&p.cond)  # nobody runs jobs: a thread to run them (the watcher too)
+    elif p.running == 0:
+        # Nobody runs jobs: a thread to run them (the watcher if nobody else waits).
+        if p.idle:
+            pthread_cond_signal(&p.cond)
+        elif p.watching:
+            pthread_cond_signal(&p.watch_cond)
     elif p.idle and not p.watching:
         pthread_cond_signal(&p.cond)  # one to watch that they keep moving (fl_pool_wait)
+    p.pushed_ns = now
     pthread_mutex_unlock(&p.lock)
 
 
@@ -474,42 +480,64 @@ cdef int fl_pool_wait(fl_pool *p, bint was_running) noexcept nogil:
 
     Under a GIL only one thread runs Python at a time: a second thread woken while the first
     one runs handlers would only fight it for the GIL (a wake-up, a GIL hand-over and back,
-    per batch). So while a thread runs, one idle thread watches instead: it wakes every
-    watch_ns or so and joins once the oldest queued job has waited watch_ns, which means the
+    per batch). So while a thread runs, one other thread watches instead (on watch_cond, with
+    a deadline): it joins once the oldest queued job has waited watch_ns, which means the
     running threads are blocked in handlers (sleep, I/O: GIL released) rather than busy with
     the jobs before it. A busy thread empties a batch well within watch_ns; blocked ones do
     not, and threads join one by one until enough of them keep the queue moving. The watcher
-    stays on watch across batches while any thread runs, so a batch costs no wake-up of it."""
-    cdef int rc
-    cdef int64_t now, due
+    stays on watch, waking every watch_ns or so, for FL_WATCH_LINGER watch periods after the
+    last jobs were queued: a request at a time (one connection, keep-alive) then wakes only
+    the thread that runs it, not a watcher each time too."""
+    cdef int rc = -1
     pthread_mutex_lock(&p.lock)
     if was_running:
         p.running -= 1
+    while rc < 0:
+        if p.stopping:
+            rc = 0
+        elif p.head != NULL and (p.watch_ns == 0 or p.running == 0):
+            rc = 1
+        elif p.watch_ns and not p.watching and (
+                p.running or p.head != NULL
+                or fl_pool_now_ns() - p.pushed_ns < FL_WATCH_LINGER * p.watch_ns):
+            rc = fl_pool_watch(p)
+        else:
+            p.idle += 1
+            pthread_cond_wait(&p.cond, &p.lock)
+            p.idle -= 1
+    if rc:
+        p.running += 1
+    pthread_mutex_unlock(&p.lock)
+    return rc
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef int fl_pool_watch(fl_pool *p) noexcept nogil:
+    """Under p.lock: the watcher's turn (see fl_pool_wait). 1: join the running threads, 0:
+    the pool stops, -1: go back to waiting (the queue is empty and has been quiet)."""
+    cdef int rc = -1
+    cdef int64_t now, due
+    p.watching = 1
     while True:
         if p.stopping:
             rc = 0
             break
-        if p.head != NULL and (p.watch_ns == 0 or p.running == 0):
+        if p.head != NULL and p.running == 0:
             rc = 1
             break
-        if p.watch_ns and p.running and not p.watching:
-            now = fl_pool_now_ns()
+        now = fl_pool_now_ns()
+        if p.head != NULL:
+            if now - p.head.queued_ns >= p.watch_ns:
+                rc = 1  # the running threads left the queue standing: join them
+                break
+            # Not before a quarter of watch_ns: a backlog that moves costs a few wake-ups
+            # per watch_ns, not one per batch.
+            due = max(p.head.queued_ns + p.watch_ns, now + p.watch_ns // 4)
+        elif p.running == 0 and now - p.pushed_ns >= FL_WATCH_LINGER * p.watch_ns:
+            break  # quiet: wait untimed, like the idle threads
+        else:
             due = now + p.watch_ns
-            if p.head != NULL:
-                if now - p.head.queued_ns >= p.watch_ns:
-                    rc = 1  # the running threads left the queue standing: join them
-                    break
-                # Not before a quarter of watch_ns: a backlog that moves costs a few
-                # wake-ups per watch_ns, not one per batch.
-                due = max(p.head.queued_ns + p.watch_ns, now + p.watch_ns // 4)
-            p.watching = 1
-            fl_cond_wait_until(&p.cond, &p.lock, due)
-            p.watching = 0
-            continue
-        p.idle += 1
-        pthread_cond_wait(&p.cond, &p.lock)
-        p.idle -= 1
-    if rc:
-        p.running += 1
-    pthread_mutex_unlock(&p.lock)
+        fl_cond_wait_until(&p.watch_cond, &p.lock, due)
+    p.watching = 0
     return rc
