@@ -16,7 +16,6 @@
 # Responder, and the Request of the job at hand, belong to one thread.
 
 cimport cython
-import os as _os
 import sys as _sys
 import threading as _threading
 from time import perf_counter_ns as _perf_ns
@@ -137,7 +136,6 @@ cdef class HandlerPool(JobPool):
         cdef fl_job *j
         cdef int more
         cdef bint ran = False
-        batch_policy()
         while True:
             with nogil:
                 more = fl_pool_wait(&self.pool, ran)
@@ -158,20 +156,6 @@ cdef class HandlerPool(JobPool):
                 finally:
                     fl_atomic_add(&self.handled, 1)
                     fl_job_release(j)
-
-
-cdef void batch_policy():
-    """Linux: this handler thread yields to the event loops when it is woken. Under the default
-    policy a thread woken on the loop's core preempts the loop that woke it (and the loop, woken
-    by an answer, preempts it back): two context switches more per hand-over. SCHED_BATCH only
-    drops that wake-up preemption (Linux sched(7)); the thread keeps its nice value and its
-    share of CPU time. Elsewhere, or where it is refused, nothing changes."""
-    setter = getattr(_os, "sched_setscheduler", None)
-    if setter is not None and hasattr(_os, "SCHED_BATCH"):
-        try:
-            setter(0, _os.SCHED_BATCH, _os.sched_param(0))  # 0: the calling thread (Linux)
-        except OSError:
-            pass
 
 
 cdef enum:
