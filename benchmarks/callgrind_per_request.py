@@ -12,6 +12,7 @@ Servers (each alone in its process, at most one running at a time):
   baseline         baseline/epoll_server.c, the syscalls-plus-memmem floor
   fastloop-static  fastloop_hello_server.py: app.static("/"), answered in C
   fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
+  fastloop-wsgi    fastloop_hello_server.py --wsgi: apps.wsgi_app under fastloop.wsgi.WSGIApp
   fastloop-asgi    fastloop_hello_server.py --asgi: the raw ASGI hello application
   uvicorn-asgi     the same application under uvicorn (uvloop, httptools), if installed
   fastloop-fastapi fastloop_hello_server.py --fastapi: apps.py's FastAPI app, GET /json
@@ -72,12 +73,12 @@ from core_vs_baseline import fastloop_problem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-asgi", "uvicorn-asgi",
-           "fastloop-fastapi", "uvicorn-fastapi")
+SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-wsgi", "fastloop-asgi",
+           "uvicorn-asgi", "fastloop-fastapi", "uvicorn-fastapi")
 MODES = ("keepalive", "pipelined")
 # fastloop_hello_server.py's arguments for each
-FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-asgi": ["--asgi"],
-                 "fastloop-fastapi": ["--fastapi"]}
+FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-wsgi": ["--wsgi"],
+                 "fastloop-asgi": ["--asgi"], "fastloop-fastapi": ["--fastapi"]}
 # The path each server is asked for: the FastAPI ones serve the JSON endpoint, as in
 # `python -m benchmarks` (its json scenario); the others their hello answer.
 PATHS = {"fastloop-fastapi": "/json", "uvicorn-fastapi": "/json"}

@@ -1,6 +1,7 @@
 """fastloop answering GET / with "Hello, World!", the counterpart of baseline/epoll_server.c.
 
-Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N] [--python | --asgi | --fastapi]
+Usage: python benchmarks/fastloop_hello_server.py PORT [--runtime-threads N]
+       [--python | --asgi | --fastapi | --wsgi]
 
 Binds 127.0.0.1:PORT (0 picks a free port), prints "listening on PORT" once
 the socket accepts, and serves GET / -> "Hello, World!" (text/plain) until
@@ -9,7 +10,9 @@ The answer comes from a static route (built in C), or with --python from a
 handler returning Response(b"Hello, World!", content_type="text/plain"): the
 same bytes, so the two differ only in who builds the answer. With --asgi the answer comes
 from the raw ASGI hello application (http.response.start, then one http.response.body);
-with --fastapi from the FastAPI application of apps.py (its GET / and GET /json).
+with --fastapi from the FastAPI application of apps.py (its GET / and GET /json). With
+--wsgi it comes from apps.wsgi_app, the WSGI application the WSGI peers of the suite serve,
+under fastloop.wsgi.WSGIApp.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 # Run from a checkout: let the in-tree package win over any installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps.py
 
 import fastloop  # noqa: E402
 
@@ -44,6 +48,7 @@ def main() -> int:
                         help="serve apps.py's FastAPI application (GET / and GET /json)")
     parser.add_argument("--no-batch", action="store_true",
                         help="ASGI: keep the default scheduling policy (no SCHED_BATCH)")
+    parser.add_argument("--wsgi", action="store_true", help="answer from a WSGI application")
     args = parser.parse_args()
 
     app = fastloop.App()
@@ -55,6 +60,11 @@ def main() -> int:
     elif args.asgi:
         from fastloop.asgi import ASGIApp
         app = ASGIApp(hello_asgi, lifespan="off", batch_scheduling=not args.no_batch)
+    elif args.wsgi:
+        from apps import wsgi_app
+
+        from fastloop.wsgi import WSGIApp
+        app = WSGIApp(wsgi_app)
     elif args.python:
         @app.route("/")
         def hello(request: object) -> fastloop.Response:

@@ -18,22 +18,13 @@ from the core.
 
 from __future__ import annotations
 
-import io
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import unquote_to_bytes
+from typing import Any, Callable, Dict, Iterator, Optional
 
-from ._core import Response
+from ._core import WsgiAnswer, wsgi_environ
 from .app import ANY_METHOD, App
 
 __all__ = ["WSGIApp", "WSGIHandler", "FileWrapper"]
-
-# RFC 9110 7.6.1 hop-by-hop fields, which PEP 3333 forbids applications to send, plus what the
-# core writes itself (Content-Length from the body it sends, one Date, one Server).
-_DROPPED_HEADERS = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "content-length", "date", "server",
-))
 
 
 class FileWrapper:
@@ -84,93 +75,9 @@ def _pieces(chunks: Iterator[Any], result: Any) -> Iterator[bytes]:
         _close(result)
 
 
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
-
-
-class _Answer:
-    """start_response and write() for one request: the status, headers and body gathered."""
-
-    __slots__ = ("status", "headers", "chunks", "sent")
-
-    def __init__(self) -> None:
-        self.status: Optional[str] = None
-        self.headers: List[Tuple[str, str]] = []
-        self.chunks: List[bytes] = []
-        self.sent = False   # the first body bytes exist: a streaming server would have sent the head
-
-    def start_response(self, status: str, headers: List[Tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info is not None:
-            try:
-                if self.sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # PEP 3333: avoid a frame <-> traceback cycle
-        elif self.status is not None:
-            raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
-            raise ValueError(f"a WSGI status is a str like '200 OK', not {status!r}")
-        if type(headers) is not list:
-            raise TypeError("WSGI response headers are a list of (name, value), "
-                            f"not {type(headers).__name__}")
-        for header in headers:
-            if type(header) is not tuple or len(header) != 2 or \
-                    type(header[0]) is not str or type(header[1]) is not str:
-                raise TypeError(f"a WSGI response header is a tuple of two str, not {header!r}")
-        self.status = status
-        self.headers = headers
-        return self.write
-
-    def write(self, data: bytes) -> None:
-        if self.status is None:
-            raise AssertionError("write() before start_response()")
-        if type(data) is not bytes:
-            raise TypeError(f"WSGI body data is bytes, not {type(data).__name__}")
-        if data:
-            self.sent = True
-            self.chunks.append(data)
-
-    def declared_length(self) -> int:
-        """The Content-Length the application set, or -1 (ASCII digits only: str.isdigit()
-        also takes other scripts' digits)."""
-        for name, value in self.headers:
-            if name.lower() == "content-length":
-                text = value.strip(" \t")
-                if text.isascii() and text.isdigit() and len(text) <= 18:
-                    return int(text)
-        return -1
-
-    def response(self, rest: Any = None) -> Response:
-        """The Response for what was gathered; rest: the body still to come, streamed (an
-        iterable of bytes, or a file object sent with sendfile)."""
-        if self.status is None:
-            raise AssertionError("the WSGI application returned without calling start_response")
-        body: Any = b"".join(self.chunks)
-        content_type = ""  # none unless the application sets one
-        headers = []
-        declared = self.declared_length()
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == "content-type":
-                content_type = value
-            elif lower not in _DROPPED_HEADERS:
-                headers.append((name, value))
-        length: Optional[int] = None
-        if rest is not None:
-            # Streamed: the core checks the total against a declared length and cuts the
-            # connection rather than send more (PEP 3333) or less than it announced.
-            body = rest if not body else _prepend(body, rest)
-            length = declared if declared >= 0 else None
-        else:
-            if 0 <= declared < len(body):
-                body = body[:declared]  # PEP 3333: never send more than the declared length
-            # An empty body with a declared length is a HEAD answer (Flask, Django): keep it.
-            length = declared if declared > 0 and not body else None
-        reason = self.status[4:].strip() or None
-        return Response(body, int(self.status[:3]), headers, content_type, reason=reason,
-                        content_length=length)
+# start_response and write() for one request, and the Response from what they gathered:
+# core/wsgi_fast.pyx (in C, as the environ: once per request, the adapter's hot path).
+_Answer = WsgiAnswer
 
 
 class WSGIHandler:
@@ -205,86 +112,29 @@ class WSGIHandler:
         }
 
     def environ(self, request: Any) -> dict:
-        """The PEP 3333 environ for a fastloop Request."""
-        env = self.base_environ.copy()
-        path = request.path
-        if self.script_name:
-            path = path[len(self.script_name):]
-        root = request.root_path
-        if root:  # --root-path: in front of the mount's own prefix; cut from PATH_INFO if there
-            env["SCRIPT_NAME"] = root + self.script_name
-            if path == root or path.startswith(root + "/"):
-                path = path[len(root):]
-        # PEP 3333: PATH_INFO is the percent-decoded path, its bytes carried as latin-1 str.
-        env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
-        env["REQUEST_METHOD"] = request.method
-        env["QUERY_STRING"] = request.query
-        env["SERVER_PROTOCOL"] = request.version
-        client = request.client
-        if isinstance(client, tuple):  # a TCP peer
-            env["REMOTE_ADDR"], env["REMOTE_PORT"] = client[0], str(client[1])
-        else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
-            env["REMOTE_ADDR"] = ""
-        body = request.body
-        env["wsgi.input"] = io.BytesIO(body)
-        if body:
-            # The body is complete, chunked or not: tell its length to apps that rely on it.
-            env["CONTENT_LENGTH"] = str(len(body))
-        for name, value in request.headers:
-            if name == "content-type":
-                env["CONTENT_TYPE"] = value
-            elif name == "content-length":
-                env.setdefault("CONTENT_LENGTH", value)
-            elif name == "transfer-encoding":
-                continue  # the body the app reads is no longer chunked
-            elif "_" in name:
-                # "X_User" and "X-User" would both become HTTP_X_USER: a proxy that checks one
-                # spelling could be bypassed with the other (nginx and gunicorn drop these too).
-                continue
-            else:
-                key = "HTTP_" + name.upper().replace("-", "_")
-                if key in env:
-                    # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
-                    env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
-                else:
-                    env[key] = value
-        if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
-            env["wsgi.url_scheme"] = request.override_scheme
-        # A trusted proxy's host, else the authority of an absolute-form target, which wins
-        # over the Host header (RFC 9112 3.2.2), else the Host header.
-        host = request.host
-        if host is not None:
-            env["HTTP_HOST"] = host
-        if host:
-            # As gunicorn reads it: the Host the client asked for names the server; without a
-            # port there, the scheme's default port.
-            if host.startswith("["):  # an IPv6 literal: [::1]:8000
-                name, _, rest = host.partition("]")
-                name += "]"
-                port = rest[1:] if rest.startswith(":") else ""
-            else:
-                name, _, port = host.partition(":")
-            env["SERVER_NAME"] = name
-            env["SERVER_PORT"] = port if port.isdigit() else \
-                "443" if env["wsgi.url_scheme"] == "https" else "80"
-        return env
+        """The PEP 3333 environ for a fastloop Request: base_environ's keys, and PATH_INFO
+        (percent-decoded, cut after the mount's SCRIPT_NAME and --root-path), REQUEST_METHOD,
+        QUERY_STRING, SERVER_PROTOCOL, REMOTE_ADDR/PORT ("" over a Unix socket), wsgi.input
+        over the complete body, CONTENT_TYPE, CONTENT_LENGTH (the body's), an HTTP_* key per
+        header field (repeats joined with ",", Cookie with "; "; names with "_" left out, as
+        nginx and gunicorn do, and Transfer-Encoding: the body is no longer chunked), the
+        scheme and host of a trusted proxy, and SERVER_NAME/PORT from the host asked for, as
+        gunicorn reads it. Built in C: core/wsgi_fast.pyx."""
+        return wsgi_environ(request, self.base_environ, self.script_name)
 
-    def __call__(self, request: Any) -> Response:
+    def __call__(self, request: Any) -> Any:
         answer = _Answer()
-        result = self.app(self.environ(request), answer.start_response)
+        result = self.app(wsgi_environ(request, self.base_environ, self.script_name),
+                          answer.start_response)
+        if type(result) is list:
+            return answer.whole(result)  # the usual answer (and a list has no close())
         streaming = False
         try:
             if type(result) is FileWrapper and _sendable(result.filelike):
                 streaming = True  # the core sends the file with sendfile, then closes it
                 return answer.response(rest=result.filelike)
-            if type(result) in (list, tuple):
-                # Every block exists already: one answer with its length, and an error in it
-                # can still become a 500.
-                for chunk in result:
-                    if type(chunk) is not bytes:
-                        raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
-                    answer.write(chunk)
-                return answer.response()
+            if type(result) is tuple:
+                return answer.whole(result)
             # Any other iterable may take its time between blocks, and PEP 3333 forbids holding
             # a block back: each goes out as it is yielded. The first one is awaited here (it
             # is when start_response has run); when it is the whole declared length, or the

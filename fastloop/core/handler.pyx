@@ -16,6 +16,7 @@
 # Responder, and the Request of the job at hand, belong to one thread.
 
 cimport cython
+import sys as _sys
 import threading as _threading
 from time import perf_counter_ns as _perf_ns
 
@@ -27,6 +28,11 @@ from posix.unistd cimport dup
 
 cdef enum:
     MSG_F_END = 4       # fl_msg.flags: this message completes the answer (END_* may be set too)
+
+# How long the oldest queued job may wait, while a handler thread runs, before another thread
+# joins it (fl_pool_wait): well above a busy thread's batch of keep-alive requests (under
+# 1 ms for 64 connections here), well below what a blocked handler costs the jobs behind it.
+cdef int64_t FL_WATCH_NS = 2000000
 
 
 cdef const char *CONN_CLOSE_LINE = b"Connection: close\r\n"
@@ -44,11 +50,13 @@ cdef class JobPool:
         memset(&self.pool, 0, sizeof(fl_pool))
         pthread_mutex_init(&self.pool.lock, NULL)
         pthread_cond_init(&self.pool.cond, NULL)
+        fl_cond_init_timed(&self.pool.watch_cond)  # fl_pool_wait's watch has a deadline
         self.pool.notify_fd = -1
 
     def __dealloc__(self):
         self.drop_queued()
         pthread_cond_destroy(&self.pool.cond)
+        pthread_cond_destroy(&self.pool.watch_cond)
         pthread_mutex_destroy(&self.pool.lock)
 
     cdef void drop_queued(self) noexcept:
@@ -91,6 +99,10 @@ cdef class HandlerPool(JobPool):
         self.resolve = app._resolve
         self.size = threads
         self.threads = []
+        # With a GIL, one thread at a time runs: the others join only a blocked one (see
+        # fl_pool_wait). Without one (free-threaded CPython) they run in parallel at once.
+        gil_enabled = getattr(_sys, "_is_gil_enabled", None)
+        self.pool.watch_ns = FL_WATCH_NS if gil_enabled is None or gil_enabled() else 0
 
     def start(self):
         for i in range(self.size):
@@ -107,6 +119,7 @@ cdef class HandlerPool(JobPool):
             pthread_mutex_lock(&self.pool.lock)
             self.pool.stopping = 1
             pthread_cond_broadcast(&self.pool.cond)
+            pthread_cond_broadcast(&self.pool.watch_cond)
             pthread_mutex_unlock(&self.pool.lock)
         for t in self.threads:
             t.join(timeout)
@@ -122,9 +135,11 @@ cdef class HandlerPool(JobPool):
         cdef Responder r = Responder()
         cdef fl_job *j
         cdef int more
+        cdef bint ran = False
         while True:
             with nogil:
-                more = fl_pool_wait(&self.pool)
+                more = fl_pool_wait(&self.pool, ran)
+            ran = True
             if not more:
                 return
             while True:
@@ -145,6 +160,7 @@ cdef class HandlerPool(JobPool):
 
 cdef enum:
     FL_BATCH_FLUSH = 262144     # answer bytes gathered for one connection before they are posted
+    FL_COPY_MAX = 4096          # answers up to this size are copied out of the gathered buffer
     FL_SLOW_HANDLER_NS = 200000  # a handler this slow: what was gathered before it goes out now
 
 
@@ -163,9 +179,11 @@ cdef class Responder:
     # count given to the loop's sendfile; 0 for HEAD, 1xx, 204, 304. Chunk framing is not
     # counted. "Sent" means posted: a client that vanishes mid-body may not receive all of it.
     cdef int64_t sent
+    cdef dict peers     # the clients' addresses of the connections it answered (peer_address)
 
     def __cinit__(self):
         self.date_sec = -1
+        self.peers = {}
 
     def __dealloc__(self):
         free(self.buf)
@@ -197,12 +215,23 @@ cdef class Responder:
         m = fl_msg_new(0, MSG_DATA)
         if m == NULL:
             raise MemoryError()
-        if self.len:
+        if self.len > FL_COPY_MAX:
             # The gathered buffer changes hands; the next answers start a new one.
             m.data = self.buf
             m.len = self.len
             self.buf = NULL
             self.len = self.cap = 0
+        elif self.len:
+            # Small answers are copied out, and this thread keeps its buffer: a block of
+            # their own size comes from malloc's per-thread cache, where handing over the
+            # gathered (16 KiB) block cost a large malloc and a cross-thread free per answer.
+            m.data = <char *>malloc(self.len)
+            if m.data == NULL:
+                fl_msg_free(m)
+                raise MemoryError()
+            memcpy(m.data, self.buf, self.len)
+            m.len = self.len
+            self.len = 0
         m.flags = flags
         m.count = answered
         fl_job_post(j, m)
@@ -216,6 +245,7 @@ cdef class Responder:
         for k in range(j.start, j.nreqs):
             flags = j.reqs[k].req_flags
             request = request_from_job(j, k)
+            request._peers = self.peers
             try:
                 t0 = _perf_ns() if j.nreqs > 1 else None
                 result = call_handler(pool.routes, pool.resolve, request)

@@ -7,6 +7,12 @@
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
+cdef extern from "poolwait.h" nogil:
+    int64_t fl_pool_now_ns()
+    int fl_cond_init_timed(pthread_cond_t *c)
+    int fl_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns)
+
+
 # fl_msg.kind: what a handler thread asks of the loop that owns the connection
 cdef enum:
     MSG_DATA = 1        # bytes of the answer, in order (data, len: owned by the message)
@@ -68,6 +74,7 @@ ctypedef struct fl_job:
     # part is under lock. Two references: the loop's (dropped when the connection closes or the
     # answer ends) and the handler's (dropped when it is done).
     fl_job *next        # in the pool's queue
+    int64_t queued_ns   # when it was queued (fl_pool_now_ns), under the pool's lock
     int refs            # atomic
     uint64_t token
     fl_inbox *inbox     # a reference: answers go there
@@ -108,6 +115,14 @@ ctypedef struct fl_pool:
     int idle            # threads waiting on cond
     int stopping
     uint64_t queued     # jobs ever queued (for stats)
+    # Handler threads under a GIL (fl_pool_wait): a second thread joins the one running jobs
+    # only once the oldest queued job has waited watch_ns (that one is blocked, not busy); 0:
+    # at once (a free-threaded CPython, where threads run in parallel).
+    int running         # threads that fl_pool_wait let run, until they wait again
+    int watching        # one thread waits on watch_cond, with a deadline, for the queue to stall
+    pthread_cond_t watch_cond
+    int64_t watch_ns
+    int64_t pushed_ns   # when jobs were last queued: the watcher stays on watch for a while after
     # For a pool whose jobs are run by an asyncio loop rather than threads: a pipe's write
     # end (else -1), written once when jobs or woken jobs appear and nobody was told yet.
     int notify_fd

@@ -4,8 +4,9 @@
 # Python, the loop copies it into an fl_job and, at the end of its turn, queues every job of
 # the turn on the server's fl_pool with one lock and at most one wake-up. A handler thread
 # takes jobs only while it holds the GIL (so a thread woken while another runs Python does
-# not strand a job it cannot run yet), and wakes one more idle thread when it leaves work
-# behind: when a handler blocks and releases the GIL, the next thread runs the next job.
+# not strand a job it cannot run yet). Under a GIL a second thread joins only once the
+# queue stands still (fl_pool_wait): when a handler blocks and releases the GIL, the next
+# thread runs the next job; while it computes, nobody fights it for the GIL.
 #
 # Answers travel back as fl_msg messages posted to the connection's loop inbox (MSG_DATA,
 # MSG_FILE, then MSG_END), each as soon as it exists; the loop is woken only when its inbox
@@ -43,6 +44,7 @@ from posix.unistd cimport close, write
 cdef enum:
     FL_HIGH_WATER = 1048576       # unsent (or untaken body) bytes that pause the producer
     FL_LOW_WATER = 262144         # ... and let it go on
+    FL_WATCH_LINGER = 50          # watch periods the watcher stays on after jobs were queued
 
 
 # ---- messages and inboxes -----------------------------------------------------------------
@@ -372,6 +374,12 @@ cdef bint fl_job_body_read(fl_job *j) noexcept nogil:
 @cython.profile(False)
 cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept nogil:
     """Queues a batch of n jobs (linked through next) with one lock and at most one wake-up."""
+    cdef fl_job *j
+    cdef int64_t now = fl_pool_now_ns() if p.watch_ns else 0
+    j = first
+    while j != NULL:  # (the jobs are this loop's alone until they are on the queue)
+        j.queued_ns = now
+        j = j.next
     pthread_mutex_lock(&p.lock)
     if p.tail != NULL:
         p.tail.next = first
@@ -382,8 +390,15 @@ cdef void fl_pool_push(fl_pool *p, fl_job *first, fl_job *last, int n) noexcept 
     p.queued += n
     if p.notify_fd >= 0:
         fl_pool_notify(p)
-    elif p.idle:
-        pthread_cond_signal(&p.cond)
+    elif p.running == 0:
+        # Nobody runs jobs: a thread to run them (the watcher if nobody else waits).
+        if p.idle:
+            pthread_cond_signal(&p.cond)
+        elif p.watching:
+            pthread_cond_signal(&p.watch_cond)
+    elif p.idle and not p.watching:
+        pthread_cond_signal(&p.cond)  # one to watch that they keep moving (fl_pool_wait)
+    p.pushed_ns = now
     pthread_mutex_unlock(&p.lock)
 
 
@@ -442,8 +457,8 @@ cdef fl_job *fl_pool_take_all(fl_pool *p, fl_job **ready) noexcept nogil:
 @cython.linetrace(False)
 @cython.profile(False)
 cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
-    """The next job, or NULL if none is queued. Wakes one more idle thread if work is left
-    behind, so that a handler that blocks does not hold up the jobs after it."""
+    """The next job, or NULL if none is queued. Work left behind wakes an idle thread (unless
+    one watches already), to run it if the caller blocks in its handler (fl_pool_wait)."""
     cdef fl_job *j
     pthread_mutex_lock(&p.lock)
     j = p.head
@@ -452,7 +467,7 @@ cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
         if p.head == NULL:
             p.tail = NULL
         j.next = NULL
-        if p.head != NULL and p.idle:
+        if p.head != NULL and p.idle and not p.watching:
             pthread_cond_signal(&p.cond)
     pthread_mutex_unlock(&p.lock)
     return j
@@ -460,14 +475,71 @@ cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef int fl_pool_wait(fl_pool *p) noexcept nogil:
-    """Waits until a job is queued (1) or the pool stops (0). Call without the GIL."""
-    cdef int rc
+cdef int fl_pool_wait(fl_pool *p, bint was_running) noexcept nogil:
+    """A handler thread's wait for jobs to run: 1 when it should take them (fl_pool_take), 0
+    once the pool stops. was_running: the caller ran jobs since its last call. Call without
+    the GIL.
+
+    Under a GIL only one thread runs Python at a time: a second thread woken while the first
+    one runs handlers would only fight it for the GIL (a wake-up, a GIL hand-over and back,
+    per batch). So while a thread runs, one other thread watches instead (on watch_cond, with
+    a deadline): it joins once the oldest queued job has waited watch_ns, which means the
+    running threads are blocked in handlers (sleep, I/O: GIL released) rather than busy with
+    the jobs before it. A busy thread empties a batch well within watch_ns; blocked ones do
+    not, and threads join one by one until enough of them keep the queue moving. The watcher
+    stays on watch, waking every watch_ns or so, for FL_WATCH_LINGER watch periods after the
+    last jobs were queued: a request at a time (one connection, keep-alive) then wakes only
+    the thread that runs it, not a watcher each time too."""
+    cdef int rc = -1
     pthread_mutex_lock(&p.lock)
-    while p.head == NULL and not p.stopping:
-        p.idle += 1
-        pthread_cond_wait(&p.cond, &p.lock)
-        p.idle -= 1
-    rc = 0 if p.stopping else 1
+    if was_running:
+        p.running -= 1
+    while rc < 0:
+        if p.stopping:
+            rc = 0
+        elif p.head != NULL and (p.watch_ns == 0 or p.running == 0):
+            rc = 1
+        elif p.watch_ns and not p.watching and (
+                p.running or p.head != NULL
+                or fl_pool_now_ns() - p.pushed_ns < FL_WATCH_LINGER * p.watch_ns):
+            rc = fl_pool_watch(p)
+        else:
+            p.idle += 1
+            pthread_cond_wait(&p.cond, &p.lock)
+            p.idle -= 1
+    if rc:
+        p.running += 1
     pthread_mutex_unlock(&p.lock)
+    return rc
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef int fl_pool_watch(fl_pool *p) noexcept nogil:
+    """Under p.lock: the watcher's turn (see fl_pool_wait). 1: join the running threads, 0:
+    the pool stops, -1: go back to waiting (the queue is empty and has been quiet)."""
+    cdef int rc = -1
+    cdef int64_t now, due
+    p.watching = 1
+    while True:
+        if p.stopping:
+            rc = 0
+            break
+        if p.head != NULL and p.running == 0:
+            rc = 1
+            break
+        now = fl_pool_now_ns()
+        if p.head != NULL:
+            if now - p.head.queued_ns >= p.watch_ns:
+                rc = 1  # the running threads left the queue standing: join them
+                break
+            # Not before a quarter of watch_ns: a backlog that moves costs a few wake-ups
+            # per watch_ns, not one per batch.
+            due = max(p.head.queued_ns + p.watch_ns, now + p.watch_ns // 4)
+        elif p.running == 0 and now - p.pushed_ns >= FL_WATCH_LINGER * p.watch_ns:
+            break  # quiet: wait untimed, like the idle threads
+        else:
+            due = now + p.watch_ns
+        fl_cond_wait_until(&p.watch_cond, &p.lock, due)
+    p.watching = 0
     return rc

@@ -110,7 +110,11 @@ static inline int fl_poller_wake(fl_poller *p)
 static inline void fl_poller_wake_drain(fl_poller *p)
 {
     uint64_t n;
-    while (read(p->wakefd, &n, sizeof n) > 0) {
+    /* One read takes the whole counter and resets it (an eventfd without EFD_SEMAPHORE): a
+     * second one would only find EAGAIN, one syscall more per hand-over from a handler thread.
+     * A wake-up that lands after this read makes the next wait return at once: harmless. */
+    if (read(p->wakefd, &n, sizeof n) < 0) {
+        /* EAGAIN: a spurious event, nothing was pending */
     }
 }
 

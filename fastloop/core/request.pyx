@@ -33,6 +33,7 @@ cdef class Request:
     cdef bint _streaming          # the body comes from the job as it arrives
     cdef bint _continue_asked     # MSG_CONTINUE was posted
     cdef object _authority        # absolute-form: the target's authority (str); else None
+    cdef dict _peers              # the handler thread's cache of peer addresses (peer_address)
     # Set before the handler runs by fastloop.proxy.FrontApp (trusted proxy headers,
     # --root-path); None: the connection's own value. client, scheme, host and root_path read them.
     cdef public object override_client
@@ -127,7 +128,7 @@ cdef class Request:
         if self.override_client is not None:
             return self.override_client
         if self._client is None:
-            self._client = socket_address(self._job, 1)
+            self._client = peer_address(self)
         return self._client
 
     @property
@@ -221,6 +222,29 @@ cdef object socket_address(fl_job *j, int peer):
         return None
     text = host.decode("utf-8", "surrogateescape")
     return text if port < 0 else (text, port)
+
+
+cdef enum:
+    FL_PEERS_MAX = 4096     # peer addresses one handler thread keeps (then it starts afresh)
+
+
+cdef object peer_address(Request r):
+    """The client's address (socket_address), from the handler thread's cache when it has
+    one: a keep-alive connection asks the kernel once, not once per request (WSGI's
+    REMOTE_ADDR asks every time). Keyed by the loop's inbox and the connection's token, whose
+    generation changes when its slot is reused, so an entry never names another connection."""
+    cdef fl_job *j = r._job
+    if j == NULL or r._peers is None:
+        return socket_address(j, 1)
+    key = (<size_t>j.inbox, j.token)
+    found = r._peers.get(key)
+    if found is None:
+        found = socket_address(j, 1)
+        if found is not None:
+            if len(r._peers) >= FL_PEERS_MAX:
+                r._peers.clear()  # (single dict operations: the cache is this thread's alone)
+            r._peers[key] = found
+    return found
 
 
 cdef str decode_span(const char *p, fl_span s):

@@ -1,0 +1,322 @@
+# The per-request work of the WSGI adapter (fastloop/wsgi.py), in C: the environ built from
+# what the core parsed, and start_response / write / the Response gathered by WsgiAnswer.
+#
+# fastloop/wsgi.py states the rules (what goes into the environ, what PEP 3333 asks of the
+# answer) and keeps the parts that run once per application or stream; this file is the same
+# rules without the interpreter's dispatch on every line: written in Python, building the
+# environ and the Response cost more than the rest of a hello-world request together. Called
+# on handler threads: the caches below are shared by them and used one dict operation at a
+# time (no GIL needed), each bounded so a client's new names cannot grow them.
+
+from http import HTTPStatus as _HTTPStatus
+from io import BytesIO as _BytesIO
+from urllib.parse import unquote_to_bytes as _unquote_to_bytes
+
+from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memchr, memcpy
+
+
+cdef enum:
+    WSGI_CACHE_MAX = 512
+    WSGI_KEY_MAX = 128     # longer header names get their environ key from Python's str ops
+
+cdef dict _WSGI_HOSTS = {}       # Host value -> (SERVER_NAME, SERVER_PORT or "" for the default)
+cdef dict _WSGI_STATUSES = {}    # "200 OK" -> (200, None: the standard phrase, or the reason)
+cdef dict _WSGI_PORTS = {}       # a client's port -> REMOTE_PORT, its decimal text
+
+# RFC 9110 7.6.1 hop-by-hop fields, which PEP 3333 forbids applications to send, plus what the
+# core writes itself (Content-Length from the body it sends, one Date, one Server).
+cdef frozenset WSGI_DROPPED = frozenset((
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "content-length", "date", "server",
+))
+
+
+cdef inline bint name_is(const char *p, Py_ssize_t n, const char *lower, Py_ssize_t ln) noexcept:
+    """p[:n], an ASCII token, equals lower ignoring case."""
+    cdef Py_ssize_t i
+    if n != ln:
+        return False
+    for i in range(n):
+        if (p[i] | 0x20) != lower[i]:
+            return False
+    return True
+
+
+cdef object header_key(const char *p, Py_ssize_t n):
+    """The environ key of header name p[:n] ("HTTP_X_Y" for "x-y"), or None for one left
+    out: a name with "_" ("X_User" and "X-User" would both be HTTP_X_USER, and a proxy that
+    checks one spelling could be bypassed with the other; nginx and gunicorn drop these)."""
+    cdef char buf[5 + WSGI_KEY_MAX]
+    cdef Py_ssize_t i
+    cdef char ch
+    if memchr(p, 95, n) != NULL:  # "_"
+        return None
+    if n > WSGI_KEY_MAX:
+        return "HTTP_" + PyUnicode_DecodeLatin1(p, n, NULL).upper().replace("-", "_")
+    memcpy(buf, b"HTTP_", 5)
+    for i in range(n):
+        ch = p[i]
+        if ch == 45:  # "-"
+            ch = 95  # "_"
+        elif 97 <= ch <= 122:  # a-z
+            ch = ch - 32
+        buf[5 + i] = ch
+    return PyUnicode_DecodeLatin1(buf, n + 5, NULL)
+
+
+cdef object headers_into(dict env, bytes head):
+    """Adds head's header fields to env (PEP 3333 / CGI keys) and returns the first Host
+    value, or None. The C parser validated every line: names are tokens, each line has a
+    colon, and lines end with CRLF (the last one's is not in head)."""
+    cdef const char *p = head
+    cdef Py_ssize_t n = len(head)
+    cdef const char *end = p + n
+    cdef const char *line
+    cdef const char *eol
+    cdef const char *colon
+    cdef const char *v
+    cdef const char *ve
+    cdef object host = None
+    cdef object key
+    cdef object old
+    cdef PyObject *o
+    eol = <const char *>memchr(p, 13, n)  # "\r"
+    if eol == NULL:
+        return None  # the request line alone
+    line = eol + 2
+    while line < end:
+        eol = <const char *>memchr(line, 13, end - line)
+        if eol == NULL:
+            eol = end
+        colon = <const char *>memchr(line, 58, eol - line)  # ":"
+        if colon != NULL:
+            v = colon + 1
+            ve = eol
+            while v < ve and (v[0] == 32 or v[0] == 9):  # SP, HTAB
+                v += 1
+            while ve > v and ((ve - 1)[0] == 32 or (ve - 1)[0] == 9):
+                ve -= 1
+            n = colon - line
+            if name_is(line, n, b"content-type", 12):
+                env["CONTENT_TYPE"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
+            elif name_is(line, n, b"content-length", 14):
+                if PyDict_GetItem(env, "CONTENT_LENGTH") == NULL:  # the body's own wins
+                    env["CONTENT_LENGTH"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
+            elif name_is(line, n, b"transfer-encoding", 17):
+                pass  # the body the app reads is no longer chunked
+            else:
+                key = header_key(line, n)
+                if key is not None:
+                    value = PyUnicode_DecodeLatin1(v, ve - v, NULL)
+                    if host is None and name_is(line, n, b"host", 4):
+                        host = value
+                    o = PyDict_GetItem(env, key)
+                    if o == NULL:
+                        PyDict_SetItem(env, key, value)
+                    else:
+                        # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
+                        old = <object>o
+                        env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + value
+        line = eol + 2
+    return host
+
+
+cdef tuple server_name_port(str host):
+    """As gunicorn reads it: the Host the client asked for names the server; "" for a port
+    that is not there (or not digits): the scheme's default."""
+    found = _WSGI_HOSTS.get(host)
+    if found is None:
+        if host.startswith("["):  # an IPv6 literal: [::1]:8000
+            name, _, rest = host.partition("]")
+            name += "]"
+            port = rest[1:] if rest.startswith(":") else ""
+        else:
+            name, _, port = host.partition(":")
+        found = (name, port if port.isdigit() else "")
+        if len(_WSGI_HOSTS) < WSGI_CACHE_MAX:
+            _WSGI_HOSTS[host] = found
+    return <tuple>found
+
+
+def wsgi_environ(Request request, dict base, str script_name):
+    """The PEP 3333 environ of request: a copy of base (the keys that never change) and the
+    request's own (fastloop/wsgi.py WSGIHandler.environ documents them)."""
+    cdef dict env = PyDict_Copy(base)
+    cdef str path = request.path
+    if script_name:
+        path = path[len(script_name):]
+    root = request.override_root_path
+    if root:  # --root-path: in front of the mount's own prefix; cut from PATH_INFO if there
+        env["SCRIPT_NAME"] = root + script_name
+        if path == root or path.startswith(root + "/"):
+            path = path[len(root):]
+    # PEP 3333: PATH_INFO is the percent-decoded path, its bytes carried as latin-1 str.
+    env["PATH_INFO"] = _unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    env["REQUEST_METHOD"] = request.method
+    env["QUERY_STRING"] = request.query
+    env["SERVER_PROTOCOL"] = "HTTP/1.1" if request.minor else "HTTP/1.0"
+    client = request.client
+    if type(client) is tuple:  # a TCP peer
+        env["REMOTE_ADDR"] = (<tuple>client)[0]
+        port = (<tuple>client)[1]
+        text = _WSGI_PORTS.get(port)
+        if text is None:
+            text = str(port)
+            if len(_WSGI_PORTS) < 65536:  # (at most one per port)
+                _WSGI_PORTS[port] = text
+        env["REMOTE_PORT"] = text
+    else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
+        env["REMOTE_ADDR"] = ""
+    body = request.body
+    env["wsgi.input"] = _BytesIO(body)
+    if body:
+        # The body is complete, chunked or not: tell its length to apps that rely on it.
+        env["CONTENT_LENGTH"] = str(len(body))
+    host = headers_into(env, request._head)
+    if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
+        env["wsgi.url_scheme"] = request.override_scheme
+    # A trusted proxy's host, else the authority of an absolute-form target, which wins over
+    # the Host header (RFC 9112 3.2.2), else the Host header: Request.host's order.
+    if request.override_host is not None:
+        host = request.override_host
+    elif request._authority is not None:
+        host = request._authority
+    if host is not None:
+        env["HTTP_HOST"] = host
+    if host:
+        name, port = server_name_port(host)
+        env["SERVER_NAME"] = name
+        env["SERVER_PORT"] = port or ("443" if env["wsgi.url_scheme"] == "https" else "80")
+    return env
+
+
+cdef tuple wsgi_status(str status):
+    """The code and the reason to give Response for a checked WSGI status: None when it is
+    the standard phrase, so the core writes its prebuilt status line."""
+    found = _WSGI_STATUSES.get(status)
+    if found is None:
+        code = int(status[:3])
+        reason = status[4:].strip() or None
+        try:
+            if reason == _HTTPStatus(code).phrase:
+                reason = None
+        except ValueError:
+            pass
+        found = (code, reason)
+        if len(_WSGI_STATUSES) < WSGI_CACHE_MAX:
+            _WSGI_STATUSES[status] = found
+    return <tuple>found
+
+
+def _wsgi_prepend(bytes first, rest):
+    yield first
+    yield from rest
+
+
+cdef class WsgiAnswer:
+    """start_response and write() for one request: the status, headers and body gathered.
+    sent: the first body bytes exist (a streaming server would have sent the head), PEP
+    3333's condition for start_response to re-raise exc_info."""
+
+    cdef public object status
+    cdef public list headers
+    cdef public list chunks
+    cdef public bint sent
+
+    def __cinit__(self):
+        self.headers = []
+        self.chunks = []
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid a frame <-> traceback cycle
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise ValueError(f"a WSGI status is a str like '200 OK', not {status!r}")
+        if type(headers) is not list:
+            raise TypeError("WSGI response headers are a list of (name, value), "
+                            f"not {type(headers).__name__}")
+        for header in <list>headers:
+            if type(header) is not tuple or len(<tuple>header) != 2 or \
+                    type((<tuple>header)[0]) is not str or type((<tuple>header)[1]) is not str:
+                raise TypeError(f"a WSGI response header is a tuple of two str, not {header!r}")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data):
+        self.add(data)
+
+    cdef int add(self, data) except -1:
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if type(data) is not bytes:
+            raise TypeError(f"WSGI body data is bytes, not {type(data).__name__}")
+        if data:
+            self.sent = True
+            self.chunks.append(data)
+        return 0
+
+    def whole(self, result):
+        """The Response for a list or tuple the application returned: every block exists
+        already, so the answer has its length, and an error in it can still become a 500."""
+        for chunk in result:
+            if type(chunk) is not bytes:
+                raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+            self.add(chunk)
+        return self.respond(None)
+
+    def declared_length(self):
+        """The Content-Length the application set, or -1 (ASCII digits only: str.isdigit()
+        also takes other scripts' digits). The first valid one counts."""
+        for name, value in self.headers:
+            if name.lower() == "content-length":
+                text = value.strip(" \t")
+                if text.isascii() and text.isdigit() and len(text) <= 18:
+                    return int(text)
+        return -1
+
+    def response(self, rest=None):
+        """The Response for what was gathered; rest: the body still to come, streamed (an
+        iterable of bytes, or a file object sent with sendfile)."""
+        return self.respond(rest)
+
+    cdef object respond(self, rest):
+        cdef list headers = []
+        cdef Py_ssize_t declared = -1
+        if self.status is None:
+            raise AssertionError("the WSGI application returned without calling start_response")
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        content_type = ""  # none unless the application sets one
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == "content-type":
+                content_type = value
+            elif lower == "content-length":
+                if declared < 0:
+                    text = value.strip(" \t")
+                    if text.isascii() and text.isdigit() and len(text) <= 18:
+                        declared = int(text)
+            elif lower not in WSGI_DROPPED:
+                headers.append((name, value))
+        length = None
+        if rest is not None:
+            # Streamed: the core checks the total against a declared length and cuts the
+            # connection rather than send more (PEP 3333) or less than it announced.
+            body = rest if not body else _wsgi_prepend(body, rest)
+            length = declared if declared >= 0 else None
+        else:
+            if 0 <= declared < len(body):
+                body = body[:declared]  # PEP 3333: never send more than the declared length
+            # An empty body with a declared length is a HEAD answer (Flask, Django): keep it.
+            length = declared if declared > 0 and not body else None
+        code, reason = wsgi_status(self.status)
+        return Response(body, code, headers, content_type, reason, length)
