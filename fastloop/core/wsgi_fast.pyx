@@ -34,7 +34,7 @@ cdef frozenset WSGI_DROPPED = frozenset((
 ))
 
 
-cdef inline bint name_is(const char *p, Py_ssize_t n, const char *lower, Py_ssize_t ln) noexcept:
+cdef inline bint wsgi_name_is(const char *p, Py_ssize_t n, const char *lower, Py_ssize_t ln) noexcept:
     """p[:n], an ASCII token, equals lower ignoring case."""
     cdef Py_ssize_t i
     if n != ln:
@@ -100,18 +100,18 @@ cdef object headers_into(dict env, bytes head):
             while ve > v and ((ve - 1)[0] == 32 or (ve - 1)[0] == 9):
                 ve -= 1
             n = colon - line
-            if name_is(line, n, b"content-type", 12):
+            if wsgi_name_is(line, n, b"content-type", 12):
                 env["CONTENT_TYPE"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
-            elif name_is(line, n, b"content-length", 14):
+            elif wsgi_name_is(line, n, b"content-length", 14):
                 if PyDict_GetItem(env, "CONTENT_LENGTH") == NULL:  # the body's own wins
                     env["CONTENT_LENGTH"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
-            elif name_is(line, n, b"transfer-encoding", 17):
+            elif wsgi_name_is(line, n, b"transfer-encoding", 17):
                 pass  # the body the app reads is no longer chunked
             else:
                 key = header_key(line, n)
                 if key is not None:
                     value = PyUnicode_DecodeLatin1(v, ve - v, NULL)
-                    if host is None and name_is(line, n, b"host", 4):
+                    if host is None and wsgi_name_is(line, n, b"host", 4):
                         host = value
                     o = PyDict_GetItem(env, key)
                     if o == NULL:
