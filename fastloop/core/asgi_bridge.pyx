@@ -28,6 +28,17 @@ cdef class _Peer:
     cdef tuple pair
 
 
+cdef tuple peer_pair(fl_job *j):
+    """(client, server) of j's connection, asked of its socket (see connection_addresses)."""
+    client = socket_address(j, 1)
+    server = socket_address(j, 0)
+    if type(client) is not tuple:
+        client = None
+    if server is not None and type(server) is not tuple:
+        server = (server, None)
+    return (client, server)
+
+
 cdef class AsgiBridge(JobPool):
     """The pool of one server whose jobs an asyncio loop runs. on_readable() is the loop's
     reader callback for fileno(); spawn(call) starts each new AsgiCall (a task)."""
@@ -95,13 +106,8 @@ cdef class AsgiBridge(JobPool):
         if found is not None and (<_Peer>found).inbox == <size_t>j.inbox:
             self.last_peer = <_Peer>found
             return (<_Peer>found).pair
-        client = socket_address(j, 1)
-        server = socket_address(j, 0)
-        if type(client) is not tuple:
-            client = None
-        if server is not None and type(server) is not tuple:
-            server = (server, None)
-        pair = (client, server)
+        pair = peer_pair(j)
+        client = pair[0]
         if client is not None:  # (None: gone already, or a Unix socket: cheap to redo)
             if len(self.addresses) >= 65536:
                 self.addresses.clear()

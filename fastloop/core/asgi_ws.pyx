@@ -117,7 +117,8 @@ cdef class AsgiWsCall(AsgiCall):
         try:
             self.begin(0)
             try:
-                await app(self.ws_scope(), self.ws_receive, self.ws_send)
+                # The call itself is receive (its __call__): one bound method less per connection.
+                await app(self.ws_scope(), self, self.ws_send)
                 if self.ws == WS_OPEN:
                     self.ws_close(FL_WS_NORMAL, b"")  # returned without closing: a normal close
                 elif self.ws < WS_OPEN:
@@ -151,7 +152,11 @@ cdef class AsgiWsCall(AsgiCall):
     cdef dict ws_scope(self):
         """The websocket scope: the http one's keys but method, with ws/wss, the offered
         subprotocols and this extension."""
-        cdef dict scope = self.scope()
+        cdef dict scope
+        # Asked of the socket, not kept in the bridge's cache of addresses: a WebSocket has one
+        # scope in its whole life, and an idle one should cost as little as possible.
+        self.addresses = peer_pair(self.j)
+        scope = self.scope()
         self.path = scope["path"]  # (the scope's own object)
         del scope["method"]
         scope["type"] = "websocket"
@@ -170,6 +175,9 @@ cdef class AsgiWsCall(AsgiCall):
         return "WebSocket " + (self.path or "?")
 
     # ---- receive ----------------------------------------------------------------------------
+
+    def __call__(self):
+        return self.ws_receive()
 
     def ws_receive(self):
         """The next message as an awaitable: done at once when it is there, else a future
