@@ -12,6 +12,8 @@
 # stops reading while FL_HIGH_WATER of records wait for receive().
 
 cimport cython
+from collections.abc import Coroutine as _Coroutine
+
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc
@@ -68,6 +70,29 @@ cdef fl_limits WS_HEAD_LIMITS = limits_from({
     "fields": MAX_HEADERS, "lenient_targets": True})  # the loop checked the head already
 
 
+@cython.final
+cdef class _WsTask:
+    """The coroutine a WebSocket's task runs (AsgiWsCall.step does the work)."""
+
+    cdef AsgiWsCall call
+
+    def __await__(self):
+        return self
+
+    def send(self, value):
+        return self.call.step(value, None)
+
+    def throw(self, typ, val=None, tb=None):
+        return self.call.step(None, typ() if val is None and isinstance(typ, type) else
+                              (typ if val is None else val))
+
+    def close(self):
+        self.call.stop_app()
+
+
+_Coroutine.register(_WsTask)  # asyncio makes tasks of coroutines only
+
+
 class WebSocketConfig:
     """What a server does with WebSockets: max_size (the largest message, after inflating:
     close 1009 beyond), per_message_deflate (negotiate RFC 7692 compression), and the windows
@@ -101,6 +126,7 @@ cdef class AsgiWsCall(AsgiCall):
     cdef list pieces                # a fragmented message's pieces so far
     cdef dict disconnect            # the websocket.disconnect given, once given
     cdef str path                   # for the log (the head is freed once accepted)
+    cdef object coro                # the application's coroutine, while it runs
 
     def __dealloc__(self):
         if self.deflater != NULL:
@@ -108,35 +134,77 @@ cdef class AsgiWsCall(AsgiCall):
             free(self.deflater)
         free(self.recs)
 
-    async def run(self):
-        """Runs the application once for the connection; closes it the way the spec says for
-        however the application ends."""
-        cdef fl_job *j = self.j
-        app = self.bridge.app
-        self.ws_config = self.bridge.ws_config
-        try:
-            self.begin(0)
+    # The task of a WebSocket runs a _WsTask, which drives the application's coroutine through
+    # step(): a WebSocket lives long and mostly waits, and a coroutine of ours around the
+    # application's (as AsgiCall.run is) would cost an idle connection its frame and closure.
+
+    def run(self):
+        """What the bridge makes a task of: a coroutine that runs the application once."""
+        cdef _WsTask t = _WsTask.__new__(_WsTask)
+        t.call = self
+        return t
+
+    cdef object step(self, value, exc):
+        """One step of the task: starts the application's coroutine, or sends it value, or
+        throws exc into it; how it ends is acted on in app_ended()."""
+        if self.coro is None:
+            if self.j == NULL:
+                raise StopIteration  # (ended before it began: the server stops)
             try:
-                # The call itself is receive (its __call__): one bound method less per connection.
-                await app(self.ws_scope(), self, self.ws_send)
-                if self.ws == WS_OPEN:
-                    self.ws_close(FL_WS_NORMAL, b"")  # returned without closing: a normal close
-                elif self.ws < WS_OPEN:
-                    self.refuse(403)  # returned without accepting (the spec's 403)
-                elif self.ws == WS_HTTP and self.phase != PH_DONE:
-                    self.finish()  # an HTTP answer left incomplete: cut
-            except BaseException as exc:
-                if self.ws == WS_OPEN:
-                    self.app_failed(exc)
-                    self.ws_close(FL_WS_INTERNAL_ERROR, b"")
-                elif self.ws < WS_OPEN:
-                    self.app_failed(exc)
-                    self.refuse(500)
-                elif self.ws == WS_HTTP:
-                    self.app_failed(exc)
-                    self.finish()
-                if not isinstance(exc, Exception):
-                    raise
+                if exc is not None:
+                    raise exc
+                self.ws_config = self.bridge.ws_config
+                self.begin(0)
+                # The call itself is receive (its __call__): one bound method less.
+                coro = self.bridge.app(self.ws_scope(), self, self.ws_send)
+                self.coro = coro if hasattr(coro, "send") else coro.__await__()
+            except BaseException as e:
+                self.app_ended(e)
+            value = None
+        try:
+            if exc is None:
+                return self.coro.send(value)
+            return self.coro.throw(exc)
+        except BaseException as e:
+            self.app_ended(e)
+
+    cdef void stop_app(self) except *:
+        """The task's coroutine is closed (it was never finished: the loop is closing)."""
+        coro, self.coro = self.coro, None
+        if coro is not None:
+            coro.close()
+        if self.j != NULL:
+            try:
+                self.app_ended(GeneratorExit())
+            except GeneratorExit:
+                pass
+
+    cdef void app_ended(self, exc) except *:
+        """The application's coroutine returned (StopIteration) or raised exc: closes the
+        WebSocket the way the spec says, gives the job back, and ends the task: normally,
+        unless exc is a cancellation or an exit, which goes on."""
+        cdef fl_job *j = self.j
+        self.coro = None
+        if j == NULL:
+            raise exc
+        try:
+            try:
+                if isinstance(exc, StopIteration):
+                    if self.ws == WS_OPEN:
+                        self.ws_close(FL_WS_NORMAL, b"")  # returned without closing: normal
+                    elif self.ws < WS_OPEN:
+                        self.refuse(403)  # returned without accepting (the spec's 403)
+                    elif self.ws == WS_HTTP and self.phase != PH_DONE:
+                        self.finish()  # an HTTP answer left incomplete: cut
+                elif not isinstance(exc, GeneratorExit):
+                    if self.ws != WS_CLOSED:
+                        self.app_failed(exc)
+                    if self.ws == WS_OPEN:
+                        self.ws_close(FL_WS_INTERNAL_ERROR, b"")
+                    elif self.ws < WS_OPEN:
+                        self.refuse(500)
+                    elif self.ws == WS_HTTP:
+                        self.finish()
             finally:
                 self.bridge.handled += 1
                 self.post_end()
@@ -148,6 +216,9 @@ cdef class AsgiWsCall(AsgiCall):
                 self.bridge.running.discard(self.task)
                 self.task = None
             self.out = None
+        if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
+            raise StopIteration  # handled: the task ends normally
+        raise exc
 
     cdef dict ws_scope(self):
         """The websocket scope: the http one's keys but method, with ws/wss, the offered
