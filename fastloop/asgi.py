@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 from ._core import AsgiBridge, ClientDisconnected
 from .app import App
+from .routes import RouteTable
 
 __all__ = ["ASGIApp", "ClientDisconnected", "LifespanFailed", "is_asgi_app"]
 
@@ -60,9 +61,9 @@ class ASGIApp(App):
     lifespan: "auto" (run it if the application supports it), "on" (it must), "off".
     loop: "auto" (uvloop if installed, else asyncio), "asyncio" or "uvloop".
     root_path: the ASGI root_path (the prefix the application is mounted under).
-    name: how logs name the application (default: its module and name)."""
-
-    _stream_bodies = True
+    name: how logs name the application (default: its module and name).
+    on_rejected: told of each request the core answers with an error itself (the access log;
+    RouteTable.on_rejected)."""
 
     def __init__(self, asgi_app: Callable, lifespan: str = "auto", loop: str = "auto",
                  root_path: str = "", name: Optional[str] = None,
@@ -78,9 +79,12 @@ class ASGIApp(App):
         self.root_path = root_path
         self.name = name or _app_name(asgi_app)
         self.shutdown_timeout = shutdown_timeout
+        self.on_rejected: Optional[Callable[[int, Any, str, int], None]] = None
 
-    def _resolve(self, request: Any) -> None:  # never asked: the core hands every job over
-        return None
+    def route_table(self) -> RouteTable:
+        # Every request goes to the asyncio loop's bridge, which never asks the lookup; a
+        # request with a body streams it to the application.
+        return super().route_table().replace(stream_bodies=True, on_rejected=self.on_rejected)
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:

@@ -14,6 +14,7 @@ from ._core import Acceptor, ConnLimit, HandlerPool, Worker
 from .app import App
 from .asgi import ASGIApp, AsgiRunner, is_asgi_app
 from .listen import bind_tcp, bind_unix
+from .routes import RouteTable
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
 
@@ -106,6 +107,7 @@ class Server:
         self.timeouts = timeouts
         self.limit_concurrency = limit_concurrency
         self._handlers: Any = None
+        self.routes: RouteTable | None = None  # compiled by start(): what the core is given
         self._sockets = sockets
         self._close_lock = threading.Lock()
         self._closing = False
@@ -120,13 +122,16 @@ class Server:
         """Binds, starts the threads and returns once the server accepts connections."""
         if self._running:
             raise RuntimeError("server already started")
+        # The one thing the core is given of the app (fastloop/routes.py): static routes and
+        # streaming paths are copied into C now; the app's Python routes stay live.
+        self.routes = self.app.route_table()
         if isinstance(self.app, ASGIApp):
             # The lifespan startup runs before the server listens; a failure raises here.
             self._handlers = AsgiRunner(self.app)
             self._handlers.start()
             pool = self._handlers.pool
         else:
-            self._handlers = pool = HandlerPool(self.app, self.threads)
+            self._handlers = pool = HandlerPool(self.routes, self.threads)
         try:
             listeners = self._listen()
         except BaseException:
@@ -135,7 +140,7 @@ class Server:
         try:
             conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
             is_tcp = listeners[0].family != socket.AF_UNIX
-            self._workers = [Worker(i, self.app, pool, is_tcp=is_tcp, limits=self.limits,
+            self._workers = [Worker(i, self.routes, pool, is_tcp=is_tcp, limits=self.limits,
                                     timeouts=self.timeouts, conn_limit=conn_limit)
                              for i in range(self.runtime_threads)]
             if self.dispatch == "reuseport":

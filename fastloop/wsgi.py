@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from ._core import Response
-from .app import ANY_METHOD, App
+from .app import App
+from .routes import ANY_METHOD, Lookup, Match, otherwise
 
 __all__ = ["WSGIApp", "WSGIHandler", "FileWrapper"]
 
@@ -314,11 +315,13 @@ class WSGIApp(App):
     def __init__(self, wsgi_app: Callable, **options: Any) -> None:
         super().__init__()
         self.wsgi = WSGIHandler(wsgi_app, **options)
-        self._entry = (self.wsgi, ANY_METHOD)
+        self._match = Match(self.wsgi, None, ANY_METHOD)
+        self._inexact = self._compile_inexact()
 
-    def _resolve(self, request: Any) -> Optional[tuple]:
-        entry = super()._resolve(request) if self._patterns or self._mounts else None
-        return entry if entry is not None else self._entry
+    def _compile_inexact(self) -> Lookup:
+        # The application answers whatever the routes and mounts do not find (a 405 of a
+        # route stays a 405).
+        return otherwise(super()._compile_inexact(), self._match)
 
 
 def is_wsgi_app(obj: Any) -> bool:
