@@ -5,10 +5,11 @@ RouteTable the core is given (route_table(); fastloop/routes.py says what the co
 
 1. exact paths -> their Match, in a dict (`exact`). Most routes live here, so most
    requests cost one dict lookup before the handler runs, with no call into this module.
-2. every other request goes to the table's lookup, App._lookup: an exact path asked with
-   another method is a 405; else the paths with parameters ("/users/{id:int}"), tried in
-   registration order, then mounted WSGI apps, longest prefix first (routes.mounted wraps the
-   pattern lookup); else a 404.
+2. every other request goes to the table's lookup, App._lookup, in one Python call: an exact
+   path asked with another method is a 405; else the paths with parameters
+   ("/users/{id:int}"), tried in registration order; else, for a path a pattern did not take,
+   the mounted WSGI apps, longest prefix first; else the 405 of the first pattern that matched
+   the path, or a 404. (WSGIApp wraps this lookup: its application takes the 404s.)
 
 The 404 and the 405 (with an Allow header listing the path's methods) are decided here, as
 Matches whose handler returns them. A path served with several methods keeps one handler per
@@ -28,8 +29,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from urllib.parse import unquote
 
 from ._core import Response, static_response_head
-from .routes import (ANY_METHOD, FOUND, NOT_FOUND, Lookup, Match, RouteTable, StaticRoute,
-                     find_nothing, method_not_allowed, mounted)
+from .routes import (ANY_METHOD, FOUND, HTTP, MATCH_METHODS, NOT_FOUND, Match, RouteTable,
+                     StaticRoute, found, method_not_allowed)
 
 __all__ = ["App", "ANY_METHOD"]
 
@@ -54,7 +55,7 @@ class _MethodTable:
 
     def __init__(self) -> None:
         self.handlers: Dict[str, Handler] = {}
-        self.match = Match(self.dispatch)
+        self.match = found(self.dispatch, ())
         self.not_allowed = method_not_allowed(())
 
     def add(self, methods: Sequence[str], handler: Handler) -> None:
@@ -68,7 +69,7 @@ class _MethodTable:
                 allowed.append("HEAD")
         # One handler: no dispatch step at all.
         one = all(h is handler for h in self.handlers.values())
-        self.match = Match(handler if one else self.dispatch, None, tuple(allowed))
+        self.match = found(handler if one else self.dispatch, tuple(allowed))
         self.not_allowed = method_not_allowed(allowed)
 
     @property
@@ -147,8 +148,6 @@ class App:
         self._patterns: Dict[str, _Pattern] = {}       # path with parameters -> its pattern
         self._mounts: List[Tuple[str, Match]] = []     # (prefix, WSGI app's Match), longest first
         self._stream_paths: List[str] = []   # exact paths whose body C hands over as it arrives
-        # The lookup of a path that is no exact route; rebuilt as patterns and mounts come.
-        self._inexact: Lookup = find_nothing
 
     def route_table(self) -> RouteTable:
         """The routes, compiled for the core (Server.start() calls it once): static routes and
@@ -232,16 +231,14 @@ class App:
         if prefix:
             self._check_path(prefix)
         handler = WSGIHandler(wsgi_app, script_name=prefix, **options)
-        self._mounts.append((prefix, Match(handler, None, ANY_METHOD)))
+        self._mounts.append((prefix, found(handler, ANY_METHOD)))
         self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
-        self._inexact = self._compile_inexact()
 
     def _add(self, path: str, methods: Sequence[str], handler: Handler) -> None:
         if "{" in path:
             pattern = self._patterns.get(path)
             if pattern is None:
                 pattern = self._patterns[path] = _Pattern(path)
-                self._inexact = self._compile_inexact()
             pattern.table.add(methods, handler)
             return
         if "GET" in methods or "HEAD" in methods:
@@ -252,27 +249,16 @@ class App:
         table.add(methods, handler)
         self._exact[path] = table.match
 
-    def _compile_inexact(self) -> Lookup:
-        """The lookup of paths that are no exact route: the patterns, with the mounted WSGI
-        apps around them (routes.mounted). A subclass may wrap it further (WSGIApp)."""
-        lookup: Lookup = self._match_pattern if self._patterns else find_nothing
-        if self._mounts:
-            lookup = mounted(lookup, self._mounts)
-        return lookup
-
     def _lookup(self, request: Any) -> Match:
-        """The table's lookup: the Match for any request (see the module docstring). Called
-        by the core, with the GIL, for what the exact dict does not answer."""
-        table = self._tables.get(request.path)
+        """The table's lookup: the Match for any request (see the module docstring), in one
+        call: a pattern route builds its Match per request, so nothing here is a call more
+        than it must be. Called by the core, with the GIL, for what the exact dict does not
+        answer; reads the registration tables as they are, so routes stay live."""
+        path = request.path
+        table = self._tables.get(path)
         if table is not None:
             match = table.match
-            return match if request.method in match.methods else table.not_allowed
-        return self._inexact(request)
-
-    def _match_pattern(self, request: Any) -> Match:
-        """The first pattern that matches the path and takes the method; else the 405 of the
-        first that matches the path; else NOT_FOUND."""
-        path = request.path
+            return match if request.method in match[MATCH_METHODS] else table.not_allowed
         not_allowed: Optional[Match] = None
         for pattern in self._patterns.values():
             params = pattern.match(path)
@@ -280,9 +266,12 @@ class App:
                 continue
             handler = pattern.table.handler_for(request.method)
             if handler is not None:
-                return Match(handler, params, pattern.table.match.methods)
+                return Match((handler, params, pattern.table.match[MATCH_METHODS], FOUND, HTTP))
             if not_allowed is None:  # keep looking: a later pattern may take this method
                 not_allowed = pattern.table.not_allowed
+        for prefix, mount in self._mounts:  # routes win over a mount, a pattern's 405 does not
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return mount
         return NOT_FOUND if not_allowed is None else not_allowed
 
     # ---- the registration tables in their older shapes (tests/test_app.py reads them) ----
@@ -295,7 +284,7 @@ class App:
     def _resolve(self, request: Any) -> Optional[tuple]:
         """(handler, methods) for a path that is no exact route, path parameters bound, or
         None for a 404."""
-        match = self._inexact(request)
+        match = self._lookup(request)
         if match is NOT_FOUND:
             return None
         handler = match.handler

@@ -40,19 +40,23 @@ The core reads a Match by position (core/response.pyx, MATCH_*): keep the field 
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Callable, Container, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 from ._core import Response
 
 __all__ = ["ANY_METHOD", "FOUND", "HTTP", "Lookup", "Match", "METHOD_NOT_ALLOWED", "NOT_FOUND",
-           "NOT_FOUND_STATUS", "RouteTable", "StaticRoute", "WEBSOCKET", "find_nothing",
-           "method_not_allowed", "mounted", "otherwise"]
+           "NOT_FOUND_STATUS", "RouteTable", "StaticRoute", "WEBSOCKET", "find_nothing", "found",
+           "method_not_allowed", "otherwise"]
 
 Handler = Callable[..., Any]
 
 # Match.kind
 HTTP = "http"
 WEBSOCKET = "websocket"  # reserved for @app.websocket routes; no route has it yet
+
+# A Match's fields by position (core/response.pyx reads them so too)
+MATCH_HANDLER, MATCH_PARAMS, MATCH_METHODS, MATCH_STATUS, MATCH_KIND = range(5)
 
 # Match.status: what the lookup found
 FOUND = 0
@@ -76,14 +80,33 @@ class _AnyMethod:
 ANY_METHOD = _AnyMethod()
 
 
-class Match(NamedTuple):
-    """What a lookup found for a request (see the module docstring)."""
+class Match(tuple):
+    """What a lookup found for a request (see the module docstring): a tuple of five fields,
+    built from one tuple like a struct sequence, Match((handler, params, methods, status,
+    kind)), or with found(), NOT_FOUND and method_not_allowed(). A tuple subclass with no
+    __new__ of its own, because a pattern route builds one per request: this costs less than
+    a NamedTuple, whose __new__ runs Python code."""
 
-    handler: Handler
-    params: Optional[Dict[str, Any]] = None   # keyword arguments for handler, or None
-    methods: Container[str] = ()              # the methods the matched path answers
-    status: int = FOUND                       # FOUND, NOT_FOUND_STATUS or METHOD_NOT_ALLOWED
-    kind: str = HTTP
+    __slots__ = ()
+
+    handler = property(itemgetter(0), doc="what the core calls: handler(request, **params)")
+    params = property(itemgetter(1), doc="keyword arguments for handler (path parameters), or None")
+    methods = property(itemgetter(2), doc="the methods the matched path answers (a 405's Allow)")
+    status = property(itemgetter(3), doc="FOUND, NOT_FOUND_STATUS or METHOD_NOT_ALLOWED")
+    kind = property(itemgetter(4), doc="what the route speaks: HTTP (WEBSOCKET later)")
+
+    def with_handler(self, handler: Handler) -> "Match":
+        """This Match with another handler (a wrapper's)."""
+        return Match((handler,) + self[1:])
+
+    def __repr__(self) -> str:
+        return "Match(handler={!r}, params={!r}, methods={!r}, status={!r}, kind={!r})".format(*self)
+
+
+def found(handler: Handler, methods: Container[str], params: Optional[Dict[str, Any]] = None,
+          kind: str = HTTP) -> Match:
+    """The Match of a route that takes the request: handler(request, **params) answers it."""
+    return Match((handler, params, methods, FOUND, kind))
 
 
 class StaticRoute(NamedTuple):
@@ -105,7 +128,7 @@ def _answer_not_found(request: Any, **params: Any) -> Response:
     return _NOT_FOUND_ANSWER
 
 
-NOT_FOUND = Match(_answer_not_found, None, (), NOT_FOUND_STATUS)
+NOT_FOUND = Match((_answer_not_found, None, (), NOT_FOUND_STATUS, HTTP))
 
 
 def find_nothing(request: Any) -> Match:
@@ -121,32 +144,11 @@ def method_not_allowed(allow: Sequence[str]) -> Match:
     def answer_not_allowed(request: Any, **params: Any) -> Response:
         return answer
 
-    return Match(answer_not_allowed, None, tuple(allow), METHOD_NOT_ALLOWED)
-
-
-def mounted(lookup: Lookup, mounts: Sequence[Tuple[str, Match]]) -> Lookup:
-    """lookup, with mounts (prefix, Match), longest prefix first, answering the requests it
-    finds no handler for (a 404, or a path that takes other methods only) under a prefix:
-    "/legacy" covers "/legacy" and "/legacy/...". mounts is read on every request, so a mount
-    added to the list later is served."""
-
-    def lookup_or_mount(request: Any) -> Match:
-        match = lookup(request)
-        if match.status == FOUND:
-            return match
-        path = request.path
-        for prefix, mount in mounts:
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return mount
-        return match
-
-    return lookup_or_mount
+    return Match((answer_not_allowed, None, tuple(allow), METHOD_NOT_ALLOWED, HTTP))
 
 
 def otherwise(lookup: Lookup, fallback: Match) -> Lookup:
     """lookup, with fallback for what it does not find at all (NOT_FOUND; a 405 stays)."""
-    if lookup is find_nothing:
-        return lambda request: fallback  # nothing to ask first
 
     def lookup_or_fallback(request: Any) -> Match:
         match = lookup(request)
@@ -178,7 +180,7 @@ class RouteTable:
         """The Match the core acts on for a Python request: exact's entry when it takes the
         request's method, else lookup's (core/response.pyx, call_handler, does the same)."""
         match = self.exact.get(request.path)
-        if match is not None and request.method in match.methods:
+        if match is not None and request.method in match[MATCH_METHODS]:
             return match
         return self.lookup(request)
 
@@ -201,10 +203,9 @@ class RouteTable:
 
         def lookup(request: Any) -> Match:
             match = find(request)
-            return match._replace(handler=wrap(match.handler))
+            return match.with_handler(wrap(match[MATCH_HANDLER]))
 
-        exact = {path: match._replace(handler=wrap(match.handler))
-                 for path, match in self.exact.items()}
+        exact = {path: match.with_handler(wrap(match.handler)) for path, match in self.exact.items()}
         return self.replace(lookup=lookup, exact=exact,
                             statics=self.statics if statics else (),
                             on_rejected=self.on_rejected if on_rejected is _KEEP else on_rejected)

@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 
 from ._core import Response
 from .app import App
-from .routes import ANY_METHOD, Lookup, Match, otherwise
+from .routes import ANY_METHOD, RouteTable, found, otherwise
 
 __all__ = ["WSGIApp", "WSGIHandler", "FileWrapper"]
 
@@ -315,13 +315,13 @@ class WSGIApp(App):
     def __init__(self, wsgi_app: Callable, **options: Any) -> None:
         super().__init__()
         self.wsgi = WSGIHandler(wsgi_app, **options)
-        self._match = Match(self.wsgi, None, ANY_METHOD)
-        self._inexact = self._compile_inexact()
+        self._match = found(self.wsgi, ANY_METHOD)
 
-    def _compile_inexact(self) -> Lookup:
-        # The application answers whatever the routes and mounts do not find (a 405 of a
-        # route stays a 405).
-        return otherwise(super()._compile_inexact(), self._match)
+    def route_table(self) -> RouteTable:
+        # The application answers whatever the routes and mounts do not find (a route's 405
+        # stays a 405): it wraps the App's lookup.
+        table = super().route_table()
+        return table.replace(lookup=otherwise(table.lookup, self._match))
 
 
 def is_wsgi_app(obj: Any) -> bool:

@@ -11,7 +11,8 @@ from helpers import raw_request, running_server
 import fastloop
 from fastloop._access import AccessLogApp
 from fastloop.routes import (ANY_METHOD, FOUND, HTTP, METHOD_NOT_ALLOWED, NOT_FOUND,
-                             NOT_FOUND_STATUS, Match, RouteTable, StaticRoute, mounted)
+                             NOT_FOUND_STATUS, WEBSOCKET, Match, RouteTable, StaticRoute, found,
+                             method_not_allowed, otherwise)
 from fastloop.wsgi import WSGIApp
 
 
@@ -140,14 +141,32 @@ def test_mounts_wrap_the_pattern_lookup_and_exact_routes_win():
     assert table.lookup(FakeRequest("GET", "/legacyx")) is NOT_FOUND
 
 
-def test_mounted_checks_the_mounts_as_they_are_now():
-    mounts = []
-    lookup = mounted(lambda request: NOT_FOUND, mounts)
-    assert lookup(FakeRequest("GET", "/a/b")) is NOT_FOUND
-    mount = Match(lambda request: "a", None, ANY_METHOD)
-    mounts.append(("/a", mount))
-    assert lookup(FakeRequest("GET", "/a/b")) is mount and lookup(FakeRequest("GET", "/a")) is mount
-    assert lookup(FakeRequest("GET", "/ab")) is NOT_FOUND
+def test_mounts_added_after_the_table_was_compiled_are_served():
+    app = fastloop.App()
+    table = app.route_table()
+    assert table.lookup(FakeRequest("GET", "/a/b")) is NOT_FOUND
+    app.mount_wsgi("/a", lambda environ, start_response: [])
+    mount = table.lookup(FakeRequest("GET", "/a/b"))
+    assert mount.status == FOUND and table.lookup(FakeRequest("GET", "/a")) is mount
+    assert table.lookup(FakeRequest("GET", "/ab")) is NOT_FOUND
+
+
+def test_otherwise_takes_the_404s_only():
+    fallback = found(lambda request: "app", ANY_METHOD)
+    not_allowed = method_not_allowed(["GET"])
+    lookup = otherwise(lambda request: not_allowed if request.path == "/r" else NOT_FOUND, fallback)
+    assert lookup(FakeRequest("GET", "/x")) is fallback
+    assert lookup(FakeRequest("PUT", "/r")) is not_allowed
+
+
+def test_a_match_is_a_tuple_read_by_position_and_by_name():
+    match = found(len, ("GET",), {"id": 1}, kind=WEBSOCKET)
+    assert tuple(match) == (len, {"id": 1}, ("GET",), FOUND, WEBSOCKET)
+    assert (match.handler, match.params, match.methods, match.status, match.kind) == tuple(match)
+    other = match.with_handler(repr)
+    assert type(other) is Match and other.handler is repr and other[1:] == match[1:]
+    assert "kind='websocket'" in repr(match)
+    assert NOT_FOUND.status == NOT_FOUND_STATUS and NOT_FOUND.kind == HTTP
 
 
 def test_a_wsgi_app_takes_what_the_routes_do_not_find_but_not_their_405():
@@ -167,7 +186,7 @@ def test_wrapped_wraps_every_handler_404_and_405_included_and_keeps_the_kind():
             return handler(request, **params)
         return wrapped
 
-    socket_kind = Match(lambda request: "ws", None, ("GET",), FOUND, "websocket")
+    socket_kind = found(lambda request: "ws", ("GET",), kind=WEBSOCKET)
     table = RouteTable(lambda request: NOT_FOUND, {"/ws": socket_kind},
                        statics=[(b"/s", b"HTTP/1.1 200 OK\r\n", b"")])
     inner = make_app().route_table()
@@ -181,7 +200,7 @@ def test_wrapped_wraps_every_handler_404_and_405_included_and_keeps_the_kind():
                                  ("GET", "/items", 200)]:
         assert answer(out.find(FakeRequest(method, path)), method, path)[0] == status
     assert seen == ["/users/7", "/x", "/items", "/items"]
-    assert table.wrapped(wrap).find(FakeRequest("GET", "/ws")).kind == "websocket"
+    assert table.wrapped(wrap).find(FakeRequest("GET", "/ws")).kind == WEBSOCKET
 
 
 def test_replace_refuses_an_unknown_field():
@@ -219,20 +238,20 @@ def status_and_headers(data):
 
 def test_the_core_serves_a_hand_built_table_asking_lookup_only_on_a_miss():
     asked = []
-    found = Match(lambda request: "exact", None, ("GET",))
-    not_allowed = Match(lambda request: fastloop.Response(b"no", 405, {"Allow": "GET"}), None, ("GET",),
-                        METHOD_NOT_ALLOWED)
+    exact = found(lambda request: "exact", ("GET",))
+    not_allowed = Match((lambda request: fastloop.Response(b"no", 405, {"Allow": "GET"}), None,
+                         ("GET",), METHOD_NOT_ALLOWED, HTTP))
 
     def lookup(request):
         asked.append((request.method, request.path))
         if request.path == "/exact":
             return not_allowed
         if request.path.startswith("/p/"):
-            return Match(lambda request, name: f"hello {name}", {"name": request.path[3:]}, ("GET",))
+            return found(lambda request, name: f"hello {name}", ("GET",), {"name": request.path[3:]})
         return NOT_FOUND
 
     head = b"HTTP/1.1 200 OK\r\nServer: fastloop\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
-    table = RouteTable(lookup, {"/exact": found}, statics=[(b"/static", head, b"from C")])
+    table = RouteTable(lookup, {"/exact": exact}, statics=[(b"/static", head, b"from C")])
     with running_server(TableApp(table)) as srv:
         def get(method, path):
             return raw_request(srv.port, b"%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
