@@ -23,8 +23,8 @@ and gives that one object to every event loop (core/worker.pyx) and to the handl
 
 What is copied when. statics and stream_paths are copied into C when a Server starts: a
 static route added later is answered by its Python twin, a streaming path added later is
-buffered. An App's own exact dict and lookup stay live: a Python route registered after
-start() is served (App.route_table()). A wrapped table (wrapped()) copies its exact fast path
+buffered. An App's own exact dict and lookup stay live: a Python route or WSGI mount
+registered after start() is served (App.route_table()). A wrapped table (wrapped()) copies its exact fast path
 at the moment it is built, with the handlers wrapped; its lookup stays live.
 
 A Match(handler, params, methods, status, kind): the core calls handler(request, **params)
@@ -33,7 +33,8 @@ NOT_FOUND and method_not_allowed(allow) carry a handler that returns the 404, or
 its Allow header, so the core knows neither status, and a wrapper that wraps handlers (the
 access log) sees those answers as well. methods: the methods the matched path answers (the
 Allow of a 405; ANY_METHOD for a mounted WSGI app). kind: what the route speaks, HTTP for all
-of them today; the core reads it before a route of another kind (WebSocket) is served.
+of them today, and the core does not read it yet; a route of another kind (@app.websocket,
+WEBSOCKET) will be told apart by it, with no change to the table's shape.
 
 The core reads a Match by position (core/response.pyx, MATCH_*): keep the field order.
 """
@@ -185,13 +186,11 @@ class RouteTable:
         return self.lookup(request)
 
     def replace(self, **fields: Any) -> "RouteTable":
-        """A copy with the given fields changed."""
-        table = RouteTable.__new__(RouteTable)
-        for name in RouteTable.__slots__:
-            setattr(table, name, fields.pop(name, getattr(self, name)))
-        if fields:
-            raise TypeError(f"a RouteTable has no field {', '.join(fields)}")
-        return table
+        """A copy with the given fields changed (the exact dict itself is shared, not copied)."""
+        unknown = set(fields) - set(RouteTable.__slots__)
+        if unknown:
+            raise TypeError(f"a RouteTable has no field {', '.join(sorted(unknown))}")
+        return RouteTable(**{name: fields.get(name, getattr(self, name)) for name in RouteTable.__slots__})
 
     def wrapped(self, wrap: Callable[[Handler], Handler], statics: bool = True,
                 on_rejected: Any = _KEEP) -> "RouteTable":

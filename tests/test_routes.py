@@ -305,3 +305,17 @@ def test_the_access_log_wrap_logs_404_405_and_statics(caplog):
     assert [line.split('"')[1:3] for line in lines] == [
         ["GET / HTTP/1.1", " 200 4 "], ["GET /none HTTP/1.1", " 404 9 "],
         ["PUT /items HTTP/1.1", " 405 18 "], ["GET /users/2 HTTP/1.1", " 200 6 "]]
+
+
+def test_a_route_registered_after_start_is_served_and_a_static_one_by_its_twin():
+    app = make_app()
+    with running_server(app) as srv:
+        @app.get("/late/{n:int}")
+        def late(request, n):
+            return f"late {n}"
+
+        app.static("/late-static", "twin")
+        for path, body in [(b"/late/3", b"late 3"), (b"/late-static", b"twin")]:
+            data = raw_request(srv.port, b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path)
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n" + body)
+        assert [s.path for s in srv.routes.statics] == [b"/"]  # copied at start
