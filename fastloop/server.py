@@ -52,11 +52,11 @@ class Server:
     application (a fastloop.asgi.ASGIApp, or a bare ASGI callable, wrapped in one) runs on one
     asyncio loop instead (docs/asgi.md), started with its lifespan by start().
     runtime_threads: event-loop threads (1 by default); each owns its connections for life.
-    After start(), .routes is the RouteTable compiled from the app (fastloop/routes.py): all
-    the core reads of it.
     handler_threads: the old spelling of threads, taken for one release with a
     DeprecationWarning. (Before it, `threads` counted event loops: an old threads=4 now gives
     4 handler threads and 1 loop, which serves the same application.)
+    After start(), .routes is the RouteTable compiled from the app (fastloop/routes.py): all
+    the core reads of it.
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
