@@ -48,7 +48,7 @@ from ._core import Response
 
 __all__ = ["ANY_METHOD", "FOUND", "HTTP", "Lookup", "Match", "METHOD_NOT_ALLOWED", "NOT_FOUND",
            "NOT_FOUND_STATUS", "RouteTable", "StaticRoute", "WEBSOCKET", "find_nothing", "found",
-           "method_not_allowed", "otherwise"]
+           "method_not_allowed"]
 
 Handler = Callable[..., Any]
 
@@ -146,16 +146,6 @@ def method_not_allowed(allow: Sequence[str]) -> Match:
         return answer
 
     return Match((answer_not_allowed, None, tuple(allow), METHOD_NOT_ALLOWED, HTTP))
-
-
-def otherwise(lookup: Lookup, fallback: Match) -> Lookup:
-    """lookup, with fallback for what it does not find at all (NOT_FOUND; a 405 stays)."""
-
-    def lookup_or_fallback(request: Any) -> Match:
-        match = lookup(request)
-        return fallback if match is NOT_FOUND else match
-
-    return lookup_or_fallback
 
 
 _KEEP: Any = object()

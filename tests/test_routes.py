@@ -12,7 +12,7 @@ import fastloop
 from fastloop._access import AccessLogApp
 from fastloop.routes import (ANY_METHOD, FOUND, HTTP, METHOD_NOT_ALLOWED, NOT_FOUND,
                              NOT_FOUND_STATUS, WEBSOCKET, Match, RouteTable, StaticRoute, found,
-                             method_not_allowed, otherwise)
+                             method_not_allowed)
 from fastloop.wsgi import WSGIApp
 
 
@@ -151,14 +151,6 @@ def test_mounts_added_after_the_table_was_compiled_are_served():
     assert table.lookup(FakeRequest("GET", "/ab")) is NOT_FOUND
 
 
-def test_otherwise_takes_the_404s_only():
-    fallback = found(lambda request: "app", ANY_METHOD)
-    not_allowed = method_not_allowed(["GET"])
-    lookup = otherwise(lambda request: not_allowed if request.path == "/r" else NOT_FOUND, fallback)
-    assert lookup(FakeRequest("GET", "/x")) is fallback
-    assert lookup(FakeRequest("PUT", "/r")) is not_allowed
-
-
 def test_a_match_is_a_tuple_read_by_position_and_by_name():
     match = found(len, ("GET",), {"id": 1}, kind=WEBSOCKET)
     assert tuple(match) == (len, {"id": 1}, ("GET",), FOUND, WEBSOCKET)
@@ -167,6 +159,9 @@ def test_a_match_is_a_tuple_read_by_position_and_by_name():
     assert type(other) is Match and other.handler is repr and other[1:] == match[1:]
     assert "kind='websocket'" in repr(match)
     assert NOT_FOUND.status == NOT_FOUND_STATUS and NOT_FOUND.kind == HTTP
+    not_allowed = method_not_allowed(["GET", "HEAD"])
+    assert (not_allowed.status, not_allowed.methods) == (METHOD_NOT_ALLOWED, ("GET", "HEAD"))
+    assert answer(not_allowed, "PUT", "/") == (405, b"Method Not Allowed", "GET, HEAD")
 
 
 def test_a_wsgi_app_takes_what_the_routes_do_not_find_but_not_their_405():
@@ -175,6 +170,14 @@ def test_a_wsgi_app_takes_what_the_routes_do_not_find_but_not_their_405():
     table = app.route_table()
     assert table.lookup(FakeRequest("GET", "/anything")).handler is app.wsgi
     assert table.lookup(FakeRequest("POST", "/health")).status == METHOD_NOT_ALLOWED
+
+    @app.get("/n/{n:int}")
+    def numbered(request, n):
+        return "n"
+
+    assert table.lookup(FakeRequest("GET", "/n/1")).params == {"n": 1}
+    assert table.lookup(FakeRequest("PUT", "/n/1")).status == METHOD_NOT_ALLOWED
+    assert table.lookup(FakeRequest("GET", "/n/x")).handler is app.wsgi
 
 
 def test_wrapped_wraps_every_handler_404_and_405_included_and_keeps_the_kind():
