@@ -1,20 +1,20 @@
 """Watching every answer a Python handler gives: the access log and the request-duration
 histograms (--access-log, --metrics) are observers of one wrapper around the App.
 
-ObservedApp routes every request through its _resolve to the inner app's routes, with the
-handler wrapped. The wrapped handler notes the time and sets Request.on_answered, which the
-handler thread calls once the answer has been handed to the connection (core/handler.pyx,
-Responder.answer): so each observer gets the status really answered (a handler that raised
-is a 500), the body bytes really posted (a streamed body's pieces, a file's count) and the
-duration from the handler's call to that moment. One hook and one clock reading per request
-serve every observer.
+ObservedApp compiles to the inner app's route table with every handler wrapped
+(RouteTable.wrapped: the 404 and 405 answers are handlers too). The wrapped handler notes the
+time and sets Request.on_answered, which the handler thread calls once the answer has been
+handed to the connection (core/handler.pyx, Responder.answer): so each observer gets the
+status really answered (a handler that raised is a 500), the body bytes really posted (a
+streamed body's pieces, a file's count) and the duration from the handler's call to that
+moment. One hook and one clock reading per request serve every observer.
 
 Requests the core answers without Python never reach an observer's call: static routes
 (unless the wrapper takes them over, as the access log does, to log them too) and the
 requests the core rejects (400, 408, 413, 414, 431, 501, 505). The core reports the latter
 after its loop turn, with the client and the request line as far as it was read, through
-_on_rejected (core/worker.pyx, note_rejected), to the observers that have a `rejected`
-method (the access log).
+the table's on_rejected (core/worker.pyx, note_rejected), to the observers that have a
+`rejected` method (the access log).
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, List, Optional, Sequence
 
-from ._core import Response
 from .app import App
+from .routes import RouteTable
 
 __all__ = ["ObservedApp", "Observer"]
 
 # observer(request, status, sent, seconds): called on the handler thread, once per answer.
 Observer = Callable[[Any, int, int, float], None]
-
-_NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
 
 
 class ObservedApp(App):
@@ -45,12 +43,14 @@ class ObservedApp(App):
         self.inner = app
         self.observers: List[Observer] = list(observers)
         self._active = active
-        self._statics = {} if take_statics else app._statics
-        self._stream_paths = app._stream_paths
-        self._ws_routes = getattr(app, "_ws_routes", {})
-        # No exact routes of its own: the core would answer a wrong method on one 405 without
-        # calling anything here, so every request comes through _resolve (one call more).
-        self._routes = {}
+        self.take_statics = take_statics
+
+    def route_table(self) -> RouteTable:
+        """The inner app's table, every handler watched; with take_statics, no static route
+        is left to C. Compiled when the server starts: see RouteTable.wrapped for what is
+        copied then."""
+        return self.inner.route_table().wrapped(self._watched, statics=not self.take_statics,
+                                                on_rejected=self._on_rejected)
 
     def _on_rejected(self, status: int, client: Any, line: str, sent: int) -> None:
         """Called by an event loop (with the GIL, after its turn) for each request the core
@@ -86,18 +86,10 @@ class ObservedApp(App):
         request.on_answered = answered
 
     def _watched(self, handler: Callable) -> Callable:
-        def watched(request: Any) -> Any:
-            self._watch(request)
-            return handler(request)  # a handler that raises is answered 500, and observed so
+        watch = self._watch
+
+        def watched(request: Any, **params: Any) -> Any:
+            watch(request)
+            return handler(request, **params)  # a handler that raises is answered 500, and observed so
 
         return watched
-
-    def _resolve(self, request: Any) -> Optional[tuple]:
-        entry = self.inner._routes.get(request.path) or self.inner._resolve(request)
-        if entry is None:
-            return self._watched(lambda request: _NOT_FOUND), ("GET", request.method)
-        handler, methods = entry
-        if request.method not in methods:
-            self._watch(request)  # the core answers it 405, with Allow
-            return entry
-        return self._watched(handler), methods

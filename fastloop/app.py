@@ -1,17 +1,24 @@
 """fastloop.App: the routes a server answers.
 
-Theory of operation. The core looks a request up in two steps, with the GIL held:
+Theory of operation. An App registers routes; Server.start() compiles them, once, into the
+RouteTable the core is given (route_table(); fastloop/routes.py says what the core reads):
 
-1. `app._routes.get(path)`: a dict of exact paths -> (handler, methods). Most routes live
-   here, so most requests cost one dict lookup before the handler runs.
-2. On a miss, `app._resolve(request)`: paths with parameters ("/users/{id:int}"), tried in
-   registration order, then mounted WSGI apps, longest prefix first. It returns
-   (handler, methods), or None for a 404.
+1. exact paths -> their Match, in a dict (`exact`). Most routes live here, so most
+   requests cost one dict lookup before the handler runs, with no call into this module.
+2. every other request goes to the table's lookup, App._lookup, in one Python call: an exact
+   path asked with another method is a 405; else the paths with parameters
+   ("/users/{id:int}"), tried in registration order; else, for a path a pattern did not take,
+   the mounted WSGI apps, longest prefix first; else the 405 of the first pattern that matched
+   the path, or a 404. (WSGIApp wraps this lookup: its application takes the 404s.)
 
-Either way the core answers 405, with an Allow header listing `methods`, when the request's
-method is not in `methods`. A path served with several methods keeps one handler per method;
-its entry then holds a small dispatcher, and a path with one handler holds the handler itself.
-Path parameters reach the handler as keyword arguments: `def user(request, id): ...`.
+The 404 and the 405 (with an Allow header listing the path's methods) are decided here, as
+Matches whose handler returns them. A path served with several methods keeps one handler per
+method; its Match then holds a small dispatcher, and a path with one handler holds the
+handler itself. Path parameters reach the handler as keyword arguments:
+`def user(request, id): ...`.
+
+Static routes are copied into C at start; Python routes stay live (the table holds this App's
+own exact dict and lookup), so a route registered after start() is served too.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from urllib.parse import unquote
 
 from ._core import Response, static_response_head
+from .routes import (ANY_METHOD, FOUND, HTTP, MATCH_METHODS, NOT_FOUND, Match, RouteTable,
+                     StaticRoute, found, method_not_allowed)
 
 __all__ = ["App", "ANY_METHOD"]
 
@@ -39,30 +48,16 @@ CONVERTERS: Dict[str, Tuple[str, Callable[[str], Any]]] = {
 }
 
 
-class _AnyMethod:
-    """The `methods` of a mounted WSGI app: every method is allowed, the app decides."""
-
-    def __contains__(self, method: object) -> bool:
-        return True
-
-    def __iter__(self):  # only read to build an Allow header, which never happens
-        return iter(())
-
-    def __repr__(self) -> str:
-        return "ANY_METHOD"
-
-
-ANY_METHOD = _AnyMethod()
-
-
 class _MethodTable:
-    """The handlers of one route path, by method, and the core's entry for them."""
+    """The handlers of one route path, by method, and its Matches: the one for the methods
+    it answers, and the 405 for every other method."""
 
-    __slots__ = ("handlers", "entry")
+    __slots__ = ("handlers", "match", "not_allowed")
 
     def __init__(self) -> None:
         self.handlers: Dict[str, Handler] = {}
-        self.entry: Tuple[Handler, Tuple[str, ...]] = (self.dispatch, ())
+        self.match = found(self.dispatch, ())
+        self.not_allowed = method_not_allowed(())
 
     def add(self, methods: Sequence[str], handler: Handler) -> None:
         for method in methods:
@@ -73,10 +68,15 @@ class _MethodTable:
             # GET answers HEAD too unless HEAD has a handler of its own; the core drops the body.
             if method == "GET" and "HEAD" not in self.handlers:
                 allowed.append("HEAD")
-        if all(h is handler for h in self.handlers.values()):
-            self.entry = (handler, tuple(allowed))  # one handler: no dispatch step at all
-        else:
-            self.entry = (self.dispatch, tuple(allowed))
+        # One handler: no dispatch step at all.
+        one = all(h is handler for h in self.handlers.values())
+        self.match = found(handler if one else self.dispatch, tuple(allowed))
+        self.not_allowed = method_not_allowed(allowed)
+
+    @property
+    def entry(self) -> Tuple[Handler, Tuple[str, ...]]:
+        """(handler, methods): the path's route in the shape App._routes shows it."""
+        return self.match.handler, self.match.methods  # type: ignore[return-value]
 
     def handler_for(self, method: str) -> Optional[Handler]:
         handler = self.handlers.get(method)
@@ -85,7 +85,7 @@ class _MethodTable:
         return handler
 
     def dispatch(self, request: Any, **params: Any) -> Any:
-        # The core has checked the method against entry's methods, so a handler exists.
+        # Only called through self.match, for one of its methods, so a handler exists.
         return self.handler_for(request.method)(request, **params)  # type: ignore[misc]
 
 
@@ -142,14 +142,21 @@ class App:
     """
 
     def __init__(self) -> None:
-        # path -> (handler, allowed methods); read by the workers (see the module docstring)
-        self._routes: dict = {}
-        self._statics: dict = {}
+        # What route_table() compiles from (see the module docstring).
+        self._exact: Dict[str, Match] = {}             # exact path -> its Match: the table's exact
+        self._statics: Dict[str, StaticRoute] = {}     # static path -> its prebuilt answer
         self._tables: Dict[str, _MethodTable] = {}     # exact path -> its handlers by method
         self._patterns: Dict[str, _Pattern] = {}       # path with parameters -> its pattern
-        self._mounts: List[Tuple[str, Handler]] = []   # (prefix, WSGI handler), longest first
+        self._mounts: List[Tuple[str, Match]] = []     # (prefix, WSGI app's Match), longest first
         self._stream_paths: List[str] = []   # exact paths whose body C hands over as it arrives
         self._ws_routes: dict = {}            # exact path -> WebSocket handler (fastloop/websocket.py)
+
+    def route_table(self) -> RouteTable:
+        """The routes, compiled for the core (Server.start() calls it once): static routes and
+        streaming paths are copied now; the exact dict and the lookup are this App's own, so
+        Python routes registered later are served too."""
+        return RouteTable(self._lookup, self._exact, self._statics.values(), self._stream_paths,
+                          websocket_routes=self._ws_routes)
 
     def static(self, path: str, body: Union[bytes, str], content_type: str = "text/plain",
                status: int = 200, headers: Headers = ()) -> None:
@@ -167,7 +174,7 @@ class App:
         # The same answer from Python, for the rare request C does not match itself (an
         # absolute-form target, say): the route table stays the one source of truth.
         self._add(path, ("GET", "HEAD"), lambda request: answer)
-        self._statics[path] = (path.encode("latin-1"), head, body)
+        self._statics[path] = StaticRoute(path.encode("latin-1"), head, body)
 
     def route(self, path: str, methods: Iterable[str] = ("GET",),
               stream: bool = False) -> Callable[[Handler], Handler]:
@@ -238,7 +245,8 @@ class App:
         prefix = prefix.rstrip("/")
         if prefix:
             self._check_path(prefix)
-        self._mounts.append((prefix, WSGIHandler(wsgi_app, script_name=prefix, **options)))
+        handler = WSGIHandler(wsgi_app, script_name=prefix, **options)
+        self._mounts.append((prefix, found(handler, ANY_METHOD)))
         self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
 
     def _add(self, path: str, methods: Sequence[str], handler: Handler) -> None:
@@ -254,38 +262,56 @@ class App:
         if table is None:
             table = self._tables[path] = _MethodTable()
         table.add(methods, handler)
-        self._routes[path] = table.entry
+        self._exact[path] = table.match
 
-    def _resolve(self, request: Any) -> Optional[tuple]:
-        """(handler, methods) for a request whose path is not an exact route, or None (404).
-        Called by the core, with the GIL, only on a miss of the exact-path table."""
+    def _lookup(self, request: Any) -> Match:
+        """The table's lookup: the Match for any request (see the module docstring), in one
+        call: a pattern route builds its Match per request, so nothing here is a call more
+        than it must be. Called by the core, with the GIL, for what the exact dict does not
+        answer; reads the registration tables as they are, so routes stay live."""
         path = request.path
-        allowed: Optional[tuple] = None
+        table = self._tables.get(path)
+        if table is not None:
+            match = table.match
+            return match if request.method in match[MATCH_METHODS] else table.not_allowed
+        not_allowed: Optional[Match] = None
         for pattern in self._patterns.values():
             params = pattern.match(path)
             if params is None:
                 continue
             handler = pattern.table.handler_for(request.method)
             if handler is not None:
-                return functools.partial(handler, **params), pattern.table.entry[1]
-            if allowed is None:  # keep looking: a later pattern may take this method
-                allowed = pattern.table.entry[1]
-        for prefix, wsgi in self._mounts:
+                return Match((handler, params, pattern.table.match[MATCH_METHODS], FOUND, HTTP))
+            if not_allowed is None:  # keep looking: a later pattern may take this method
+                not_allowed = pattern.table.not_allowed
+        for prefix, mount in self._mounts:  # routes win over a mount, a pattern's 405 does not
             if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return wsgi, ANY_METHOD
-        if allowed is not None:
-            return _unreachable, allowed  # the core answers 405 before calling it
-        return None
+                return mount
+        return NOT_FOUND if not_allowed is None else not_allowed
 
-    def _static_responses(self) -> list:
-        """[(path bytes, head bytes, body bytes)], for the C core."""
+    # ---- the registration tables in their older shapes (tests/test_app.py reads them) ----
+
+    @property
+    def _routes(self) -> Dict[str, Tuple[Handler, Tuple[str, ...]]]:
+        """exact path -> (handler, methods)."""
+        return {path: table.entry for path, table in self._tables.items()}
+
+    def _resolve(self, request: Any) -> Optional[tuple]:
+        """(handler, methods) for a path that is no exact route, path parameters bound, or
+        None for a 404."""
+        match = self._lookup(request)
+        if match is NOT_FOUND:
+            return None
+        handler = match.handler
+        if match.status == FOUND and match.params:
+            handler = functools.partial(handler, **match.params)
+        return handler, match.methods
+
+    def _static_responses(self) -> List[StaticRoute]:
+        """[StaticRoute(path, head, body)]: what route_table() gives the core's statics."""
         return list(self._statics.values())
 
     @staticmethod
     def _check_path(path: str) -> None:
         if not path.startswith("/") and path != "*":
             raise ValueError(f"a route path starts with '/': {path!r}")
-
-
-def _unreachable(request: Any) -> Any:
-    raise AssertionError("the core calls no handler for a method the route does not allow")

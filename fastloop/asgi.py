@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from ._core import AsgiBridge, ClientDisconnected, WebSocketConfig
 from .app import App
 from .config import WS_MODES
+from .routes import RouteTable
 
 __all__ = ["ASGIApp", "ClientDisconnected", "LifespanFailed", "is_asgi_app"]
 
@@ -67,9 +68,9 @@ class ASGIApp(App):
     batch_scheduling: run the asyncio thread and the event loops under SCHED_BATCH (Linux;
     see share_cores()).
     ws: "auto" (WebSocket upgrades reach the application: websocket scopes) or "none" (served
-    as plain HTTP requests); ws_max_size, ws_per_message_deflate: see docs/websockets.md."""
-
-    _stream_bodies = True
+    as plain HTTP requests); ws_max_size, ws_per_message_deflate: see docs/websockets.md.
+    on_rejected: told of each request the core answers with an error itself (the access log;
+    RouteTable.on_rejected)."""
 
     def __init__(self, asgi_app: Callable, lifespan: str = "auto", loop: str = "auto",
                  root_path: str = "", name: Optional[str] = None,
@@ -89,11 +90,15 @@ class ASGIApp(App):
         self.batch_scheduling = batch_scheduling
         if ws not in WS_MODES:
             raise ValueError(f"ws must be one of {', '.join(WS_MODES)}, not {ws!r}")
-        self._websockets = ws != "none"  # the core hands upgrades over (ws_conn.pyx)
+        self.websockets = ws != "none"  # the core hands upgrades over (ws_conn.pyx)
         self.ws_config = WebSocketConfig(max_size=ws_max_size, per_message_deflate=ws_per_message_deflate)
+        self.on_rejected: Optional[Callable[[int, Any, str, int], None]] = None
 
-    def _resolve(self, request: Any) -> None:  # never asked: the core hands every job over
-        return None
+    def route_table(self) -> RouteTable:
+        # Every request goes to the asyncio loop's bridge, which never asks the lookup; a
+        # request with a body streams it to the application.
+        return super().route_table().replace(stream_bodies=True, on_rejected=self.on_rejected,
+                                             websocket_any=self.websockets)
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:

@@ -114,7 +114,7 @@ def asgi_app(obj: Any, config: Config, name: str = "") -> App:
                   root_path=config.root_path or "", name=name or None, ws=config.ws,
                   ws_max_size=config.ws_max_size, ws_per_message_deflate=config.ws_per_message_deflate)
     if log is not None:
-        app._on_rejected = log.rejected  # type: ignore[attr-defined]  # requests the core refuses
+        app.on_rejected = log.rejected  # requests the core refuses
     if observed is not None:
         app._counters = observed._counters  # type: ignore[attr-defined]  # Server.stats()
     return app

@@ -34,6 +34,7 @@ import re
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from .app import App
+from .routes import RouteTable
 
 __all__ = ["TrustedPeers", "ProxyHeaders", "FrontApp", "parse_forwarded", "parse_node",
            "check_root_path"]
@@ -350,8 +351,9 @@ def check_root_path(root_path: str) -> str:
 
 class FrontApp(App):
     """app, with proxy headers (when `proxy` is given) and the root path applied to each
-    request before its handler runs. Built after app's routes are registered, like the access
-    log's wrapper; static routes stay in C (their answer depends on neither)."""
+    request before its handler runs (its 404 and 405 answers included, so the access log
+    shows the real client). Built after app's routes are registered, like the access log's
+    wrapper; static routes stay in C (their answer depends on neither)."""
 
     def __init__(self, app: App, proxy: Optional[ProxyHeaders] = None,
                  root_path: str = "") -> None:
@@ -359,15 +361,11 @@ class FrontApp(App):
         self.inner = app
         self.proxy = proxy
         self.root_path = check_root_path(root_path)
-        self._statics = app._statics
-        self._stream_paths = app._stream_paths
-        self._routes = {path: (self._fronted(handler), methods)
-                        for path, (handler, methods) in app._routes.items()}
-        # The core's own rejections (for the access log) go to the inner app as they are:
-        # no header was trusted, so the client is the peer.
-        on_rejected = getattr(app, "_on_rejected", None)
-        if on_rejected is not None:
-            self._on_rejected = on_rejected
+
+    def route_table(self) -> RouteTable:
+        # The core's own rejections (for the access log) go to the inner table's on_rejected
+        # as they are: no header was trusted, so the client is the peer.
+        return self.inner.route_table().wrapped(self._fronted)
 
     def _counters(self) -> dict:
         return dict(getattr(self.inner, "_counters", dict)())
@@ -381,13 +379,8 @@ class FrontApp(App):
     def _fronted(self, handler: Callable) -> Callable:
         prepare = self.prepare
 
-        def fronted(request: Any) -> Any:
+        def fronted(request: Any, **params: Any) -> Any:
             prepare(request)
-            return handler(request)
+            return handler(request, **params)
 
         return fronted
-
-    def _resolve(self, request: Any) -> Optional[tuple]:
-        # Before the inner lookup: a 404 or 405 the access log writes shows the real client.
-        self.prepare(request)
-        return self.inner._resolve(request)

@@ -15,6 +15,7 @@ from .app import App
 from .asgi import ASGIApp, AsgiRunner, is_asgi_app
 from .websocket import routes_app
 from .listen import bind_tcp, bind_unix
+from .routes import RouteTable
 
 __all__ = ["Server", "bind_tcp", "bind_unix"]
 
@@ -55,6 +56,8 @@ class Server:
     handler_threads: the old spelling of threads, taken for one release with a
     DeprecationWarning. (Before it, `threads` counted event loops: an old threads=4 now gives
     4 handler threads and 1 loop, which serves the same application.)
+    After start(), .routes is the RouteTable compiled from the app (fastloop/routes.py): all
+    the core reads of it.
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
@@ -107,6 +110,7 @@ class Server:
         self.timeouts = timeouts
         self.limit_concurrency = limit_concurrency
         self._handlers: Any = None
+        self.routes: RouteTable | None = None  # compiled by start(): what the core is given
         self._ws_runner: Any = None       # an App's WebSocket handlers' asyncio loop (AsgiRunner)
         self._sockets = sockets
         self._close_lock = threading.Lock()
@@ -122,18 +126,21 @@ class Server:
         """Binds, starts the threads and returns once the server accepts connections."""
         if self._running:
             raise RuntimeError("server already started")
+        # The one thing the core is given of the app (fastloop/routes.py): static routes and
+        # streaming paths are copied into C now; the app's Python routes stay live.
+        self.routes = self.app.route_table()
         if isinstance(self.app, ASGIApp):
             # The lifespan startup runs before the server listens; a failure raises here.
             self._handlers = AsgiRunner(self.app)
             self._handlers.start()
             pool = self._handlers.pool
         else:
-            self._handlers = pool = HandlerPool(self.app, self.threads)
+            self._handlers = pool = HandlerPool(self.routes, self.threads)
         ws_pool = None
-        if getattr(self.app, "_ws_routes", None) and not isinstance(self.app, ASGIApp):
+        if self.routes.websocket_routes and not isinstance(self.app, ASGIApp):
             # The App's WebSocket handlers run on an asyncio loop of their own (websocket.py).
-            self._ws_runner = AsgiRunner(ASGIApp(routes_app(self.app._ws_routes), lifespan="off",
-                                                 name="WebSocket routes"))
+            self._ws_runner = AsgiRunner(ASGIApp(routes_app(self.routes.websocket_routes),
+                                                 lifespan="off", name="WebSocket routes"))
             self._ws_runner.start()
             ws_pool = self._ws_runner.pool
         try:
@@ -145,7 +152,7 @@ class Server:
         try:
             conn_limit = ConnLimit(self.limit_concurrency) if self.limit_concurrency else None
             is_tcp = listeners[0].family != socket.AF_UNIX
-            self._workers = [Worker(i, self.app, pool, is_tcp=is_tcp, limits=self.limits,
+            self._workers = [Worker(i, self.routes, pool, is_tcp=is_tcp, limits=self.limits,
                                     timeouts=self.timeouts, conn_limit=conn_limit, ws_pool=ws_pool)
                              for i in range(self.runtime_threads)]
             if self.dispatch == "reuseport":

@@ -12,7 +12,7 @@
 # Without the GIL (free-threaded CPython) handler threads run at once, so nothing they share
 # may rely on it: the pool, a job and an inbox are used under their own mutexes (handoff.pyx);
 # the counters below and inbox.stopping only through core/atomic.h; the content-type cache
-# (answer.pyx) only with single dict operations; the App's route tables are only read. A
+# (answer.pyx) only with single dict operations; the route table (routes.py) is only read. A
 # Responder, and the Request of the job at hand, belong to one thread.
 
 cimport cython
@@ -81,9 +81,8 @@ cdef class JobPool:
 cdef class HandlerPool(JobPool):
     """The handler threads of one server, shared by all its event loops."""
 
-    cdef object app
-    cdef dict routes
-    cdef object resolve
+    cdef dict exact             # the RouteTable's (fastloop/routes.py) fast path and lookup,
+    cdef object lookup          # read for every request (response.pyx, call_handler)
     cdef list threads
     cdef readonly int size
     # Added to by every handler thread, with no GIL to serialise them on a free-threaded
@@ -91,12 +90,11 @@ cdef class HandlerPool(JobPool):
     cdef int64_t handled
     cdef int64_t failed
 
-    def __init__(self, app, int threads):
+    def __init__(self, routes, int threads):
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.app = app
-        self.routes = app._routes
-        self.resolve = app._resolve
+        self.exact = routes.exact
+        self.lookup = routes.lookup
         self.size = threads
         self.threads = []
         # With a GIL, one thread at a time runs: the others join only a blocked one (see
@@ -248,7 +246,7 @@ cdef class Responder:
             request._peers = self.peers
             try:
                 t0 = _perf_ns() if j.nreqs > 1 else None
-                result = call_handler(pool.routes, pool.resolve, request)
+                result = call_handler(pool.exact, pool.lookup, request)
                 try:
                     a = plan_answer(result, flags)
                 except Exception:

@@ -1,10 +1,11 @@
 # The prebuilt answers C sends by itself (errors, static routes), the timeouts the loops
-# count, and routing a request to its handler (on a handler thread).
+# count, and calling the handler a route table gives for a request (on a handler thread).
 
 import os as _os
 from http import HTTPStatus as _HTTPStatus
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcmp, memcpy
 
 
@@ -83,22 +84,36 @@ def static_response_head(int status, str content_type, headers, Py_ssize_t body_
         b"Content-Length: %d\r\n" % body_len + encode_headers(headers)
 
 
-cdef Response NOT_FOUND = Response(b"Not Found", 404, content_type="text/plain")
 cdef Response SERVER_ERROR = Response(b"Internal Server Error", 500, content_type="text/plain")
 
-cdef object call_handler(dict routes, object resolve, Request request):
-    """Routes request and runs its handler. Never raises: a failing handler answers 500."""
-    entry = routes.get(request.path)
-    if entry is None:
-        # Not an exact path: the app may still match it (patterns, mounted WSGI apps).
-        entry = resolve(request)
-        if entry is None:
-            return NOT_FOUND
-    handler, methods = <tuple>entry
-    if request.method not in methods:
-        return Response(b"Method Not Allowed", 405, {"Allow": ", ".join(methods)}, "text/plain")
+# A route table's Match (fastloop/routes.py) is a tuple read by position: its field order.
+cdef enum:
+    MATCH_HANDLER = 0
+    MATCH_PARAMS = 1
+    MATCH_METHODS = 2
+
+
+cdef inline bint is_match(object m) noexcept:
+    # Read by position without bounds checks (boundscheck=False): check the shape first.
+    return isinstance(m, tuple) and PyTuple_GET_SIZE(m) > MATCH_METHODS
+
+
+cdef object call_handler(dict exact, object lookup, Request request):
+    """Routes request through a RouteTable's exact dict and lookup (fastloop/routes.py) and
+    runs the handler of the Match. 404 and 405 are the lookup's to decide: they come back as
+    Matches whose handler answers them. Never raises for a failing handler (a 500); a lookup
+    that fails or returns no Match raises (answer() then cuts the connection)."""
+    match = exact.get(request.path)
+    if match is None or not is_match(match) or request.method not in (<tuple>match)[MATCH_METHODS]:
+        match = lookup(request)
+        if not is_match(match):
+            raise TypeError(f"a route lookup returns a fastloop.routes.Match, not {match!r}")
+    handler = (<tuple>match)[MATCH_HANDLER]
+    params = (<tuple>match)[MATCH_PARAMS]
     try:
-        return handler(request)
+        if params is None:
+            return handler(request)
+        return handler(request, **params)
     except BodyError as exc:
         return Response(str(exc).encode(), exc.status, content_type="text/plain")
     except Exception:

@@ -120,7 +120,7 @@ cdef class Worker(Loop):
     cdef bint log_events        # the "fastloop" logger shows DEBUG: log each rejection/timeout
     cdef int events_to_log[64]  # statuses (timeouts as -kind) since the last turn's log flush
     cdef int nevents_to_log
-    cdef object on_rejected     # app._on_rejected(status, client, line, sent), or None: access log
+    cdef object on_rejected     # routes.on_rejected(status, client, line, sent), or None: access log
     cdef fl_rejected rejected_to_log[64]  # core rejections since the last flush, for on_rejected
     cdef int nrejected_to_log
     cdef ConnLimit conn_limit   # None, or shared with the server's other workers

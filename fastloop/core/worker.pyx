@@ -73,7 +73,7 @@ cdef class Worker(Loop):
         self.date_sec = -1
         self.refresh_date()
 
-    def __init__(self, int index, app, JobPool handlers, *, bint is_tcp=True,
+    def __init__(self, int index, routes, JobPool handlers, *, bint is_tcp=True,
                  dict limits=None, dict timeouts=None, ConnLimit conn_limit=None,
                  JobPool ws_pool=None):
         tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
@@ -85,7 +85,8 @@ cdef class Worker(Loop):
         self.buffered_chunked_max = min(self.limits.body_bytes,
                                         <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
         self.log_events = log.isEnabledFor(logging.DEBUG)
-        self.on_rejected = getattr(app, "_on_rejected", None)  # the access log (_observe.py)
+        # routes: the server's RouteTable (fastloop/routes.py); only its public fields are read.
+        self.on_rejected = routes.on_rejected  # the access log (_observe.py)
         self.conn_limit = conn_limit
         if conn_limit is not None:
             # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
@@ -97,7 +98,8 @@ cdef class Worker(Loop):
         # SAFETY: self.handler_pool keeps the pool alive as long as this worker.
         self.handler_pool = handlers
         self.handlers = handlers.c_pool()
-        statics = app._static_responses()
+        # Copied now: a static route or streaming path added later is not seen by this loop.
+        statics = tuple(routes.statics)
         self.static_keep = statics
         self.statics = <fl_static *>malloc(max(1, len(statics)) * sizeof(fl_static))
         if self.statics == NULL:
@@ -111,7 +113,7 @@ cdef class Worker(Loop):
             self.statics[i].body = PyBytes_AS_STRING(body)
             self.statics[i].body_len = PyBytes_GET_SIZE(body)
         self.nstatics = len(statics)
-        streams = [p.encode("latin-1") for p in getattr(app, "_stream_paths", ())]
+        streams = [p.encode("latin-1") for p in routes.stream_paths]
         self.static_keep = (statics, streams)
         self.streams = <fl_static *>malloc(max(1, len(streams)) * sizeof(fl_static))
         if self.streams == NULL:
@@ -123,12 +125,12 @@ cdef class Worker(Loop):
         self.nstreams = len(streams)
         # ASGI: every request with a body streams it to the application (http.request with
         # more_body); bodiless ones still go in batches.
-        self.stream_bodies = bool(getattr(app, "_stream_bodies", False))
+        self.stream_bodies = bool(routes.stream_bodies)
         # Upgrades to WebSockets reach the application instead of being served as HTTP: an
         # ASGI one's on any path, an App's on its WebSocket routes' paths (their handlers run
         # on ws_pool, an asyncio loop of their own, while its HTTP handlers run on threads).
-        self.websockets = bool(getattr(app, "_websockets", False))
-        ws_paths = [p.encode("latin-1") for p in getattr(app, "_ws_routes", ())]
+        self.websockets = bool(routes.websocket_any)
+        ws_paths = [p.encode("latin-1") for p in routes.websocket_routes]
         self.ws_path_keep = ws_paths
         self.ws_paths = <fl_static *>malloc(max(1, len(ws_paths)) * sizeof(fl_static))
         if self.ws_paths == NULL:
