@@ -449,3 +449,20 @@ def test_fastapi_websocket_routes():
         answer = raw_request(server.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert answer.endswith(b'{"ok":true}')
         settled(server)
+
+
+def test_a_decompression_bomb_is_stopped_at_ws_max_size():
+    """A message small on the wire that inflates past ws_max_size: closed with 1009 after at
+    most one step of output (so nothing of its inflated size is kept)."""
+    seen = Seen()
+    with serve_ws(make_echo(seen), app_kw={"ws_max_size": 64 * 1024}) as server:
+        with client(server, compression="deflate") as ws:
+            before = rss_kib()
+            ws.send("a" * (256 << 20))  # 256 MiB of one letter: about 250 KiB deflated
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+        assert ws.close_code == 1009
+        assert rss_kib() - before < 64 * 1024  # (the client's 256 MiB string is gone by now)
+        seen.get()
+        assert seen.get()["code"] == 1009
+        assert settled(server)["ws_errors"] == {"1009": 1}
