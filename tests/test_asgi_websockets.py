@@ -419,14 +419,15 @@ def test_websockets_count_toward_limit_concurrency():
 
 def test_stop_closes_open_websockets():
     with serve_ws(make_echo(), stop_timeout=1.0) as server:
-        ws = client(server, legacy=False).__enter__()
-        ws.send("x")
-        assert ws.recv() == "x"
-        t0 = time.monotonic()
-        server.stop(timeout=1.0)
-        assert time.monotonic() - t0 < 1.5
-        with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=3)
+        with client(server) as ws:
+            ws.send("x")
+            assert ws.recv() == "x"
+            t0 = time.monotonic()
+            server.stop(timeout=1.0)
+            assert time.monotonic() - t0 < 1.5
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=3)
+        assert ws.close_code == 1001  # going away: the server stops
         stats = server.stats()
         assert stats["open"] == 0 and stats["accepted"] == stats["closed"]
 
