@@ -166,15 +166,21 @@ cdef class AsgiCall:
                     self.out.flush(j, MSG_F_END | END_MORE, self.answered)
                     return
         finally:
-            j.owner = NULL
-            self.j = NULL
-            fl_job_release(j)
-            if self.task is not None:
-                self.bridge.running.discard(self.task)
-                self.task = None
-            if self.out.len == 0 and len(self.bridge.spare) < 64:
-                self.bridge.spare.append(self.out)
-            self.out = None
+            self.give_back()
+
+    cdef void give_back(self) noexcept:
+        """The call is over: the job goes back to its loop (the handler's reference), the task
+        leaves the running set, the Responder goes back to the spares if empty."""
+        cdef fl_job *j = self.j
+        j.owner = NULL
+        self.j = NULL
+        fl_job_release(j)
+        if self.task is not None:
+            self.bridge.running.discard(self.task)
+            self.task = None
+        if self.out is not None and self.out.len == 0 and len(self.bridge.spare) < 64:
+            self.bridge.spare.append(self.out)
+        self.out = None
 
     cdef str request_name(self):
         cdef fl_jobreq *q = &self.j.reqs[self.k]

@@ -209,13 +209,7 @@ cdef class AsgiWsCall(AsgiCall):
                 self.bridge.handled += 1
                 self.post_end()
         finally:
-            j.owner = NULL
-            self.j = NULL
-            fl_job_release(j)
-            if self.task is not None:
-                self.bridge.running.discard(self.task)
-                self.task = None
-            self.out = None
+            self.give_back()
         if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
             raise StopIteration  # handled: the task ends normally
         raise exc

@@ -328,33 +328,53 @@ cdef int fl_job_give_body(fl_job *j, const char *p, size_t n, int end) noexcept 
     """The loop's side of a streaming body: appends n bytes (end: 0, 1 or -status). Returns
     1 when the handler holds FL_HIGH_WATER or more untaken (stop reading), 0, or -1 without
     memory."""
-    cdef void *q
-    cdef size_t cap
-    cdef int rc = 0
+    cdef int rc
     pthread_mutex_lock(&j.lock)
     if n:
-        if j.body_n + n > j.body_cap:
-            cap = j.body_cap * 2 if j.body_cap else 65536
-            while cap < j.body_n + n:
-                cap *= 2
-            q = realloc(j.body, cap)
-            if q == NULL:
-                pthread_mutex_unlock(&j.lock)
-                return -1
-            j.body = <char *>q
-            j.body_cap = cap
+        if fl_job_body_reserve(j, n, 65536) < 0:
+            pthread_mutex_unlock(&j.lock)
+            return -1
         memcpy(j.body + j.body_n, p, n)
         j.body_n += n
     if end:
         j.body_end = end
+    rc = fl_job_body_given(j)
+    pthread_mutex_unlock(&j.lock)
+    return rc
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef int fl_job_body_given(fl_job *j) noexcept nogil:
+    """Under j.lock, after body bytes were appended: wakes a waiting reader; 1 when the
+    reader holds FL_HIGH_WATER or more untaken (the loop stops reading), else 0."""
+    cdef int rc = 0
     if j.body_n >= FL_HIGH_WATER:
         j.body_paused = 1
         rc = 1
     if j.wait_body:
         j.wait_body = 0
         fl_job_wake(j)
-    pthread_mutex_unlock(&j.lock)
     return rc
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef int fl_job_body_reserve(fl_job *j, size_t n, size_t first) noexcept nogil:
+    """Under j.lock: room for n more body bytes (doubling, from first bytes). 0, or -1."""
+    cdef void *q
+    cdef size_t cap
+    if j.body_n + n <= j.body_cap:
+        return 0
+    cap = j.body_cap * 2 if j.body_cap else first
+    while cap < j.body_n + n:
+        cap *= 2
+    q = realloc(j.body, cap)
+    if q == NULL:
+        return -1
+    j.body = <char *>q
+    j.body_cap = cap
+    return 0
 
 
 @cython.linetrace(False)

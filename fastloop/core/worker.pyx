@@ -62,6 +62,18 @@ cdef inline uint64_t fl_token(fl_conn *c) noexcept nogil:
     return (<uint64_t>c.gen << 32) | c.slot
 
 
+cdef fl_static *exact_paths(list paths) except NULL:
+    """A malloc'd table of exact paths for fl_match_path (only .path is set). SAFETY: it
+    points into the bytes of paths, which the caller keeps alive as long as the table."""
+    cdef fl_static *table = <fl_static *>malloc(max(1, len(paths)) * sizeof(fl_static))
+    if table == NULL:
+        raise MemoryError()
+    for i, path in enumerate(paths):
+        table[i].path = PyBytes_AS_STRING(path)
+        table[i].path_len = PyBytes_GET_SIZE(path)
+    return table
+
+
 cdef class Worker(Loop):
     """An event loop that owns connections. Built by Server; run() blocks its thread."""
 
@@ -115,13 +127,7 @@ cdef class Worker(Loop):
         self.nstatics = len(statics)
         streams = [p.encode("latin-1") for p in routes.stream_paths]
         self.static_keep = (statics, streams)
-        self.streams = <fl_static *>malloc(max(1, len(streams)) * sizeof(fl_static))
-        if self.streams == NULL:
-            raise MemoryError()
-        for i, path in enumerate(streams):
-            # SAFETY: kept alive in self.static_keep, like the static routes.
-            self.streams[i].path = PyBytes_AS_STRING(path)
-            self.streams[i].path_len = PyBytes_GET_SIZE(path)
+        self.streams = exact_paths(streams)
         self.nstreams = len(streams)
         # ASGI: every request with a body streams it to the application (http.request with
         # more_body); bodiless ones still go in batches.
@@ -132,13 +138,7 @@ cdef class Worker(Loop):
         self.websockets = bool(routes.websocket_any)
         ws_paths = [p.encode("latin-1") for p in routes.websocket_routes]
         self.ws_path_keep = ws_paths
-        self.ws_paths = <fl_static *>malloc(max(1, len(ws_paths)) * sizeof(fl_static))
-        if self.ws_paths == NULL:
-            raise MemoryError()
-        for i, path in enumerate(ws_paths):
-            # SAFETY: kept alive in self.ws_path_keep, like the static routes.
-            self.ws_paths[i].path = PyBytes_AS_STRING(path)
-            self.ws_paths[i].path_len = PyBytes_GET_SIZE(path)
+        self.ws_paths = exact_paths(ws_paths)
         self.nws_paths = len(ws_paths)
         if ws_paths:
             self.websockets = True

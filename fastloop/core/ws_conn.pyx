@@ -56,21 +56,13 @@ cdef int fl_job_give_record(fl_job *j, int kind, int flags, const uint8_t *p, si
     """The loop's side of a WebSocket job: appends one record (a close record ends the body).
     Returns 1 when the application holds FL_HIGH_WATER or more untaken, 0, or -1 without
     memory."""
-    cdef void *q
-    cdef size_t cap, need = FL_WS_RECORD_HEAD + n
+    cdef size_t need = FL_WS_RECORD_HEAD + n
     cdef char *at
-    cdef int rc = 0
+    cdef int rc
     pthread_mutex_lock(&j.lock)
-    if j.body_n + need > j.body_cap:
-        cap = j.body_cap * 2 if j.body_cap else 4096
-        while cap < j.body_n + need:
-            cap *= 2
-        q = realloc(j.body, cap)
-        if q == NULL:
-            pthread_mutex_unlock(&j.lock)
-            return -1
-        j.body = <char *>q
-        j.body_cap = cap
+    if fl_job_body_reserve(j, need, 4096) < 0:
+        pthread_mutex_unlock(&j.lock)
+        return -1
     at = j.body + j.body_n
     at[0] = <char>kind
     at[1] = <char>flags
@@ -83,12 +75,7 @@ cdef int fl_job_give_record(fl_job *j, int kind, int flags, const uint8_t *p, si
     j.body_n += need
     if kind == FL_WS_CLOSE:
         j.body_end = 1
-    if j.body_n >= FL_HIGH_WATER:
-        j.body_paused = 1
-        rc = 1
-    if j.wait_body:
-        j.wait_body = 0
-        fl_job_wake(j)
+    rc = fl_job_body_given(j)
     pthread_mutex_unlock(&j.lock)
     return rc
 
