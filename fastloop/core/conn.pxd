@@ -1,7 +1,7 @@
 # The per-connection C struct and its state machine. Only its owning worker thread ever
 # touches it.
 #
-# Theory of operation. A connection is in one of four states (below), and its flags say what
+# Theory of operation. A connection is in one of five states (below), and its flags say what
 # the state alone does not. Every event ends in conn_settle (closing.pyx), which flushes it,
 # then puts it on the timer its state needs, lingers or closes it. The state x event table
 # (-> the state it takes; the function that makes the change):
@@ -16,9 +16,11 @@
 #                  route -> IN_HANDLER
 #                  (conn_start_job); staged
 #                  requests -> IN_HANDLER
-#                  (conn_end_process); bad
-#                  input: 4xx, CLOSE_AFTER
-#                  (conn_reject)
+#                  (conn_end_process); a
+#                  WebSocket upgrade ->
+#                  IN_HANDLER (conn_ws_
+#                  upgrade); bad input: 4xx,
+#                  CLOSE_AFTER (conn_reject)
 #   READ_BODY      body complete: answered  -                          BODY: 408, close
 #                  or staged -> READ_HEAD
 #   IN_HANDLER     streaming: the body to   queued, then output        BODY (streaming): the
@@ -29,6 +31,12 @@
 #                                           client reads
 #   CLOSING        discarded until EOF,     -                          LINGER: close
 #                  then close
+#   WEBSOCKET      frames parsed, pieces    frames out; MSG_WS_CLOSE:  WS_PING: a ping; WS_PONG:
+#                  to the job as records,   our close frame; MSG_END   close; WS_CLOSE: our
+#                  pings answered; a close  (the app is done): close   close if the app never
+#                  or bad frame: the close  frame unless sent (conn_   took the peer's, else
+#                  record, reading stops    ws_job_done)               close (conn_ws_timer)
+#                  (conn_ws_read, ws_conn.pyx); reached from IN_HANDLER by MSG_WS_OPEN
 #
 # In every state: writable -> flush (conn_flush); output left -> the WRITE timer; CLOSE_AFTER
 # and nothing left to send (and no handler) -> CLOSING when input may be left unread (linger:
@@ -37,8 +45,10 @@
 #
 # Invariants, checked after every event in a FASTLOOP_DEBUG=1 build (conn_check.pyx):
 #   - a free slot (fd -1) has no job, timer, queued answer, file or buffer;
-#   - c.job is set exactly while IN_HANDLER; STREAM and JOB_WAITS only while IN_HANDLER;
-#     BODY_FULL only with STREAM; CLOSING only with CLOSE_AFTER;
+#   - c.job is set while IN_HANDLER, and otherwise only on a WebSocket (c.ws: WEBSOCKET, or
+#     CLOSING one) whose application runs; c.ws exactly while WEBSOCKET or closing one;
+#     STREAM and JOB_WAITS only while IN_HANDLER; BODY_FULL only with STREAM or on a
+#     WebSocket; CLOSING only with CLOSE_AFTER;
 #   - each buffer has start <= end <= cap, and no capacity without a block;
 #   - the answer queue has a head exactly when it has a tail; file_end only with a file;
 #   - a connection on a timer is linked into its kind's list, one on none is on no list;
