@@ -270,33 +270,14 @@ cdef class AsgiCall:
                 return message
             await self.wait("recv")
 
-    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
-    @cython.profile(False)
     cdef object take_body(self):
         """An http.request message with the body bytes that arrived, DISCONNECT when the body
         can never complete, or None (the job's wait_body flag set: a wake-up will come)."""
-        cdef fl_job *j = self.j
-        cdef char *data = NULL
+        cdef char *data
         cdef size_t n = 0
         cdef int end = 0, gone = 0
-        cdef bint resume = False
         with nogil:
-            pthread_mutex_lock(&j.lock)
-            if j.body_n:
-                data = j.body  # all of it: the buffer changes hands
-                n = j.body_n
-                j.body = NULL
-                j.body_n = j.body_cap = 0
-            end = j.body_end
-            gone = j.gone
-            if n == 0 and end == 0 and not gone:
-                j.wait_body = 1
-            if j.body_paused and j.body_n < FL_LOW_WATER:
-                j.body_paused = 0
-                resume = True
-            pthread_mutex_unlock(&j.lock)
-            if resume:
-                fl_job_post(j, fl_msg_new(0, MSG_READ))
+            data = fl_job_take_body(self.j, &n, &end, &gone)  # all of it: it changes hands
         if n:
             try:
                 body = PyBytes_FromStringAndSize(data, n)

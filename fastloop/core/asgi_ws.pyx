@@ -341,35 +341,20 @@ cdef class AsgiWsCall(AsgiCall):
                         "text": PyUnicode_DecodeUTF8(<const char *>r, n, NULL)}
             return {"type": "websocket.receive", "bytes": PyBytes_FromStringAndSize(<const char *>r, n)}
 
-    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
-    @cython.profile(False)
     cdef bint take_records(self):
         """Swaps the job's records in (what is left of the last batch is done). False when
         there are none (the job's wait_body flag is then set: a wake-up will come)."""
         cdef fl_job *j = self.j
-        cdef char *data = NULL
+        cdef char *data
         cdef size_t n = 0
-        cdef bint resume = False
+        cdef int end = 0, gone = 0
         if j == NULL:
             return False
         free(self.recs)
         self.recs = NULL
         self.recs_len = self.recs_pos = 0
         with nogil:
-            pthread_mutex_lock(&j.lock)
-            if j.body_n:
-                data = j.body
-                n = j.body_n
-                j.body = NULL
-                j.body_n = j.body_cap = 0
-            elif not j.gone:
-                j.wait_body = 1
-            if j.body_paused:
-                j.body_paused = 0
-                resume = True
-            pthread_mutex_unlock(&j.lock)
-            if resume:
-                fl_job_post(j, fl_msg_new(0, MSG_READ))
+            data = fl_job_take_body(j, &n, &end, &gone)
         self.recs = data
         self.recs_len = n
         return n != 0

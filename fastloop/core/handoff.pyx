@@ -379,6 +379,35 @@ cdef int fl_job_body_reserve(fl_job *j, size_t n, size_t first) noexcept nogil:
 
 @cython.linetrace(False)
 @cython.profile(False)
+cdef char *fl_job_take_body(fl_job *j, size_t *n, int *end, int *gone) noexcept nogil:
+    """The handler's side (asyncio): every body byte received and not yet taken, as a buffer
+    that changes hands (the caller frees it; NULL and n 0 when none), with the body's end
+    (0, 1 or -status) and whether the connection is gone. With nothing to take and more to
+    come, the job's wait_body flag is set: a wake-up will come. Reading resumes (MSG_READ)
+    if it had stopped for this reader."""
+    cdef char *data = NULL
+    cdef bint resume = False
+    pthread_mutex_lock(&j.lock)
+    n[0] = j.body_n
+    if j.body_n:
+        data = j.body
+        j.body = NULL
+        j.body_n = j.body_cap = 0
+    end[0] = j.body_end
+    gone[0] = j.gone
+    if n[0] == 0 and end[0] == 0 and not j.gone:
+        j.wait_body = 1
+    if j.body_paused and j.body_n < FL_LOW_WATER:
+        j.body_paused = 0
+        resume = True
+    pthread_mutex_unlock(&j.lock)
+    if resume:
+        fl_job_post(j, fl_msg_new(0, MSG_READ))
+    return data
+
+
+@cython.linetrace(False)
+@cython.profile(False)
 cdef bint fl_job_body_read(fl_job *j) noexcept nogil:
     """A streaming route's body arrived whole and the handler took all of it."""
     cdef bint done
