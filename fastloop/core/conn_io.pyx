@@ -187,6 +187,29 @@ cdef int conn_io_failed(Worker self, fl_conn *c, int err) noexcept nogil:
     return FL_IO_CLOSED
 
 
+cdef inline ssize_t conn_recv(Worker self, fl_conn *c, size_t *space) noexcept nogil:
+    """One read into c's read buffer, grown as needed (space: the room it had): the bytes
+    read, counted; 0 at EOF; -1 when nothing more is to be read now (EAGAIN) or c was closed
+    (no memory, or an error: counted). The three read loops of a connection (requests, a
+    streaming body, WebSocket frames) read through here."""
+    cdef ssize_t n
+    while True:
+        if rbuf_ensure(self, c, 1) < 0:
+            self.count_errno(self.counters.io_errors, ENOMEM)
+            conn_close(self, c)
+            return -1
+        space[0] = c.rb.cap - c.rb.end
+        n = recv(c.fd, c.rb.p + c.rb.end, space[0], 0)
+        if n > 0:
+            c.rb.end += <uint32_t>n
+            self.counters.bytes_in += n
+            return n
+        if n == 0:
+            return 0
+        if conn_io_failed(self, c, errno) != FL_IO_RETRY:
+            return -1  # EAGAIN: drained; anything else closed c
+
+
 cdef int rbuf_ensure(Worker self, fl_conn *c, size_t need) noexcept nogil:
     """Makes room for need more bytes after c.rb.end. Returns 0, or -1 when out of memory."""
     # SAFETY: compacting moves the live bytes: the parsed spans of earlier requests are no

@@ -200,17 +200,11 @@ cdef void conn_read_body(Worker self, fl_conn *c) noexcept nogil:
     """Reads a streaming route's body from the socket for its handler, until EAGAIN, the
     end of the body, or the handler holding enough (it posts MSG_READ to resume)."""
     cdef ssize_t n
-    cdef int err
+    cdef size_t space
     cdef int64_t budget = FL_READ_BUDGET
     while True:
-        if rbuf_ensure(self, c, 1) < 0:
-            self.count_errno(self.counters.io_errors, ENOMEM)
-            conn_close(self, c)
-            return
-        n = recv(c.fd, c.rb.p + c.rb.end, c.rb.cap - c.rb.end, 0)
+        n = conn_recv(self, c, &space)
         if n > 0:
-            c.rb.end += <uint32_t>n
-            self.counters.bytes_in += n
             if conn_deliver_body(self, c):
                 c.flags |= CONN_F_READ_MORE  # the rest waits for the handler or its answer
                 return
@@ -223,8 +217,6 @@ cdef void conn_read_body(Worker self, fl_conn *c) noexcept nogil:
             c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
             return
         else:
-            if conn_io_failed(self, c, errno) == FL_IO_RETRY:
-                continue
             return  # EAGAIN: drained; anything else closed c
 
 

@@ -432,15 +432,8 @@ cdef class Worker(Loop):
             if rc == FL_PROC_STOP or c.fd < 0:
                 return
         while True:
-            if rbuf_ensure(self, c, 1) < 0:
-                self.count_errno(self.counters.io_errors, ENOMEM)
-                conn_close(self, c)
-                return
-            space = c.rb.cap - c.rb.end
-            n = recv(c.fd, c.rb.p + c.rb.end, space, 0)
+            n = conn_recv(self, c, &space)
             if n > 0:
-                c.rb.end += <uint32_t>n
-                self.counters.bytes_in += n
                 rc = self.conn_process(c)
                 if rc == FL_PROC_PY:
                     if (c.flags & CONN_F_STREAM) and c.state == CONN_IN_HANDLER:
@@ -467,8 +460,6 @@ cdef class Worker(Loop):
                 c.flags |= CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER
                 return
             else:
-                if conn_io_failed(self, c, errno) == FL_IO_RETRY:
-                    continue
                 return  # EAGAIN: drained; anything else closed c
 
     cdef int conn_process(self, fl_conn *c) noexcept nogil:

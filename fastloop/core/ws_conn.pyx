@@ -328,6 +328,7 @@ cdef void conn_ws_read(Worker self, fl_conn *c, int mask) noexcept nogil:
     (MSG_READ resumes), or a close."""
     cdef fl_ws_conn *ws = <fl_ws_conn *>c.ws
     cdef ssize_t n
+    cdef size_t space
     cdef int64_t budget = FL_READ_BUDGET
     if c.flags & (CONN_F_BODY_FULL | CONN_F_CLOSE_AFTER) or ws.close_rcvd:
         c.flags |= CONN_F_READ_MORE
@@ -336,14 +337,8 @@ cdef void conn_ws_read(Worker self, fl_conn *c, int mask) noexcept nogil:
         c.flags |= CONN_F_READ_MORE
         return
     while True:
-        if rbuf_ensure(self, c, 1) < 0:
-            self.count_errno(self.counters.io_errors, ENOMEM)
-            conn_close(self, c)
-            return
-        n = recv(c.fd, c.rb.p + c.rb.end, c.rb.cap - c.rb.end, 0)
+        n = conn_recv(self, c, &space)
         if n > 0:
-            c.rb.end += <uint32_t>n
-            self.counters.bytes_in += n
             if conn_ws_frames(self, c):
                 if c.fd >= 0:
                     c.flags |= CONN_F_READ_MORE
@@ -361,9 +356,7 @@ cdef void conn_ws_read(Worker self, fl_conn *c, int mask) noexcept nogil:
             c.flags |= CONN_F_CLOSE_AFTER
             return
         else:
-            if conn_io_failed(self, c, errno) == FL_IO_RETRY:
-                continue
-            return
+            return  # EAGAIN: drained; anything else closed c
 
 
 cdef void conn_ws_message(Worker self, fl_conn *c, fl_msg *m) noexcept nogil:
