@@ -114,6 +114,10 @@ cdef void conn_pump(Worker self, fl_conn *c) noexcept nogil:
             c.outq_tail = NULL
         flags = m.flags
         if m.kind == MSG_DATA:
+            if m.off:
+                # Its handler sent these bytes of the answer itself (fl_job_send).
+                self.counters.bytes_out += <uint64_t>m.off
+                c.flags |= CONN_F_ANSWERED
             if (flags & MSG_WS_FRAME) and c.ws != NULL and (<fl_ws_conn *>c.ws).close_sent:
                 pass  # a frame after our close frame: never sent (RFC 6455 5.5.1)
             elif m.len:

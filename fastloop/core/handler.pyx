@@ -22,7 +22,7 @@ from time import perf_counter_ns as _perf_ns
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memmove, strlen
 from posix.unistd cimport dup
 
 
@@ -178,6 +178,7 @@ cdef class Responder:
     # counted. "Sent" means posted: a client that vanishes mid-body may not receive all of it.
     cdef int64_t sent
     cdef dict peers     # the clients' addresses of the connections it answered (peer_address)
+    cdef int64_t direct  # bytes of the job at hand it sent itself, not yet told to the loop
 
     def __cinit__(self):
         self.date_sec = -1
@@ -206,8 +207,18 @@ cdef class Responder:
         return self.buf + self.len
 
     cdef void flush(self, fl_job *j, int flags, int answered) except *:
-        """Posts what was gathered (with flags, MSG_F_END for the last message of the job)."""
+        """Sends what was gathered straight to the client as far as the loop lets this thread
+        (fl_job_send), and posts the rest (with flags, MSG_F_END for the last message of the
+        job): the loop sends it after those bytes, and counts them."""
         cdef fl_msg *m
+        cdef size_t n
+        if self.len:
+            n = fl_job_send(j, self.buf, self.len)
+            if n:
+                self.direct += n
+                self.len -= n
+                if self.len:
+                    memmove(self.buf, self.buf + n, self.len)
         if self.len == 0 and not flags:
             return
         m = fl_msg_new(0, MSG_DATA)
@@ -232,6 +243,8 @@ cdef class Responder:
             self.len = 0
         m.flags = flags
         m.count = answered
+        m.off = self.direct
+        self.direct = 0
         fl_job_post(j, m)
 
     cdef void answer(self, HandlerPool pool, fl_job *j) except *:

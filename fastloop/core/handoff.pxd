@@ -41,7 +41,8 @@ ctypedef struct fl_msg:
     char *data
     size_t len
     int fd
-    int64_t off
+    int64_t off         # MSG_FILE: where to start; MSG_DATA: answer bytes the handler sent
+                        # itself before this message (fl_job_send), for the loop's counts
     int64_t count
 
 ctypedef struct fl_inbox:
@@ -88,6 +89,10 @@ ctypedef struct fl_job:
     pthread_cond_t cond
     int fd              # the connection's socket while it is open, else -1 (for addresses)
     int gone            # the connection closed: producing more is pointless
+    int direct          # the handler may send its answer on fd itself (fl_job_send): set by
+                        # the loop when it queues the job with nothing unsent on the
+                        # connection; cleared for good by the first message the loop must
+                        # send (fl_job_post) or a send that did not take every byte
     uint64_t posted     # answer bytes the handler posted
     uint64_t sent       # answer bytes the loop wrote to the socket
     int wait_room       # the handler waits for sent to catch up with posted

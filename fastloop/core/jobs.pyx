@@ -101,12 +101,16 @@ cdef int conn_end_process(Worker self, fl_conn *c, int rc) noexcept nogil:
     c.state = CONN_IN_HANDLER
     c.job = j
     c.flags &= ~CONN_F_ANSWERED
-    queue_job(self, j)
+    queue_job(self, j, not fl_has_output(c))
     return FL_PROC_PY
 
 
-cdef void queue_job(Worker self, fl_job *j) noexcept nogil:
+cdef void queue_job(Worker self, fl_job *j, bint direct) noexcept nogil:
+    """Queues j at the end of this turn. direct: nothing is unsent on its connection, so its
+    handler may send the answer itself (fl_job_send). The job is the loop's alone here: it
+    is on no queue, and its handler's reference, if it had one, was dropped."""
     j.pool = self.handlers  # where its handler waits (fl_job_wake)
+    j.direct = direct
     j.next = NULL
     if self.jobs_last != NULL:
         self.jobs_last.next = j
@@ -138,7 +142,7 @@ cdef int conn_start_job(Worker self, fl_conn *c) noexcept nogil:
     c.job = j
     c.state = CONN_IN_HANDLER
     c.flags &= ~CONN_F_ANSWERED
-    queue_job(self, j)
+    queue_job(self, j, not fl_has_output(c))
     if stream:
         # The head is in the job: drop it, so the body starts at rpos.
         c.rb.start += c.head_len
@@ -283,4 +287,4 @@ cdef void conn_resume_job(Worker self, fl_conn *c) noexcept nogil:
     if c.wb.end - c.wb.start < FL_LOW_WATER and c.file_fd < 0 and c.outq == NULL:
         c.flags &= ~CONN_F_JOB_WAITS
         fl_atomic_add_int(&c.job.refs, 1)  # the handler's reference, again
-        queue_job(self, c.job)
+        queue_job(self, c.job, not fl_has_output(c))

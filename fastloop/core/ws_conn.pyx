@@ -121,7 +121,7 @@ cdef int conn_ws_upgrade(Worker self, fl_conn *c) noexcept nogil:
         j.pool = self.ws_pool
         fl_pool_push(self.ws_pool, j, j, 1)
     else:
-        queue_job(self, j)
+        queue_job(self, j, False)  # frames and pings of the loop's own may come first
     return 0
 
 

@@ -10,6 +10,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int shutdown(int fd, int how)
     int SHUT_WR
     int MSG_NOSIGNAL
+    int MSG_DONTWAIT
 
 
 cdef extern from "<errno.h>" nogil:
