@@ -549,8 +549,12 @@ cdef fl_job *fl_pool_take(fl_pool *p) noexcept nogil:
         if p.head == NULL:
             p.tail = NULL
         j.next = NULL
-        if p.head != NULL and p.idle and not p.watching:
-            pthread_cond_signal(&p.cond)
+        if p.head != NULL:
+            # Others are queued behind it: its answer goes through the loop with theirs, one
+            # wake-up for all (direct sends pay off for the client who is alone).
+            j.direct = 0
+            if p.idle and not p.watching:
+                pthread_cond_signal(&p.cond)
     pthread_mutex_unlock(&p.lock)
     return j
 
