@@ -800,7 +800,7 @@ def docs_page(data: dict, md_text: str) -> str:
         "the server's whole process group during the run divided by the responses received, "
         "so it is not capped by the load generator's core. Servers take turns (A, B, C, ... "
         "repeated); figures are medians with the spread over rounds. Rerun it with:\n\n"
-        "```\npython -m benchmarks --install-peers   # once, to install the peers\n"
+        "```\npython -m benchmarks --install-peers   # once: installs the peers, then runs\n"
         "python -m benchmarks                   # full run, rewrites this page\n"
         "python -m benchmarks --quick           # a minute or two\n```\n\n"
         "Read the figures with their caveats: loopback only, so the kernel's TCP stack is a "
@@ -830,7 +830,8 @@ def parse_args(argv):
     p.add_argument("--scenarios", help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all)")
     p.add_argument("--no-wrk", action="store_true", help="skip the wrk cross-check")
     p.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
-                   help="rewrite docs/benchmarks.md (default: on for a full run of everything)")
+                   help="rewrite docs/benchmarks.md (default: on for a full run of everything, "
+                        "off when it installs the peers first)")
     p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV, help="the peers' virtualenv")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     p.add_argument("--server-core", type=int, default=0)
@@ -936,7 +937,9 @@ def main(argv=None) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = args.out / f"results-{data['mode']}-{stamp}"
     base.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
-    whole = not args.quick and not args.servers and not args.scenarios
+    # A run that installed the peers first is a setup run, not the quiet one the page should
+    # show: it rewrites docs/benchmarks.md only when asked to (--docs).
+    whole = not args.quick and not args.servers and not args.scenarios and not args.install_peers
     log(f"{len(records)} runs in {data['elapsed_s']:.0f} s")
     return write_outputs(data, args, base, args.docs or (args.docs is None and whole))
 
