@@ -37,7 +37,7 @@
 
 cimport cython
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from posix.unistd cimport close, write
 
 
@@ -413,20 +413,37 @@ cdef int fl_job_body_reserve(fl_job *j, size_t n, size_t first) noexcept nogil:
 @cython.linetrace(False)
 @cython.profile(False)
 cdef char *fl_job_take_body(fl_job *j, size_t *n, int *end, int *gone) noexcept nogil:
-    """The handler's side (asyncio): every body byte received and not yet taken, as a buffer
-    that changes hands (the caller frees it; NULL and n 0 when none), with the body's end
-    (0, 1 or -status) and whether the connection is gone. With nothing to take and more to
-    come, the job's wait_body flag is set: a wake-up will come. Reading resumes (MSG_READ)
-    if it had stopped for this reader."""
+    """The handler's side (asyncio): every body byte received and not yet taken; see
+    fl_job_take_body_part."""
+    return fl_job_take_body_part(j, <size_t>-1, n, end, gone)
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef char *fl_job_take_body_part(fl_job *j, size_t most, size_t *n, int *end, int *gone) noexcept nogil:
+    """The handler's side: up to most of the body bytes received and not yet taken, as a
+    buffer the caller frees (NULL and n 0 when none, or without memory for a part). All of
+    them change hands without a copy. With them: the body's end (0, 1 or -status) once
+    nothing is left untaken, and whether the connection is gone. With nothing to take and
+    more to come, the job's wait_body flag is set: a wake-up will come (fl_job_wake). Reading
+    resumes (MSG_READ) if it had stopped for this reader."""
     cdef char *data = NULL
     cdef bint resume = False
     pthread_mutex_lock(&j.lock)
-    n[0] = j.body_n
-    if j.body_n:
+    n[0] = 0
+    if j.body_n and j.body_n <= most:
         data = j.body
+        n[0] = j.body_n
         j.body = NULL
         j.body_n = j.body_cap = 0
-    end[0] = j.body_end
+    elif j.body_n:
+        data = <char *>malloc(most)
+        if data != NULL:
+            n[0] = most
+            memcpy(data, j.body, most)
+            memmove(j.body, j.body + most, j.body_n - most)
+            j.body_n -= most
+    end[0] = j.body_end if j.body_n == 0 else 0
     gone[0] = j.gone
     if n[0] == 0 and end[0] == 0 and not j.gone:
         j.wait_body = 1
@@ -437,6 +454,18 @@ cdef char *fl_job_take_body(fl_job *j, size_t *n, int *end, int *gone) noexcept 
     if resume:
         fl_job_post(j, fl_msg_new(0, MSG_READ))
     return data
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef void fl_job_wait_body(fl_job *j) noexcept nogil:
+    """A handler thread's side: waits (on the job's condition variable) until body bytes
+    are there to take, the body has ended or failed, or the connection is gone."""
+    pthread_mutex_lock(&j.lock)
+    while j.body_n == 0 and j.body_end == 0 and not j.gone:
+        j.wait_body = 1
+        pthread_cond_wait(&j.cond, &j.lock)
+    pthread_mutex_unlock(&j.lock)
 
 
 @cython.linetrace(False)

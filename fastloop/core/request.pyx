@@ -9,8 +9,7 @@ cimport cython
 from urllib.parse import parse_qsl as _parse_qsl
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memmove
+from libc.stdlib cimport free
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 
@@ -66,8 +65,6 @@ cdef class Request:
                 return
             yield piece
 
-    @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
-    @cython.profile(False)
     cdef bytes read_body(self, size_t size):
         """At most size of the body bytes that have arrived (waiting for some), or b"" at its
         end."""
@@ -75,40 +72,17 @@ cdef class Request:
         cdef char *data = NULL
         cdef size_t n = 0
         cdef int end = 0, gone = 0
-        cdef bint resume = False
         if j == NULL:
             raise ConnectionError("the request is over: its body can only be read by its handler")
         if not self._continue_asked:
             self._continue_asked = True
             if (j.reqs[0].req_flags & FL_REQ_EXPECT_CONTINUE) and not (j.reqs[0].req_flags & FL_REQ_HTTP10):
                 fl_job_post(j, fl_msg_new(0, MSG_CONTINUE))  # now the handler wants the body
-        # SAFETY: the job lives while this Request holds it; the loop appends under the lock,
-        # and the buffer taken here is ours alone once the lock is released.
+        # SAFETY: the job lives while this Request holds it (the loop appends under its lock),
+        # and the buffer taken is ours alone.
         with nogil:
-            pthread_mutex_lock(&j.lock)
-            while j.body_n == 0 and j.body_end == 0 and not j.gone:
-                j.wait_body = 1
-                pthread_cond_wait(&j.cond, &j.lock)
-            if j.body_n <= size:
-                data = j.body  # all of it: the buffer changes hands
-                n = j.body_n
-                j.body = NULL
-                j.body_n = j.body_cap = 0
-            else:
-                data = <char *>malloc(size)
-                if data != NULL:
-                    n = size
-                    memcpy(data, j.body, n)
-                    memmove(j.body, j.body + n, j.body_n - n)
-                    j.body_n -= n
-            end = j.body_end if j.body_n == 0 else 0
-            gone = j.gone
-            if j.body_paused and j.body_n < FL_LOW_WATER:
-                j.body_paused = 0
-                resume = True
-            pthread_mutex_unlock(&j.lock)
-            if resume:
-                fl_job_post(j, fl_msg_new(0, MSG_READ))
+            fl_job_wait_body(j)
+            data = fl_job_take_body_part(j, size, &n, &end, &gone)
         try:
             if n:
                 return PyBytes_FromStringAndSize(data, n)
