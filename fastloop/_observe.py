@@ -49,8 +49,20 @@ class ObservedApp(App):
         """The inner app's table, every handler watched; with take_statics, no static route
         is left to C. Compiled when the server starts: see RouteTable.wrapped for what is
         copied then."""
-        return self.inner.route_table().wrapped(self._watched, statics=not self.take_statics,
-                                                on_rejected=self._on_rejected)
+        table = self.inner.route_table().wrapped(self._watched, statics=not self.take_statics,
+                                                 on_rejected=self._on_rejected)
+        return table.replace(websocket_wrap=self._watched_websockets(table.websocket_wrap))
+
+    def _watched_websockets(self, inner_wrap: Optional[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+        """Wraps the ASGI application of the WebSocket routes so that each handshake is
+        observed too (101, or the refusal), as for ASGI applications."""
+        from .asgi_front import ObserveMiddleware  # (asgi_front imports this module)
+
+        def wrap(app: Any) -> Any:
+            if inner_wrap is not None:
+                app = inner_wrap(app)
+            return ObserveMiddleware(app, self.observers, active=self._active)
+        return wrap
 
     def _on_rejected(self, status: int, client: Any, line: str, sent: int) -> None:
         """Called by an event loop (with the GIL, after its turn) for each request the core

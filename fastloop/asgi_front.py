@@ -54,7 +54,7 @@ class _ScopeRequest:
 
     def __init__(self, scope: dict) -> None:
         self.scope = scope
-        self.method = scope["method"]
+        self.method = scope.get("method", "GET")  # (a websocket scope's upgrade was a GET)
         self.path = scope["path"]
         self.query = scope["query_string"].decode("latin-1")
         self.version = "HTTP/" + scope["http_version"]
@@ -90,7 +90,13 @@ class ObserveMiddleware:
         return out
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or (self.active is not None and not self.active()):
+        if self.active is not None and not self.active():
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -132,3 +138,47 @@ class ObserveMiddleware:
             log_line(500 if status is None else status)
             raise
         log_line(500 if status is None else status)
+
+    async def _websocket(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """A WebSocket is observed once, when its handshake is decided, as the request it
+        was: 101 once accepted (the time to accept as its duration), 403 when refused, the
+        application's own status for a websocket.http.response, 500 when it failed first."""
+        start = time.perf_counter()
+        status: Optional[int] = None
+        sent = 0
+        observed = False
+
+        def observe(code: int) -> None:
+            nonlocal observed
+            if observed:
+                return
+            observed = True
+            request = _ScopeRequest(scope)
+            seconds = time.perf_counter() - start
+            for observer in self.observers:
+                observer(request, code, sent, seconds)
+
+        async def observed_send(message: dict) -> None:
+            nonlocal status, sent
+            kind = message.get("type")
+            if status is None:
+                if kind == "websocket.accept":
+                    status = 101
+                    observe(status)
+                elif kind == "websocket.close":
+                    status = 403
+                    observe(status)
+                elif kind == "websocket.http.response.start":
+                    status = message.get("status", 500)
+            await send(message)
+            if kind == "websocket.http.response.body":
+                sent += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    observe(status or 500)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        except BaseException:
+            observe(500 if status is None else status)
+            raise
+        observe(403 if status is None else status)  # returned unaccepted: the core refuses it

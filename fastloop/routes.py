@@ -24,6 +24,9 @@ and gives that one object to every event loop (core/worker.pyx) and to the handl
                 upgrades valid WebSocket requests for these paths (copied at start), and the
                 Server runs their handlers on an asyncio loop (fastloop/websocket.py).
   websocket_any every valid WebSocket upgrade, on any path, goes to the application (ASGI).
+  websocket_wrap  wrap(asgi_app) -> asgi_app, or None: put around the ASGI application that
+                runs websocket_routes (an observer, such as the access log, sees each
+                handshake); the core does not read it, the Server does.
 
 What is copied when. statics and stream_paths are copied into C when a Server starts: a
 static route added later is answered by its Python twin, a streaming path added later is
@@ -159,14 +162,15 @@ class RouteTable:
     """The routes the core serves (see the module docstring for each field)."""
 
     __slots__ = ("lookup", "exact", "statics", "stream_paths", "stream_bodies", "on_rejected",
-                 "websocket_routes", "websocket_any")
+                 "websocket_routes", "websocket_any", "websocket_wrap")
 
     def __init__(self, lookup: Lookup = find_nothing, exact: Optional[Dict[str, Match]] = None,
                  statics: Iterable[Tuple[bytes, bytes, bytes]] = (), stream_paths: Iterable[str] = (),
                  stream_bodies: bool = False,
                  on_rejected: Optional[Callable[[int, Any, str, int], None]] = None,
                  websocket_routes: Optional[Dict[str, Handler]] = None,
-                 websocket_any: bool = False) -> None:
+                 websocket_any: bool = False,
+                 websocket_wrap: Optional[Callable[[Any], Any]] = None) -> None:
         self.lookup = lookup
         self.exact: Dict[str, Match] = {} if exact is None else exact
         self.statics: Tuple[StaticRoute, ...] = tuple(StaticRoute(*s) for s in statics)
@@ -175,6 +179,7 @@ class RouteTable:
         self.on_rejected = on_rejected
         self.websocket_routes: Dict[str, Handler] = {} if websocket_routes is None else websocket_routes
         self.websocket_any = websocket_any
+        self.websocket_wrap = websocket_wrap
 
     def find(self, request: Any) -> Match:
         """The Match the core acts on for a Python request: exact's entry when it takes the

@@ -139,7 +139,10 @@ class Server:
         ws_pool = None
         if self.routes.websocket_routes and not isinstance(self.app, ASGIApp):
             # The App's WebSocket handlers run on an asyncio loop of their own (websocket.py).
-            self._ws_runner = AsgiRunner(ASGIApp(routes_app(self.routes.websocket_routes),
+            ws_app = routes_app(self.routes.websocket_routes)
+            if self.routes.websocket_wrap is not None:
+                ws_app = self.routes.websocket_wrap(ws_app)  # the access log, for one
+            self._ws_runner = AsgiRunner(ASGIApp(ws_app,
                                                  lifespan="off", name="WebSocket routes"))
             self._ws_runner.start()
             ws_pool = self._ws_runner.pool

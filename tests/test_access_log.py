@@ -326,3 +326,44 @@ def test_serve_logs_nothing_without_access_log(tmp_path):
         srv.signal(signal.SIGTERM)
         assert srv.wait(10) == 0
     assert not path.exists() and "GET /items/5" not in srv.log()
+
+
+def websocket_app():
+    app = fastloop.App()
+
+    @app.websocket("/ws")
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    @app.websocket("/refuse")
+    async def refuse(ws):
+        return  # never accepted: the client gets 403
+
+    return app
+
+
+def test_websocket_handshakes_are_logged_as_101_or_their_refusal(log):
+    from ws_kit import client, upgrade_request
+
+    with running_server(AccessLogApp(websocket_app())) as server:
+        with client(server, "/ws?room=1", additional_headers={"User-Agent": "ws-tester/2"}) as ws:
+            ws.send("hi")
+            assert ws.recv() == "hi"
+            line = log.wait(1)  # written once it is accepted, not when it ends
+        assert '"GET /ws?room=1 HTTP/1.1" 101 - "-" "ws-tester/2"' in line, line
+        assert exchange(server.port, upgrade_request("/refuse")).startswith(b"HTTP/1.1 403 ")
+        assert '"GET /refuse HTTP/1.1" 403 ' in log.wait(2)
+    assert len(log.lines) == 2
+
+
+def test_asgi_websocket_handshakes_are_logged(log):
+    from fastloop._access import AccessLog
+    from fastloop.asgi_front import ObserveMiddleware
+    from ws_kit import client, make_echo, serve_ws
+
+    with serve_ws(ObserveMiddleware(make_echo(), [AccessLog()])) as server:
+        with client(server, "/chat") as ws:
+            ws.send(b"\x00\x01")
+            assert ws.recv() == b"\x00\x01"
+        assert '"GET /chat HTTP/1.1" 101 ' in log.wait(1)
