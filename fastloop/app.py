@@ -149,14 +149,19 @@ class App:
         self._patterns: Dict[str, _Pattern] = {}       # path with parameters -> its pattern
         self._mounts: List[Tuple[str, Match]] = []     # (prefix, WSGI app's Match), longest first
         self._stream_paths: List[str] = []   # exact paths whose body C hands over as it arrives
-        self._ws_routes: dict = {}            # exact path -> WebSocket handler (fastloop/websocket.py)
+        self._ws_routes: Dict[str, Handler] = {}  # exact path -> WebSocket handler (websocket.py)
+        self._ws_patterns: List[Tuple[_Pattern, Handler]] = []  # ... paths with parameters, in order
 
     def route_table(self) -> RouteTable:
         """The routes, compiled for the core (Server.start() calls it once): static routes and
         streaming paths are copied now; the exact dict and the lookup are this App's own, so
         Python routes registered later are served too."""
+        # With parameters in a WebSocket path the core cannot match it in C: every upgrade
+        # comes to Python then, and the lookup decides (403 for no route, as Starlette does).
+        ws_any = bool(self._ws_patterns)
         return RouteTable(self._lookup, self._exact, self._statics.values(), self._stream_paths,
-                          websocket_routes=self._ws_routes)
+                          websocket_routes={} if ws_any else self._ws_routes, websocket_any=ws_any,
+                          websocket_lookup=self._ws_lookup if self._ws_routes or ws_any else None)
 
     def static(self, path: str, body: Union[bytes, str], content_type: str = "text/plain",
                status: int = 200, headers: Headers = ()) -> None:
@@ -225,16 +230,33 @@ class App:
         return self.route(path, ("PATCH",))
 
     def websocket(self, path: str) -> Callable[[Handler], Handler]:
-        """Registers an async handler for WebSocket upgrades of the exact path: it is called
-        with a fastloop.websocket.WebSocket (docs/websockets.md)."""
+        """Registers an async handler for WebSocket upgrades of path: it is called with a
+        fastloop.websocket.WebSocket, plus one keyword argument per path parameter ("{name}",
+        "{name:int}", ... as for route()); see docs/websockets.md."""
         self._check_path(path)
+        pattern = _Pattern(path) if "{" in path else None  # a bad pattern fails here
 
         def register(handler: Handler) -> Handler:
             if not inspect.iscoroutinefunction(handler):
                 raise TypeError(f"a WebSocket handler is an async function, not {handler!r}")
-            self._ws_routes[path] = handler
+            if pattern is None:
+                self._ws_routes[path] = handler
+            else:
+                self._ws_patterns.append((pattern, handler))
             return handler
         return register
+
+    def _ws_lookup(self, path: str) -> Optional[Tuple[Handler, Dict[str, Any]]]:
+        """The WebSocket route for a raw path: exact paths first, then those with parameters
+        in registration order (as for HTTP routes)."""
+        handler = self._ws_routes.get(path)
+        if handler is not None:
+            return handler, {}
+        for pattern, handler in self._ws_patterns:
+            params = pattern.match(path)
+            if params is not None:
+                return handler, params
+        return None
 
     def mount_wsgi(self, prefix: str, wsgi_app: Callable, **options: Any) -> None:
         """Serves every path under prefix ("/legacy" covers "/legacy" and "/legacy/...") with

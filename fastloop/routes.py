@@ -20,12 +20,16 @@ and gives that one object to every event loop (core/worker.pyx) and to the handl
   stream_bodies every request with a body streams it so (ASGI).
   on_rejected   on_rejected(status, client, line, sent), or None: told of each request the
                 core answers with an error itself (the access log); see core/worker.pyx.
-  websocket_routes  {exact path: async handler}: the App's @app.websocket routes. The core
-                upgrades valid WebSocket requests for these paths (copied at start), and the
-                Server runs their handlers on an asyncio loop (fastloop/websocket.py).
-  websocket_any every valid WebSocket upgrade, on any path, goes to the application (ASGI).
+  websocket_routes  {exact path: async handler}: the paths of an App's @app.websocket routes
+                the core upgrades valid WebSocket requests for (copied at start). Empty with
+                websocket_any.
+  websocket_any every valid WebSocket upgrade, on any path, goes to the application (ASGI, or
+                an App with WebSocket routes whose paths have parameters).
+  websocket_lookup  lookup(path) -> (handler, params) or None: an App's WebSocket route for a
+                raw path, exact or with parameters; the Server runs the handler found on an
+                asyncio loop (fastloop/websocket.py). None: the App has no WebSocket routes.
   websocket_wrap  wrap(asgi_app) -> asgi_app, or None: put around the ASGI application that
-                runs websocket_routes (an observer, such as the access log, sees each
+                runs the WebSocket routes (an observer, such as the access log, sees each
                 handshake); the core does not read it, the Server does.
 
 What is copied when. statics and stream_paths are copied into C when a Server starts: a
@@ -162,7 +166,7 @@ class RouteTable:
     """The routes the core serves (see the module docstring for each field)."""
 
     __slots__ = ("lookup", "exact", "statics", "stream_paths", "stream_bodies", "on_rejected",
-                 "websocket_routes", "websocket_any", "websocket_wrap")
+                 "websocket_routes", "websocket_any", "websocket_lookup", "websocket_wrap")
 
     def __init__(self, lookup: Lookup = find_nothing, exact: Optional[Dict[str, Match]] = None,
                  statics: Iterable[Tuple[bytes, bytes, bytes]] = (), stream_paths: Iterable[str] = (),
@@ -170,6 +174,7 @@ class RouteTable:
                  on_rejected: Optional[Callable[[int, Any, str, int], None]] = None,
                  websocket_routes: Optional[Dict[str, Handler]] = None,
                  websocket_any: bool = False,
+                 websocket_lookup: Optional[Callable[[str], Optional[Tuple[Handler, Dict[str, Any]]]]] = None,
                  websocket_wrap: Optional[Callable[[Any], Any]] = None) -> None:
         self.lookup = lookup
         self.exact: Dict[str, Match] = {} if exact is None else exact
@@ -179,6 +184,7 @@ class RouteTable:
         self.on_rejected = on_rejected
         self.websocket_routes: Dict[str, Handler] = {} if websocket_routes is None else websocket_routes
         self.websocket_any = websocket_any
+        self.websocket_lookup = websocket_lookup
         self.websocket_wrap = websocket_wrap
 
     def find(self, request: Any) -> Match:

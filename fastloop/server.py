@@ -137,9 +137,9 @@ class Server:
         else:
             self._handlers = pool = HandlerPool(self.routes, self.threads)
         ws_pool = None
-        if self.routes.websocket_routes and not isinstance(self.app, ASGIApp):
+        if self.routes.websocket_lookup is not None and not isinstance(self.app, ASGIApp):
             # The App's WebSocket handlers run on an asyncio loop of their own (websocket.py).
-            ws_app = routes_app(self.routes.websocket_routes)
+            ws_app = routes_app(self.routes.websocket_lookup)
             if self.routes.websocket_wrap is not None:
                 ws_app = self.routes.websocket_wrap(ws_app)  # the access log, for one
             self._ws_runner = AsgiRunner(ASGIApp(ws_app,

@@ -53,6 +53,7 @@ class WebSocket:
         self.client: Optional[Tuple[str, int]] = scope.get("client")
         self.subprotocols: List[str] = scope.get("subprotocols", [])
         self.subprotocol: Optional[str] = None
+        self.path_params: Dict[str, Any] = {}  # the route's path parameters, converted
 
     def header(self, name: str) -> Optional[str]:
         """The first value of a request header field (case-insensitive), or None."""
@@ -123,17 +124,24 @@ class WebSocket:
             yield message
 
 
-def routes_app(routes: Dict[str, WebSocketHandler]) -> Callable:
-    """The ASGI application that runs an App's WebSocket handlers (exact paths; the core only
-    upgrades requests for them)."""
+Lookup = Callable[[str], Optional[Tuple[Callable[..., Awaitable[Any]], Dict[str, Any]]]]
+
+
+def routes_app(lookup: Lookup) -> Callable:
+    """The ASGI application that runs an App's WebSocket handlers: lookup(raw path) gives the
+    handler and its path parameters (App._ws_lookup), or None: refused with 403."""
 
     async def websocket_routes(scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "websocket":
             return
-        handler = routes.get(scope["path"])
-        if handler is None:
+        raw = scope.get("raw_path")
+        found = lookup(raw.decode("latin-1") if raw else scope["path"])
+        if found is None:
             await send({"type": "websocket.close"})  # (a 403)
             return
-        await handler(WebSocket(scope, receive, send))
+        handler, params = found
+        ws = WebSocket(scope, receive, send)
+        ws.path_params = params
+        await handler(ws, **params)
 
     return websocket_routes

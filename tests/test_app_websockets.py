@@ -167,3 +167,43 @@ def test_handlers_run_on_one_asyncio_loop():
             with client(server, path="/which") as ws:
                 assert ws.recv() == "ok"
         assert len({loops.get(), loops.get(), loops.get()}) == 1
+
+
+def test_path_parameters_in_websocket_routes():
+    app = fastloop.App()
+    app.static("/static", "from C")
+
+    @app.websocket("/echo")
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    @app.websocket("/rooms/{name}/{n:int}")
+    async def room(ws, name, n):
+        assert ws.path_params == {"name": name, "n": n}
+        await ws.send(f"{name}:{n + 1}")
+        await ws.close()
+
+    with running_server(app, timeouts={"ws_ping": 0}) as server:
+        with client(server, path="/rooms/caf%C3%A9/41?x=1") as ws:
+            assert ws.recv() == "café:42"
+        with client(server, path="/echo") as ws:  # an exact route beside them
+            ws.send("same")
+            assert ws.recv() == "same"
+        for path in ("/rooms/lobby/x", "/nowhere"):  # no WebSocket route: 403
+            with pytest.raises(InvalidStatus) as refused:
+                with client(server, path=path):
+                    pass
+            assert refused.value.response.status_code == 403, path
+        # Plain HTTP on those paths is untouched.
+        assert raw_request(server.port, b"GET /static HTTP/1.1\r\nHost: t\r\n"
+                           b"Connection: close\r\n\r\n").endswith(b"from C")
+        assert raw_request(server.port, b"GET /rooms/a/1 HTTP/1.1\r\nHost: t\r\n"
+                           b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+        settled(server)
+
+
+def test_a_bad_websocket_path_pattern_fails_at_the_decorator():
+    app = fastloop.App()
+    with pytest.raises(ValueError):
+        app.websocket("/rooms/{n:nope}")
