@@ -92,7 +92,7 @@ ctypedef struct fl_job:
     int direct          # the handler may send its answer on fd itself (fl_job_send): set by
                         # the loop when it queues the job with nothing unsent on the
                         # connection; cleared when it is taken with others queued behind it
-                        # (fl_pool_take), by the first message the loop must send
+                        # (fl_pool_take, fl_pool_take_all), by the first message the loop must send
                         # (fl_job_post), or by a send that did not take every byte
     uint64_t posted     # answer bytes the handler posted
     uint64_t sent       # answer bytes the loop wrote to the socket

@@ -553,6 +553,10 @@ cdef fl_job *fl_pool_take_all(fl_pool *p, fl_job **ready) noexcept nogil:
     cdef fl_job *r
     pthread_mutex_lock(&p.lock)
     jobs = p.head
+    r = jobs
+    while r != NULL and r.next != NULL:
+        r.direct = 0  # not alone: their answers go through the loop together (fl_pool_take)
+        r = r.next
     p.head = p.tail = NULL
     ready[0] = p.ready
     r = p.ready
