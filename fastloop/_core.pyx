@@ -9,6 +9,8 @@ log = logging.getLogger("fastloop")
 include "core/errors.pyx"
 include "core/poller.pyx"
 include "core/http.pyx"
+include "core/http_fields.pyx"
+include "core/http_chunked.pyx"
 include "core/ws.pyx"
 include "core/answer.pyx"
 include "core/response.pyx"
