@@ -31,8 +31,8 @@ include "core/asgi_ws.pyx"
 include "core/closing.pyx"
 include "core/conn_check.pyx"
 include "core/notes.pyx"
-include "core/worker_routes.pyx"
 include "core/worker.pyx"
+include "core/worker_setup.pyx"
 include "core/acceptor.pyx"
 
 POLLER = FL_POLLER_NAME.decode()

@@ -20,8 +20,9 @@
 # This file keeps the loop turn, accepting and adopting connections, and reading and parsing
 # requests. The Worker's other jobs have files of their own: a connection's output and buffers
 # (conn_io.pyx), the hand-off to the handler threads and back (jobs.pyx), settling, closing,
-# timeouts and the graceful stop (closing.pyx), and the structures they use: the timer lists
-# (timers.pyx) and the buffer pool (bufpool.pyx).
+# timeouts and the graceful stop (closing.pyx), the state transitions (conn_state.pyx), what it
+# logs (notes.pyx), building and freeing it with its route tables (worker_setup.pyx), and the
+# structures they use: the timer lists (timers.pyx) and the buffer pool (bufpool.pyx).
 
 cimport cython
 from libc.errno cimport ENOMEM
@@ -72,30 +73,7 @@ cdef class Worker(Loop):
     def __init__(self, int index, routes, JobPool handlers, *, bint is_tcp=True,
                  dict limits=None, dict timeouts=None, ConnLimit conn_limit=None,
                  JobPool ws_pool=None):
-        tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
-        self.index = index
-        self.is_tcp = is_tcp
-        self.limits = limits_from(limits)
-        # A chunked body is decoded in its read buffer, after a head of at most header_bytes
-        # (<= FL_MAX_HEAD_BYTES, so this stays positive) and before undecoded framing.
-        self.buffered_chunked_max = min(self.limits.body_bytes,
-                                        <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
-        self.log_events = log.isEnabledFor(logging.DEBUG)
-        # routes: the server's RouteTable (fastloop/routes.py); only its public fields are read.
-        self.on_rejected = routes.on_rejected  # the access log (_observe.py)
-        self.conn_limit = conn_limit
-        if conn_limit is not None:
-            # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
-            self.open_total = conn_limit.count
-            self.max_open = conn_limit.limit
-        for i, name in enumerate(TIMER_NAMES):
-            if i:
-                self.timers.lists[i].duration_ms = <int64_t>(tmo[name] * 1000)
-        # SAFETY: self.handler_pool keeps the pool alive as long as this worker.
-        self.handler_pool = handlers
-        self.handlers = handlers.c_pool()
-        take_routes(self, routes, ws_pool)
-        self.ws_ping = self.timers.lists[FL_TIMER_WS_PING].duration_ms > 0
+        setup_worker(self, index, routes, handlers, is_tcp, limits, timeouts, conn_limit, ws_pool)
 
     @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
     @cython.profile(False)
@@ -112,29 +90,7 @@ cdef class Worker(Loop):
         return out
 
     def __dealloc__(self):
-        cdef uint32_t i
-        cdef fl_conn *c
-        for i in range(self.nslots):
-            c = self.slots[i]
-            if c.fd >= 0:
-                conn_close(self, c)
-            if c.rb.p != NULL:
-                free(c.rb.p)
-            if c.wb.p != NULL:
-                free(c.wb.p)
-            free(c)
-        free(self.slots)
-        free(self.free_slots)
-        fl_bufpool_free(&self.pool)
-        free(self.resume)
-        free(self.touched)
-        free(self.statics)
-        free(self.streams)
-        free(self.ws_room)
-        free(self.ws_paths)
-        if self.inbox != NULL:
-            fl_inbox_close(self.inbox)  # late answers are dropped from now on
-            fl_inbox_release(self.inbox)
+        free_worker(self)
 
     # ---- the loop -------------------------------------------------------------------------
 
