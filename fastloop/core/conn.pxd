@@ -55,8 +55,9 @@
 # the state (conn_in_handler() where both handler states act alike). BODY_FULL (flow control
 # of STREAMING and WEBSOCKET) and JOB_WAITS (an IN_HANDLER job held back for a slow reader)
 # stay flags: they pause a state rather than change what it does; conn_to_next_request and
-# conn_to_websocket clear BODY_FULL, the job's end clears JOB_WAITS (jobs.pyx). CLOSING always has CLOSE_AFTER (conn_to_closing sets it), and the
-# bit stays set there: "parse nothing more" stays one bit test in every state.
+# conn_to_websocket clear BODY_FULL, the job's end clears JOB_WAITS (jobs.pyx). CLOSING always
+# has CLOSE_AFTER (conn_to_closing sets it), and the bit stays set there: "parse nothing more"
+# stays one bit test in every state.
 #
 # Invariants, checked after every event in a FASTLOOP_DEBUG=1 build (conn_check.pyx):
 #   - a free slot (fd -1) has no job, timer, queued answer, file or buffer;
