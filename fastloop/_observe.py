@@ -13,7 +13,7 @@ Requests the core answers without Python never reach an observer's call: static 
 (unless the wrapper takes them over, as the access log does, to log them too) and the
 requests the core rejects (400, 408, 413, 414, 431, 501, 505). The core reports the latter
 after its loop turn, with the client and the request line as far as it was read, through
-the table's on_rejected (core/worker.pyx, note_rejected), to the observers that have a
+the table's on_rejected (core/notes.pyx, note_rejected), to the observers that have a
 `rejected` method (the access log).
 """
 

@@ -19,7 +19,7 @@ and gives that one object to every event loop (core/worker.pyx) and to the handl
                 the body following as it comes (Request.stream), instead of once buffered.
   stream_bodies every request with a body streams it so (ASGI).
   on_rejected   on_rejected(status, client, line, sent), or None: told of each request the
-                core answers with an error itself (the access log); see core/worker.pyx.
+                core answers with an error itself (the access log); see core/notes.pyx.
   websocket_routes  {exact path: async handler}: the paths of an App's @app.websocket routes
                 the core upgrades valid WebSocket requests for (copied at start). Empty with
                 websocket_any.

@@ -8,8 +8,8 @@ import pytest
 
 from fastloop._core import TIMER_NAMES, conn_invariant_of
 
-READ_HEAD, READ_BODY, IN_HANDLER, CLOSING, WEBSOCKET = range(5)
-CLOSE_AFTER, STREAM, BODY_FULL, JOB_WAITS = 1, 128, 1024, 4096
+READ_HEAD, READ_BODY, IN_HANDLER, CLOSING, WEBSOCKET, STREAMING = range(6)
+CLOSE_AFTER, BODY_FULL, JOB_WAITS = 1, 1024, 4096
 BODY = TIMER_NAMES.index("body")
 IDLE = TIMER_NAMES.index("idle")
 BLOCK = (True, 16384, 0, 0)
@@ -21,7 +21,8 @@ BLOCK = (True, 16384, 0, 0)
     ("reading a head", dict(rb=(True, 16384, 0, 100), timer=TIMER_NAMES.index("header"))),
     ("reading a body", dict(state=READ_BODY, rb=(True, 32768, 10, 20000), timer=BODY)),
     ("with a handler", dict(state=IN_HANDLER, job=True)),
-    ("streaming, full", dict(state=IN_HANDLER, job=True, flags=STREAM | BODY_FULL, timer=BODY)),
+    ("streaming, full", dict(state=STREAMING, job=True, flags=BODY_FULL, timer=BODY)),
+    ("streaming, the client owes body", dict(state=STREAMING, job=True, timer=BODY)),
     ("waiting for the client", dict(state=IN_HANDLER, job=True, flags=JOB_WAITS,
                                     wb=(True, 16384, 100, 5000), outq=True, outq_tail=True)),
     ("sending a file", dict(state=IN_HANDLER, job=True, file_fd=7, file_end=1)),
@@ -42,17 +43,18 @@ def test_connections_as_the_loop_leaves_them_pass(name, fields):
     (dict(fd=-1, job=True), "a free slot has no job"),
     (dict(fd=-1, timer=IDLE), "a free slot has no job"),
     (dict(fd=-1, rb=BLOCK), "a free slot holds no buffer"),
-    (dict(state=5), "the state is one of the five"),
+    (dict(state=6), "the state is one of the six"),
     (dict(state=IN_HANDLER), "a job while IN_HANDLER"),
+    (dict(state=STREAMING), "a job while IN_HANDLER or STREAMING"),
     (dict(job=True), "a job while IN_HANDLER"),
     (dict(state=CLOSING, job=True, flags=CLOSE_AFTER), "a job while IN_HANDLER"),
     (dict(state=WEBSOCKET), "WebSocket state while WEBSOCKET"),
     (dict(ws=True), "WebSocket state while WEBSOCKET"),
     (dict(fd=-1, ws=True), "a free slot has no job"),
-    (dict(flags=STREAM), "STREAM and JOB_WAITS only while IN_HANDLER"),
-    (dict(flags=JOB_WAITS), "STREAM and JOB_WAITS only while IN_HANDLER"),
-    (dict(state=IN_HANDLER, job=True, flags=BODY_FULL), "BODY_FULL only with STREAM"),
-    (dict(flags=STREAM, state=WEBSOCKET, ws=True), "STREAM and JOB_WAITS only while IN_HANDLER"),
+    (dict(flags=JOB_WAITS), "JOB_WAITS only while IN_HANDLER or STREAMING"),
+    (dict(flags=JOB_WAITS, state=WEBSOCKET, ws=True), "JOB_WAITS only while IN_HANDLER or STREAMING"),
+    (dict(state=IN_HANDLER, job=True, flags=BODY_FULL), "BODY_FULL only while STREAMING"),
+    (dict(flags=BODY_FULL), "BODY_FULL only while STREAMING"),
     (dict(state=CLOSING), "CLOSING only with CLOSE_AFTER"),
     (dict(rb=(True, 100, 50, 40)), "a buffer's start <= end <= cap"),
     (dict(wb=(True, 100, 0, 101)), "a buffer's start <= end <= cap"),

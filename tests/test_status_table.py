@@ -19,7 +19,7 @@ from fastloop._core import FL_STATUSES, STATUS_TEXTS
 CORE = Path(__file__).resolve().parent.parent / "fastloop" / "core"
 H = b"Host: t\r\n"
 
-# Where a status comes from in the core's sources: a parser result (a line of http.pyx, or of
+# Where a status comes from in the core's sources: a parser result (a line of http*.pyx, or of
 # ws_handshake.pyx for an upgrade, that returns or sets rc to it, or its negation), a rejection
 # or a prebuilt error answer, a counter slot, a streaming body's end. Comments are left out.
 PARSER_LINE = re.compile(r"^\s*(?:return|rc =)\s")
@@ -33,7 +33,8 @@ def produced_statuses() -> set:
     for path in CORE.glob("*.pyx"):
         for line in path.read_text().splitlines():
             code = line.split("#", 1)[0]
-            if path.name in ("http.pyx", "ws_handshake.pyx") and PARSER_LINE.match(code):
+            if (path.name.startswith("http") or path.name == "ws_handshake.pyx") and \
+                    PARSER_LINE.match(code):
                 found.update(int(m) for m in STATUS.findall(code))
             found.update(int(m) for m in CALLS.findall(code))
     return found

@@ -1,14 +1,15 @@
 # What becomes of a connection after an event: conn_settle flushes it, then puts it on the
 # timer its state needs, lingers (shuts down writing and drains its input) or closes it;
-# conn_close closes it exactly once; timers_expire acts on the timers that ran out (the lists
-# are timers.pyx); begin_stop and close_idle are the graceful stop; refuse and drop_fd close a
-# descriptor that adopt() could not take.
+# conn_close closes it exactly once; conn_linger_read drains a lingering one; timers_expire
+# acts on the timers that ran out (the lists are timers.pyx); begin_stop and close_idle are the
+# graceful stop, end_loop what follows the last turn; refuse and drop_fd close a descriptor
+# that adopt() could not take.
 #
 # These are Worker methods in all but syntax: Cython allows no `include` in a class body, so
 # they are module functions taking the Worker as `self`, with the bodies they had as methods.
 # They run on the worker's thread only, without the GIL.
 
-from libc.errno cimport ENOMEM
+from libc.errno cimport EAGAIN, EINTR, ENOMEM, errno
 from posix.unistd cimport close
 
 
@@ -22,9 +23,9 @@ cdef void conn_settle(Worker self, fl_conn *c) noexcept nogil:
         return
     if c.state == CONN_CLOSING:
         return
-    if c.state == CONN_IN_HANDLER:
+    if conn_in_handler(c):
         # Its answer is still to come, even when the client stopped sending (half-close).
-        if (c.flags & CONN_F_STREAM) and c.body_left and \
+        if c.state == CONN_STREAMING and c.body_left and \
                 not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF | CONN_F_CLOSE_AFTER)):
             fl_timer_set(&self.timers, c, FL_TIMER_BODY, self.now_ms)  # the client owes body
         else:
@@ -38,7 +39,7 @@ cdef void conn_settle(Worker self, fl_conn *c) noexcept nogil:
                 ((c.rb.start < c.rb.end or (c.flags & CONN_F_READ_MORE) or self.stopping)
                  and not (c.flags & CONN_F_PEER_EOF)):
             shutdown(c.fd, SHUT_WR)
-            c.state = CONN_CLOSING
+            conn_to_closing(c)
             release_buffers(self, c)
             fl_timer_set(&self.timers, c, FL_TIMER_LINGER, self.now_ms)
             self.conn_read(c, 0)  # the client may have closed already
@@ -78,8 +79,7 @@ cdef void conn_close(Worker self, fl_conn *c) noexcept nogil:
     close(c.fd)  # also removes it from the poller
     c.fd = -1
     c.gen += 1
-    c.state = CONN_READ_HEAD
-    c.flags = 0
+    conn_to_new(c)
     c.rb.start = c.rb.end = c.scanned = 0
     c.wb.start = c.wb.end = 0
     release_buffers(self, c)
@@ -107,8 +107,8 @@ cdef void timers_expire(Worker self, int64_t now) noexcept nogil:
             if kind >= FL_TIMER_WS_CLOSE and conn_ws_timer(self, c, kind):
                 continue  # a ping went out, or a close frame: not a timeout
             self.counters.timeouts[kind] += 1
-            self.note(-kind)
-            if kind == FL_TIMER_BODY and c.state == CONN_IN_HANDLER:
+            note(self, -kind)
+            if kind == FL_TIMER_BODY and conn_in_handler(c):
                 # A streaming route's client stopped sending its body: its handler's read
                 # fails with 408, and the connection closes after the handler's answer.
                 fl_job_give_body(c.job, NULL, 0, -408)
@@ -116,7 +116,7 @@ cdef void timers_expire(Worker self, int64_t now) noexcept nogil:
                 continue
             if (kind == FL_TIMER_HEADER or kind == FL_TIMER_BODY) and c.rb.start < c.rb.end:
                 # Best effort: one send of a 408, then close, whether it went out or not.
-                self.note_rejected(c, 408)
+                note_rejected(self, c, 408)
                 self.conn_put_error(c, 408)
                 if c.fd >= 0:
                     conn_flush(self, c)
@@ -150,13 +150,55 @@ cdef void close_idle(Worker self, bint fresh_too) noexcept nogil:
         if c.fd < 0 or c.state != CONN_READ_HEAD or c.rb.start != c.rb.end or fl_has_output(c):
             continue
         self.conn_read(c, FL_HUP)
-        if c.fd < 0 or c.state == CONN_IN_HANDLER:
+        if c.fd < 0 or conn_in_handler(c):
             continue
         if fresh_too and not (c.flags & CONN_F_USED) and c.state == CONN_READ_HEAD \
                 and c.rb.start == c.rb.end and c.wb.start == c.wb.end:
             conn_close(self, c)
         else:
             conn_settle(self, c)  # closes it if idle after a request, answers otherwise
+
+
+cdef void conn_linger_read(Worker self, fl_conn *c) noexcept nogil:
+    """Lingering close (CONN_CLOSING): the answer is sent and the write side shut; swallow what
+    the client still sends, so that closing does not reset the answer away (RFC 9112 9.6), and
+    close at its EOF (or an error)."""
+    cdef char discard[4096]
+    cdef ssize_t n
+    while True:
+        n = recv(c.fd, discard, sizeof(discard), 0)
+        if n > 0:
+            self.counters.bytes_in += n
+            continue
+        if n < 0 and errno == EINTR:
+            continue
+        if n == 0 or errno != EAGAIN:
+            conn_close(self, c)
+        return
+
+
+cdef void end_loop(Worker self) noexcept nogil:
+    """The loop has stopped: whatever is still open closes, jobs made but never queued are
+    released, and answers still coming are dropped from now on."""
+    cdef uint32_t i
+    cdef fl_job *j
+    take_inbox(self)  # in transit from the acceptor: registered, then closed with the rest
+    for i in range(self.nslots):
+        if self.slots[i].fd >= 0:
+            conn_close(self, self.slots[i])
+    while self.jobs_first != NULL:  # made by the last messages, never queued
+        j = self.jobs_first
+        self.jobs_first = j.next
+        fl_job_release(j)
+    self.jobs_last = NULL
+    self.njobs = 0
+    fl_inbox_close(self.inbox)  # answers still coming are dropped and counted
+    self.close_listener()
+    if self.nevents_to_log or self.nrejected_to_log:
+        # The last turns' rejections and timeouts: the loop ended before the wait that
+        # would have logged them.
+        with gil:
+            flush_notes(self)
 
 
 cdef void refuse(Worker self, int fd) noexcept nogil:
@@ -171,7 +213,7 @@ cdef void refuse(Worker self, int fd) noexcept nogil:
         while recv(fd, buf, sizeof(buf), 0) > 0:
             pass
     self.counters.rejected[fl_status_index(503)] += 1
-    self.note(503)
+    note(self, 503)
     close(fd)
     self.counters.closed += 1
     self.counters.open -= 1

@@ -1,34 +1,40 @@
 # The per-connection C struct and its state machine. Only its owning worker thread ever
 # touches it.
 #
-# Theory of operation. A connection is in one of five states (below), and its flags say what
+# Theory of operation. A connection is in one of six states (below), and its flags say what
 # the state alone does not. Every event ends in conn_settle (closing.pyx), which flushes it,
-# then puts it on the timer its state needs, lingers or closes it. The state x event table
-# (-> the state it takes; the function that makes the change):
+# then puts it on the timer its state needs, lingers or closes it. Every change of state goes
+# through a named transition of conn_state.pyx (conn_to_*, conn_resume), which sets the flags
+# that go with it. The state x event table (-> the state it takes; the function that makes it):
 #
 #   state \ event  readable (conn_read)      answer message (inbox)     timer expires
 #   --------------+-------------------------+--------------------------+--------------------------
 #   READ_HEAD      head parsed: a static    -                          HEADER: 408 if bytes came,
 #                  answer, or staged        (messages only come        close; IDLE: close
-#                  (conn_process, stage);   while IN_HANDLER)
+#                  (conn_process, stage);   while a handler has it)
 #                  body to wait for ->
 #                  READ_BODY; a streaming
-#                  route -> IN_HANDLER
+#                  route -> STREAMING
 #                  (conn_start_job); staged
 #                  requests -> IN_HANDLER
 #                  (conn_end_process); a
 #                  WebSocket upgrade ->
-#                  IN_HANDLER (conn_ws_
+#                  STREAMING (conn_ws_
 #                  upgrade); bad input: 4xx,
 #                  CLOSE_AFTER (conn_reject)
 #   READ_BODY      body complete: answered  -                          BODY: 408, close
 #                  or staged -> READ_HEAD
-#   IN_HANDLER     streaming: the body to   queued, then output        BODY (streaming): the
-#                  the job (conn_read_body) (conn_pump); the one       handler's read fails 408,
-#                  else READ_MORE: read     marked END -> resume_state CLOSE_AFTER; WRITE: close
-#                  once it is answered      (conn_answer_done), END_
+#   IN_HANDLER     READ_MORE: read once     queued, then output        WRITE: close
+#                  it is answered           (conn_pump); the one
+#                                           marked END -> resume_state
+#                                           (conn_answer_done), END_
 #                                           MORE: JOB_WAITS until the
 #                                           client reads
+#   STREAMING      the body to the job      as IN_HANDLER; the END ->  BODY: the handler's read
+#                  (conn_read_body) until   READ_HEAD, the unread      fails 408, CLOSE_AFTER;
+#                  BODY_FULL or its end,    body lingered away (conn_  WRITE: close
+#                  then READ_MORE           answer_done); MSG_WS_OPEN
+#                                           -> WEBSOCKET (conn_ws_open)
 #   CLOSING        discarded until EOF,     -                          LINGER: close
 #                  then close
 #   WEBSOCKET      frames parsed, pieces    frames out; MSG_WS_CLOSE:  WS_PING: a ping; WS_PONG:
@@ -36,19 +42,29 @@
 #                  pings answered; a close  (the app is done): close   close if the app never
 #                  or bad frame: the close  frame unless sent (conn_   took the peer's, else
 #                  record, reading stops    ws_job_done)               close (conn_ws_timer)
-#                  (conn_ws_read, ws_conn.pyx); reached from IN_HANDLER by MSG_WS_OPEN
+#                  (conn_ws_read, ws_conn.pyx)
 #
 # In every state: writable -> flush (conn_flush); output left -> the WRITE timer; CLOSE_AFTER
 # and nothing left to send (and no handler) -> CLOSING when input may be left unread (linger:
 # shut down writing, drain), else closed; an I/O error, EOF after the answers, ENOMEM or the
 # stop deadline -> closed (conn_close: the slot is free, its generation bumped).
 #
+# What is folded into the states, and what stays a flag. A streaming route's job (and an
+# upgrade's, until it opens) was IN_HANDLER plus a STREAM flag that changed what a readable
+# edge, a timer and the job's end do: it is the state STREAMING now, so each of those reads
+# the state (conn_in_handler() where both handler states act alike). BODY_FULL (flow control
+# of STREAMING and WEBSOCKET) and JOB_WAITS (an IN_HANDLER job held back for a slow reader)
+# stay flags: they pause a state rather than change what it does; conn_to_next_request and
+# conn_to_websocket clear BODY_FULL, the job's end clears JOB_WAITS (jobs.pyx). CLOSING always
+# has CLOSE_AFTER (conn_to_closing sets it), and the bit stays set there: "parse nothing more"
+# stays one bit test in every state.
+#
 # Invariants, checked after every event in a FASTLOOP_DEBUG=1 build (conn_check.pyx):
 #   - a free slot (fd -1) has no job, timer, queued answer, file or buffer;
-#   - c.job is set while IN_HANDLER, and otherwise only on a WebSocket (c.ws: WEBSOCKET, or
-#     CLOSING one) whose application runs; c.ws exactly while WEBSOCKET or closing one;
-#     STREAM and JOB_WAITS only while IN_HANDLER; BODY_FULL only with STREAM or on a
-#     WebSocket; CLOSING only with CLOSE_AFTER;
+#   - c.job is set while IN_HANDLER or STREAMING, and otherwise only on a WebSocket (c.ws:
+#     WEBSOCKET, or CLOSING one) whose application runs; c.ws exactly while WEBSOCKET or
+#     closing one; JOB_WAITS only while a handler has the job (IN_HANDLER or STREAMING);
+#     BODY_FULL only while STREAMING or on a WebSocket; CLOSING only with CLOSE_AFTER;
 #   - each buffer has start <= end <= cap, and no capacity without a block;
 #   - the answer queue has a head exactly when it has a tail; file_end only with a file;
 #   - a connection on a timer is linked into its kind's list, one on none is on no list;
@@ -64,9 +80,11 @@ from fastloop.core cimport buf
 cdef enum:
     CONN_READ_HEAD = 0    # waiting for (the rest of) a request head; also an idle keep-alive
     CONN_READ_BODY = 1    # head complete, waiting for the rest of a Content-Length body
-    CONN_IN_HANDLER = 2   # a request is with a handler thread (c.job): nothing more is parsed
+    CONN_IN_HANDLER = 2   # complete requests are with a handler thread (c.job): nothing more is parsed
     CONN_CLOSING = 3      # last response sent, write side shut: input is discarded until EOF
     CONN_WEBSOCKET = 4    # upgraded (c.ws): frames, not requests; c.job while the app runs
+    CONN_STREAMING = 5    # a head is with a handler (c.job), which takes its body as it arrives
+                          # (a streaming route), or decides on a WebSocket upgrade
 
 # Bits of fl_conn.flags
 cdef enum:
@@ -77,10 +95,10 @@ cdef enum:
     CONN_F_ANSWERED = 16      # the current job's answer has begun (no 100 Continue any more)
     CONN_F_NEW_REQUEST = 32   # a request completed: the header timer restarts for the next one
     CONN_F_LINGER = 64        # input may be left unread: shut down writing and drain before close
-    CONN_F_STREAM = 128       # its handler reads the body as it arrives (a streaming route)
+                              # (128 was STREAM: the state STREAMING now)
     CONN_F_USED = 256         # at least one request was answered (else: fresh, its first may be coming)
     CONN_F_READ_MORE = 512    # reading stopped short of EAGAIN (or an edge went unread): read again
-    CONN_F_BODY_FULL = 1024   # a streaming route's handler holds enough body: stop reading
+    CONN_F_BODY_FULL = 1024   # STREAMING, WEBSOCKET: the job holds enough body or records: stop reading
     CONN_F_HUP = 2048         # the poller reported the peer's shutdown: read on until EOF
     CONN_F_JOB_WAITS = 4096   # c.job has requests left, held back until the client reads (END_MORE)
 
@@ -114,7 +132,7 @@ ctypedef struct fl_conn:
                               # the Content-Length, then the bytes handed to the handler)
     fl_chunked chunked        # the decoder's state, for a chunked body
     uint64_t body_left        # streaming: body bytes still to come (chunked: 1 until the end)
-    fl_job *job               # the request a handler thread has, while CONN_IN_HANDLER
+    fl_job *job               # the requests a handler thread has, while IN_HANDLER or STREAMING
     fl_msg *outq              # answer messages waiting behind a file being sent, in order
     fl_msg *outq_tail
     int file_fd               # a file being sent with sendfile, or -1

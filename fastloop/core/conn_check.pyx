@@ -38,18 +38,18 @@ cdef const char *conn_invariant(const fl_conn *c, const fl_timers *t) noexcept n
         if c.rb.p != NULL or c.wb.p != NULL:
             return "a free slot holds no buffer"
         return NULL
-    if c.state < CONN_READ_HEAD or c.state > CONN_WEBSOCKET:
-        return "the state is one of the five"
-    if (c.state == CONN_IN_HANDLER and c.job == NULL) or \
-            (c.job != NULL and c.state != CONN_IN_HANDLER and c.ws == NULL):
-        return "a job while IN_HANDLER, else only on a WebSocket (its application runs)"
+    if c.state < CONN_READ_HEAD or c.state > CONN_STREAMING:
+        return "the state is one of the six"
+    if (conn_in_handler(c) and c.job == NULL) or \
+            (c.job != NULL and not conn_in_handler(c) and c.ws == NULL):
+        return "a job while IN_HANDLER or STREAMING, else only on a WebSocket (its application runs)"
     if (c.state == CONN_WEBSOCKET and c.ws == NULL) or \
             (c.ws != NULL and c.state != CONN_WEBSOCKET and c.state != CONN_CLOSING):
         return "WebSocket state while WEBSOCKET (and closing it) only"
-    if (c.flags & (CONN_F_STREAM | CONN_F_JOB_WAITS)) and c.state != CONN_IN_HANDLER:
-        return "STREAM and JOB_WAITS only while IN_HANDLER"
-    if (c.flags & CONN_F_BODY_FULL) and not (c.flags & CONN_F_STREAM) and c.ws == NULL:
-        return "BODY_FULL only with STREAM or on a WebSocket"
+    if (c.flags & CONN_F_JOB_WAITS) and not conn_in_handler(c):
+        return "JOB_WAITS only while IN_HANDLER or STREAMING"
+    if (c.flags & CONN_F_BODY_FULL) and c.state != CONN_STREAMING and c.ws == NULL:
+        return "BODY_FULL only while STREAMING or on a WebSocket"
     if c.state == CONN_CLOSING and not (c.flags & CONN_F_CLOSE_AFTER):
         return "CLOSING only with CLOSE_AFTER"
     broken = buf_invariant(&c.rb)

@@ -97,10 +97,7 @@ cdef int conn_end_process(Worker self, fl_conn *c, int rc) noexcept nogil:
         at += q.head_len + q.body_len
     self.nstage = 0
     self.stage_bytes = 0
-    c.resume_state = c.state
-    c.state = CONN_IN_HANDLER
-    c.job = j
-    c.flags &= ~CONN_F_ANSWERED
+    conn_to_handler(c, j)
     queue_job(self, j, not fl_has_output(c))
     return FL_PROC_PY
 
@@ -123,39 +120,34 @@ cdef void queue_job(Worker self, fl_job *j, bint direct) noexcept nogil:
 cdef int conn_start_job(Worker self, fl_conn *c) noexcept nogil:
     """Hands a streaming route's request (its head) to the handler threads: copied into a
     job queued at the end of this turn; its body follows as it arrives. 0, or -1 (closed)."""
-    cdef bint stream = (c.flags & CONN_F_STREAM) != 0
-    cdef size_t size = c.head_len + (0 if stream else c.body_len)
-    cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, size, 1)
+    cdef fl_job *j = fl_job_new(self.inbox, fl_token(c), c.fd, c.head_len, 1)
     if j == NULL:
         self.count_errno(self.counters.io_errors, ENOMEM)
         conn_close(self, c)
         return -1
-    # SAFETY: the head (and body) are complete in c.rb.p from rpos; copied, so the buffer
-    # may move or be reused while the handler runs.
-    memcpy(j.req, c.rb.p + c.rb.start, size)
+    # SAFETY: the head is complete in c.rb.p from rpos; copied, so the buffer may move or be
+    # reused while the handler runs.
+    memcpy(j.req, c.rb.p + c.rb.start, c.head_len)
     j.reqs[0].off = 0
     j.reqs[0].head_len = c.head_len
-    j.reqs[0].body_len = 0 if stream else c.body_len
+    j.reqs[0].body_len = 0
     j.reqs[0].line = c.line
     j.reqs[0].req_flags = c.req_flags
-    j.stream = stream
-    c.job = j
-    c.state = CONN_IN_HANDLER
-    c.flags &= ~CONN_F_ANSWERED
+    j.stream = 1
+    conn_to_streaming(c, j)
     queue_job(self, j, not fl_has_output(c))
-    if stream:
-        # The head is in the job: drop it, so the body starts at rpos.
-        c.rb.start += c.head_len
-        if c.req_flags & FL_REQ_CHUNKED:
-            fl_chunked_start(&c.chunked, 0)
-            c.body_left = 1
-        else:
-            c.body_left = c.body_len  # the Content-Length, set with the head
-        c.body_len = 0  # from here: body bytes handed to the handler
-        if c.body_left == 0:
-            fl_job_give_body(j, NULL, 0, 1)
-        elif c.rb.start < c.rb.end:
-            conn_deliver_body(self, c)
+    # The head is in the job: drop it, so the body starts at rpos.
+    c.rb.start += c.head_len
+    if c.req_flags & FL_REQ_CHUNKED:
+        fl_chunked_start(&c.chunked, 0)
+        c.body_left = 1
+    else:
+        c.body_left = c.body_len  # the Content-Length, set with the head
+    c.body_len = 0  # from here: body bytes handed to the handler
+    if c.body_left == 0:
+        fl_job_give_body(j, NULL, 0, 1)
+    elif c.rb.start < c.rb.end:
+        conn_deliver_body(self, c)
     return 0
 
 
@@ -228,7 +220,7 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
     """The handler's answers to c's job are complete (and queued in order): finish its
     requests and answer what is buffered after them."""
     cdef fl_job *j = c.job
-    cdef bint stream = (c.flags & CONN_F_STREAM) != 0
+    cdef bint stream = c.state == CONN_STREAMING
     cdef bint keep
     if c.state == CONN_WEBSOCKET:
         conn_ws_job_done(self, c)
@@ -251,7 +243,6 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
         c.req_flags &= ~FL_REQ_KEEP_ALIVE
         c.flags |= CONN_F_CLOSE_AFTER
     if stream:
-        c.flags &= ~(CONN_F_STREAM | CONN_F_BODY_FULL)
         c.req_len = 0  # what was read of the body is consumed already
         if c.body_left:
             # The handler left part of the body unread: the answer said close, and a
@@ -267,7 +258,7 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
         self.counters.requests += answered
         if flags & END_CLOSE:
             c.flags |= CONN_F_CLOSE_AFTER  # nothing after an answer that closes
-        c.state = c.resume_state
+        conn_resume(c)
         if c.rb.start == c.rb.end:
             c.rb.start = c.rb.end = 0
         # Stopping or not, only an answer that said "Connection: close" closes: one that
@@ -276,7 +267,7 @@ cdef void conn_answer_done(Worker self, fl_conn *c, int flags, int answered) noe
     c.flags &= ~CONN_F_JOB_WAITS
     if c.rb.start < c.rb.end and not (c.flags & CONN_F_CLOSE_AFTER):
         self.conn_process(c)  # pipelined requests waited for these answers
-    if c.fd >= 0 and c.state != CONN_IN_HANDLER and (c.flags & CONN_F_READ_MORE):
+    if c.fd >= 0 and not conn_in_handler(c) and (c.flags & CONN_F_READ_MORE):
         c.flags &= ~CONN_F_READ_MORE
         self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
 

@@ -5,6 +5,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 cdef enum:
     FL_NERRNO = 256             # errno values counted by name; larger ones share the last slot
+    FL_NOTE_WS = 100000         # note() (notes.pyx): a WebSocket failed with close code (what - FL_NOTE_WS)
 
 # Worker.stop_phase: the loop's own view of a graceful stop, changed by its thread only (the
 # `stopping` request comes from another thread at any instant, even in the middle of a turn).
@@ -140,9 +141,6 @@ cdef class Worker(Loop):
     cdef void accept_all(self) noexcept nogil
     cdef void refresh_date(self) noexcept nogil
     cdef void queue(self, uint64_t **arr, int *n, int *cap, fl_conn *c) noexcept nogil
-    cdef void note(self, int what) noexcept nogil
-    cdef void flush_notes(self) noexcept
-    cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil
 
 
 cdef class Acceptor(Loop):

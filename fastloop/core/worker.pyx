@@ -20,16 +20,14 @@
 # This file keeps the loop turn, accepting and adopting connections, and reading and parsing
 # requests. The Worker's other jobs have files of their own: a connection's output and buffers
 # (conn_io.pyx), the hand-off to the handler threads and back (jobs.pyx), settling, closing,
-# timeouts and the graceful stop (closing.pyx), and the structures they use: the timer lists
-# (timers.pyx) and the buffer pool (bufpool.pyx).
+# timeouts and the graceful stop (closing.pyx), the state transitions (conn_state.pyx), what it
+# logs (notes.pyx), building and freeing it with its route tables (worker_setup.pyx), and the
+# structures they use: the timer lists (timers.pyx) and the buffer pool (bufpool.pyx).
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.errno cimport EAGAIN, EINTR, EIO, ENOMEM, EPIPE, ETIMEDOUT, errno
+from libc.errno cimport ENOMEM
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
-from posix.unistd cimport close
+from libc.string cimport memmove, memset
 
 
 cdef enum:
@@ -40,7 +38,6 @@ cdef enum:
     FL_FRESH_GRACE_MS = 1000      # stopping: how long a new connection may take to send its request
     FL_STAGE_MAX = 64             # pipelined requests gathered into one job (Worker.stage)
     FL_CHUNK_SLACK = 65536        # room a chunked body leaves in its buffer for undecoded framing
-    FL_NOTE_WS = 100000           # note(): a WebSocket failed with close code (what - FL_NOTE_WS)
 
 cdef extern from *:
     """
@@ -62,18 +59,6 @@ cdef inline uint64_t fl_token(fl_conn *c) noexcept nogil:
     return (<uint64_t>c.gen << 32) | c.slot
 
 
-cdef fl_static *exact_paths(list paths) except NULL:
-    """A malloc'd table of exact paths for fl_match_path (only .path is set). SAFETY: it
-    points into the bytes of paths, which the caller keeps alive as long as the table."""
-    cdef fl_static *table = <fl_static *>malloc(max(1, len(paths)) * sizeof(fl_static))
-    if table == NULL:
-        raise MemoryError()
-    for i, path in enumerate(paths):
-        table[i].path = PyBytes_AS_STRING(path)
-        table[i].path_len = PyBytes_GET_SIZE(path)
-    return table
-
-
 cdef class Worker(Loop):
     """An event loop that owns connections. Built by Server; run() blocks its thread."""
 
@@ -88,63 +73,7 @@ cdef class Worker(Loop):
     def __init__(self, int index, routes, JobPool handlers, *, bint is_tcp=True,
                  dict limits=None, dict timeouts=None, ConnLimit conn_limit=None,
                  JobPool ws_pool=None):
-        tmo = dict(DEFAULT_TIMEOUTS, **(timeouts or {}))
-        self.index = index
-        self.is_tcp = is_tcp
-        self.limits = limits_from(limits)
-        # A chunked body is decoded in its read buffer, after a head of at most header_bytes
-        # (<= FL_MAX_HEAD_BYTES, so this stays positive) and before undecoded framing.
-        self.buffered_chunked_max = min(self.limits.body_bytes,
-                                        <int64_t>FL_RBUF_MAX - self.limits.header_bytes - FL_CHUNK_SLACK)
-        self.log_events = log.isEnabledFor(logging.DEBUG)
-        # routes: the server's RouteTable (fastloop/routes.py); only its public fields are read.
-        self.on_rejected = routes.on_rejected  # the access log (_observe.py)
-        self.conn_limit = conn_limit
-        if conn_limit is not None:
-            # SAFETY: self.conn_limit keeps the shared counter alive as long as this worker.
-            self.open_total = conn_limit.count
-            self.max_open = conn_limit.limit
-        for i, name in enumerate(TIMER_NAMES):
-            if i:
-                self.timers.lists[i].duration_ms = <int64_t>(tmo[name] * 1000)
-        # SAFETY: self.handler_pool keeps the pool alive as long as this worker.
-        self.handler_pool = handlers
-        self.handlers = handlers.c_pool()
-        # Copied now: a static route or streaming path added later is not seen by this loop.
-        statics = tuple(routes.statics)
-        self.static_keep = statics
-        self.statics = <fl_static *>malloc(max(1, len(statics)) * sizeof(fl_static))
-        if self.statics == NULL:
-            raise MemoryError()
-        for i, (path, head, body) in enumerate(statics):
-            # SAFETY: the bytes live in self.static_keep for the worker's whole life.
-            self.statics[i].path = PyBytes_AS_STRING(path)
-            self.statics[i].path_len = PyBytes_GET_SIZE(path)
-            self.statics[i].head = PyBytes_AS_STRING(head)
-            self.statics[i].head_len = PyBytes_GET_SIZE(head)
-            self.statics[i].body = PyBytes_AS_STRING(body)
-            self.statics[i].body_len = PyBytes_GET_SIZE(body)
-        self.nstatics = len(statics)
-        streams = [p.encode("latin-1") for p in routes.stream_paths]
-        self.static_keep = (statics, streams)
-        self.streams = exact_paths(streams)
-        self.nstreams = len(streams)
-        # ASGI: every request with a body streams it to the application (http.request with
-        # more_body); bodiless ones still go in batches.
-        self.stream_bodies = bool(routes.stream_bodies)
-        # Upgrades to WebSockets reach the application instead of being served as HTTP: an
-        # ASGI one's on any path, an App's on its WebSocket routes' paths (their handlers run
-        # on ws_pool, an asyncio loop of their own, while its HTTP handlers run on threads).
-        self.websockets = bool(routes.websocket_any)
-        ws_paths = [p.encode("latin-1") for p in routes.websocket_routes]
-        self.ws_path_keep = ws_paths
-        self.ws_paths = exact_paths(ws_paths)
-        self.nws_paths = len(ws_paths)
-        if ws_paths:
-            self.websockets = True
-        self.ws_pool_keep = ws_pool
-        self.ws_pool = ws_pool.c_pool() if ws_pool is not None else NULL
-        self.ws_ping = self.timers.lists[FL_TIMER_WS_PING].duration_ms > 0
+        setup_worker(self, index, routes, handlers, is_tcp, limits, timeouts, conn_limit, ws_pool)
 
     @cython.linetrace(False)  # holds a lock of handoff.pyx: see there
     @cython.profile(False)
@@ -161,29 +90,7 @@ cdef class Worker(Loop):
         return out
 
     def __dealloc__(self):
-        cdef uint32_t i
-        cdef fl_conn *c
-        for i in range(self.nslots):
-            c = self.slots[i]
-            if c.fd >= 0:
-                conn_close(self, c)
-            if c.rb.p != NULL:
-                free(c.rb.p)
-            if c.wb.p != NULL:
-                free(c.wb.p)
-            free(c)
-        free(self.slots)
-        free(self.free_slots)
-        fl_bufpool_free(&self.pool)
-        free(self.resume)
-        free(self.touched)
-        free(self.statics)
-        free(self.streams)
-        free(self.ws_room)
-        free(self.ws_paths)
-        if self.inbox != NULL:
-            fl_inbox_close(self.inbox)  # late answers are dropped from now on
-            fl_inbox_release(self.inbox)
+        free_worker(self)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -219,7 +126,7 @@ cdef class Worker(Loop):
                 timeout = 50
             if self.nevents_to_log or self.nrejected_to_log:
                 with gil:
-                    self.flush_notes()
+                    flush_notes(self)
             n = fl_poller_wait(&self.poller, events, FL_WAIT_EVENTS, timeout)
             if n < 0:
                 return n
@@ -259,23 +166,7 @@ cdef class Worker(Loop):
                 self.njobs = 0
             if FASTLOOP_DEBUG:
                 worker_check(self)  # ... and the whole table's, after every turn
-        take_inbox(self)  # in transit from the acceptor: registered, then closed with the rest
-        for i in range(<int>self.nslots):
-            if self.slots[i].fd >= 0:
-                conn_close(self, self.slots[i])
-        while self.jobs_first != NULL:  # made by the last messages, never queued
-            c_job = self.jobs_first
-            self.jobs_first = c_job.next
-            fl_job_release(c_job)
-        self.jobs_last = NULL
-        self.njobs = 0
-        fl_inbox_close(self.inbox)  # answers still coming are dropped and counted
-        self.close_listener()
-        if self.nevents_to_log or self.nrejected_to_log:
-            # The last turns' rejections and timeouts: the loop ended before the wait that
-            # would have logged them.
-            with gil:
-                self.flush_notes()
+        end_loop(self)
         return 0
 
     cdef void accept_all(self) noexcept nogil:
@@ -325,8 +216,7 @@ cdef class Worker(Loop):
             self.slots[self.nslots] = c
             self.nslots += 1
         c.fd = fd
-        c.state = CONN_READ_HEAD
-        c.flags = 0
+        conn_to_new(c)
         c.rb.start = c.rb.end = c.scanned = 0
         c.wb.start = c.wb.end = 0
         c.timer = FL_TIMER_NONE
@@ -381,7 +271,6 @@ cdef class Worker(Loop):
             conn_check(self, c)  # conn.pxd's invariants, after every event (conn_check.pyx)
 
     cdef void conn_read(self, fl_conn *c, int mask) noexcept nogil:
-        cdef char discard[4096]
         cdef ssize_t n
         cdef size_t space
         cdef int rc, err
@@ -393,23 +282,13 @@ cdef class Worker(Loop):
             # a handler): a short read no longer means the EOF is not there yet.
             mask |= FL_HUP
         if c.state == CONN_CLOSING:
-            # Lingering close: the answer is sent and the write side shut; swallow what the
-            # client still sends so that closing does not reset the answer away (RFC 9112 9.6).
-            while True:
-                n = recv(c.fd, discard, sizeof(discard), 0)
-                if n > 0:
-                    self.counters.bytes_in += n
-                    continue
-                if n < 0 and errno == EINTR:
-                    continue
-                if n == 0 or errno != EAGAIN:
-                    conn_close(self, c)
-                return
+            conn_linger_read(self, c)
+            return
         if c.state == CONN_WEBSOCKET:
             conn_ws_read(self, c, mask)
             return
-        if c.state == CONN_IN_HANDLER:
-            if (c.flags & CONN_F_STREAM) and c.body_left and not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF)):
+        if conn_in_handler(c):
+            if c.state == CONN_STREAMING and c.body_left and not (c.flags & (CONN_F_BODY_FULL | CONN_F_PEER_EOF)):
                 conn_read_body(self, c)  # a streaming route's handler takes the body as it comes
                 return
             if (mask & FL_HUP) and c.job != NULL:
@@ -424,7 +303,7 @@ cdef class Worker(Loop):
             # phase): answer them before reading more, as no new edge will announce them.
             rc = self.conn_process(c)
             if rc == FL_PROC_PY:
-                if (c.flags & CONN_F_STREAM) and c.body_left and not (c.flags & CONN_F_BODY_FULL):
+                if c.state == CONN_STREAMING and c.body_left and not (c.flags & CONN_F_BODY_FULL):
                     conn_read_body(self, c)
                     return
                 c.flags |= CONN_F_READ_MORE  # the socket was not read yet
@@ -436,7 +315,7 @@ cdef class Worker(Loop):
             if n > 0:
                 rc = self.conn_process(c)
                 if rc == FL_PROC_PY:
-                    if (c.flags & CONN_F_STREAM) and c.state == CONN_IN_HANDLER:
+                    if c.state == CONN_STREAMING:
                         if c.body_left and not (c.flags & CONN_F_BODY_FULL):
                             conn_read_body(self, c)  # the body goes on to its handler
                         return
@@ -548,9 +427,8 @@ cdef class Worker(Loop):
                         return conn_end_process(self, c, FL_PROC_MORE)
                     # A streaming route: its handler runs now and reads the body as it arrives
                     # (Request.stream), instead of after all of it is buffered.
-                    c.flags |= CONN_F_STREAM
                     return FL_PROC_PY if conn_start_job(self, c) == 0 else FL_PROC_STOP
-                c.state = CONN_READ_BODY
+                conn_to_read_body(c)
             # CONN_READ_BODY: wait until the whole body is buffered (and decoded, if chunked)
             if c.req_flags & FL_REQ_CHUNKED:
                 rc = fl_decode_chunked(p, avail, &c.chunked, self.buffered_chunked_max)
@@ -627,27 +505,23 @@ cdef class Worker(Loop):
         # req_len <= FL_RBUF_MAX here (conn_process rejects more; a streaming request's is 0)
         c.rb.start += <uint32_t>c.req_len
         c.scanned = 0
-        c.state = CONN_READ_HEAD
-        c.flags = (c.flags & ~CONN_F_CONTINUE_SENT) | CONN_F_NEW_REQUEST | CONN_F_USED
         # stop_phase, not stopping: the answer said close only if the stop had begun when it
         # was made (conn_header, and the handlers' inbox.stopping, set with it).
-        if not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stop_phase != FL_STOP_NONE:
-            c.flags |= CONN_F_CLOSE_AFTER  # nothing after it is a request of this connection
+        conn_to_next_request(c, not (c.req_flags & FL_REQ_KEEP_ALIVE) or self.stop_phase != FL_STOP_NONE)
 
     cdef void conn_reject(self, fl_conn *c, int status) noexcept nogil:
         """Answers a request that cannot be served with status, counted, then closes. Nothing
         after it on this connection is ever parsed as a request (no smuggling past an error)."""
         self.counters.parse_errors += 1
         self.counters.rejected[fl_status_index(status)] += 1
-        self.note(status)
-        self.note_rejected(c, status)
+        note(self, status)
+        note_rejected(self, c, status)
         self.conn_put_error(c, status)
 
     cdef void conn_put_error(self, fl_conn *c, int status) noexcept nogil:
         cdef fl_static *s = &fl_error_responses[fl_status_index(status)]
         c.rb.start = c.rb.end = c.scanned = 0
-        c.state = CONN_READ_HEAD
-        c.flags |= CONN_F_CLOSE_AFTER | CONN_F_LINGER
+        conn_to_rejected(c)
         if conn_reserve(self, c, fl_error_len(s)) < 0:
             return
         c.wb.end += fl_put_error(c.wb.p + c.wb.end, s, self.date_line)
@@ -656,66 +530,3 @@ cdef class Worker(Loop):
 
     cdef void refresh_date(self) noexcept nogil:
         fl_refresh_date_line(&self.date_sec, self.date_line)
-
-    # ---- the Python phase (with the GIL) --------------------------------------------------
-
-    cdef void note(self, int what) noexcept nogil:
-        """Remembers a rejection (an HTTP status) or a timeout (-kind) to log at DEBUG level
-        after this turn: C code cannot log without the GIL, so notes wait for one batch."""
-        if self.log_events and self.nevents_to_log < 64:
-            self.events_to_log[self.nevents_to_log] = what
-            self.nevents_to_log += 1
-
-    cdef void note_rejected(self, fl_conn *c, int status) noexcept nogil:
-        """For the access log (on_rejected): the client and the request line, as far as it was
-        read, of a request the core answers itself with status. Taken now, while the request
-        is in c's buffer and the descriptor open; logged after this turn (flush_notes). Past
-        64 in one turn the rest are only counted (stats()["rejected"])."""
-        cdef fl_rejected *r
-        cdef const char *p
-        cdef uint32_t n = 0, avail
-        if self.on_rejected is None or self.nrejected_to_log >= 64:
-            return
-        r = &self.rejected_to_log[self.nrejected_to_log]
-        self.nrejected_to_log += 1
-        r.status = status
-        r.sent = fl_error_responses[fl_status_index(status)].body_len
-        if fl_socket_address(c.fd, 1, r.host, sizeof(r.host), &r.port) < 0:
-            r.host[0] = 0
-            r.port = -1
-        if c.rb.p != NULL and c.rb.start < c.rb.end:
-            # SAFETY: rb holds end bytes, the current request from start; copied, not kept.
-            p = c.rb.p + c.rb.start
-            avail = c.rb.end - c.rb.start
-            while n < avail and n < sizeof(r.line) and p[n] != b'\r' and p[n] != b'\n':
-                n += 1
-            memcpy(r.line, p, n)
-        r.line_len = n
-
-    cdef void flush_notes(self) noexcept:
-        cdef int i, what
-        cdef fl_rejected *r
-        try:
-            for i in range(self.nrejected_to_log):
-                r = &self.rejected_to_log[i]
-                host = r.host.decode("utf-8", "surrogateescape")
-                self.on_rejected(r.status, host if r.port < 0 else (host, r.port),
-                                 PyUnicode_DecodeLatin1(r.line, r.line_len, NULL), r.sent)
-        except BaseException:
-            log.exception("fastloop: logging a rejected request failed")
-        self.nrejected_to_log = 0
-        try:
-            for i in range(self.nevents_to_log):
-                what = self.events_to_log[i]
-                if what >= FL_NOTE_WS:
-                    log.debug("fastloop: worker %d failed a WebSocket: close code %d", self.index,
-                              what - FL_NOTE_WS)
-                elif what > 0:
-                    log.debug("fastloop: worker %d rejected a request: %d (%s)", self.index, what,
-                              fl_status_texts[fl_status_index(what)].decode())
-                else:
-                    log.debug("fastloop: worker %d closed a connection: %s timeout", self.index,
-                              TIMER_NAMES[-what])
-        except BaseException:
-            pass  # a failing log handler must not take the worker down
-        self.nevents_to_log = 0

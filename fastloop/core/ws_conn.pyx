@@ -108,9 +108,7 @@ cdef int conn_ws_upgrade(Worker self, fl_conn *c) noexcept nogil:
     j.reqs[0].line = c.line
     j.reqs[0].req_flags = c.req_flags
     j.stream = 1  # its body is the records, once open
-    c.job = j
-    c.state = CONN_IN_HANDLER
-    c.flags = (c.flags & ~CONN_F_ANSWERED) | CONN_F_STREAM
+    conn_to_streaming(c, j)
     c.rb.start += c.head_len  # what follows the head is frames
     c.body_left = 0
     c.body_len = 0
@@ -130,7 +128,7 @@ cdef void conn_ws_open(Worker self, fl_conn *c, fl_msg *m) noexcept nogil:
     largest message, m.off the deflate settings (bit 8: on; bits 0-7: the client's window;
     bit 9: the client resets its window after each message)."""
     cdef fl_ws_conn *ws
-    if c.state != CONN_IN_HANDLER or c.ws != NULL:
+    if not conn_in_handler(c) or c.ws != NULL:
         return
     ws = <fl_ws_conn *>malloc(sizeof(fl_ws_conn))
     if ws == NULL:
@@ -149,9 +147,7 @@ cdef void conn_ws_open(Worker self, fl_conn *c, fl_msg *m) noexcept nogil:
             return
         fl_ws_inflater_init(ws.inflater, <int>(m.off & 0xff), (m.off & 0x200) != 0)
     ws.close_code = FL_WS_NO_STATUS
-    c.ws = ws
-    c.state = CONN_WEBSOCKET
-    c.flags &= ~(CONN_F_STREAM | CONN_F_BODY_FULL)
+    conn_to_websocket(c, ws)
     self.counters.ws_opened += 1
     # Frames may have come with the head, or an edge gone unread while the app decided.
     self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
@@ -308,7 +304,7 @@ cdef void conn_ws_failed(Worker self, fl_conn *c, fl_ws_event *ev) noexcept nogi
     the connection failed with its close code (RFC 6455 7.1.7)."""
     cdef int code = ev.code
     self.counters.ws_errors[fl_ws_error_slot(code)] += 1
-    self.note(FL_NOTE_WS + code)
+    note(self, FL_NOTE_WS + code)
     c.rb.start = c.rb.end = 0  # nothing after the bad byte is read (sticky in the parser)
     conn_ws_peer_closed(self, c, code, FL_WS_REC_FAILED, NULL, 0)
 

@@ -105,10 +105,6 @@ cdef class BenchLoop:
     cdef void on_connected(self, fb_conn *c) noexcept nogil
     cdef void on_event(self, fb_conn *c, int mask) noexcept nogil
     cdef void send_more(self, fb_conn *c) noexcept nogil
-    cdef void ws_send(self, fb_conn *c) noexcept nogil
-    cdef void ws_start(self, fb_conn *c) noexcept nogil
-    cdef int ws_parse(self, fb_conn *c) noexcept nogil
-    cdef void ws_closed_by_peer(self, fb_conn *c) noexcept nogil
     cdef void send_failed(self, fb_conn *c, int err) noexcept nogil
     cdef void count_sent(self, fb_conn *c, int whole) noexcept nogil
     cdef void read_all(self, fb_conn *c) noexcept nogil

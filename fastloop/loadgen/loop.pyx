@@ -28,7 +28,7 @@
 # omission correction of wrk2) and, separately, from the moment it really started. Without a
 # rate the two are the same. Both include the connect when the batch had to open a connection.
 #
-# WebSocket mode (FB_CFG_WS) keeps the same slots, batches (of one message) and books. A new
+# WebSocket mode (FB_CFG_WS, ws_io.pyx) keeps the same slots, batches (of one message) and books. A new
 # connection first sends the upgrade request from reqbuf with a fresh key (ws.pyx); once the
 # 101 and its Sec-WebSocket-Accept check out, each batch is one masked message whose echo
 # completes it. Bytes to send are queued in the slot's wbuf (messages, pongs, close frames);
@@ -92,73 +92,9 @@ cdef class BenchLoop:
         WebSocket mode: ws_message is the payload of every message, request the upgrade
         request whose Sec-WebSocket-Key value (FB_WS_KEY_LEN bytes) starts at ws_key_offset,
         seed 8 random bytes for the masks and keys."""
-        cdef int i, rc
-        cdef bytes src
-        if connections < 1 or pipeline < 1:
-            raise ValueError("connections and pipeline must be at least 1")
-        if len(address) not in (4, 16):
-            raise ValueError("address must be a packed IPv4 or IPv6 address")
-        self.cfg.flags = (FB_CFG_KEEPALIVE if keepalive else 0) | (FB_CFG_RATE if rate > 0 else 0)
-        if head:
-            self.cfg.flags |= FB_CFG_HEAD
-        self.cfg.pipeline = pipeline
-        self.cfg.timeout_ns = <int64_t>(timeout * 1e9)
-        self.cfg.connect_timeout_ns = <int64_t>(connect_timeout * 1e9)
-        self.cfg.retry_ns = 1000000  # 1 ms: a refused port must not turn the loop into a spin
-        self.cfg.rate_interval_ns = 1e9 / rate if rate > 0 else 0.0
-        self.cfg.total_conns = total_connections
-        if local_ports is not None:
-            self.cfg.port_lo, self.cfg.port_hi = local_ports
-        self.budget = budget
-        if ws_message is not None:
-            if pipeline != 1 or not keepalive or head:
-                raise ValueError("WebSocket mode sends one message at a time on kept connections")
-            if not 0 <= ws_key_offset <= len(request) - FB_WS_KEY_LEN or seed is None \
-                    or len(seed) != 8:
-                raise ValueError("WebSocket mode needs the key's offset and an 8-byte seed")
-            self.cfg.flags |= FB_CFG_WS
-            self.wsmsg_len = len(ws_message)
-            self.wsmsg = <unsigned char *>malloc(self.wsmsg_len + 1)
-            if self.wsmsg == NULL:
-                raise MemoryError()
-            memcpy(self.wsmsg, <const char *>ws_message, self.wsmsg_len)
-            self.ws_opcode = FB_WS_OP_BINARY if ws_binary else FB_WS_OP_TEXT
-            self.key_offset = ws_key_offset
-            self.rng = int.from_bytes(seed, "little") | 1  # xorshift must not start at 0
-        rc = client.fl_make_sockaddr(family, <const char *>address, port, &self.target)
-        if rc < 0:
-            raise_errno(-rc, "target address")
-        self.target_len = rc
-        self.family = family
-        if sources:
-            self.sources = <client.sockaddr_storage *>calloc(len(sources),
-                                                             sizeof(client.sockaddr_storage))
-            self.source_lens = <int *>calloc(len(sources), sizeof(int))
-            if self.sources == NULL or self.source_lens == NULL:
-                raise MemoryError()
-            for i, src in enumerate(sources):
-                rc = client.fl_make_sockaddr(family, <const char *>src, 0, &self.sources[i])
-                if rc < 0 or len(src) != len(address):
-                    raise ValueError("source addresses must be of the target's family")
-                self.source_lens[i] = rc
-            self.nsources = len(sources)
-            self.next_source = first_conn
-        self.req_len = len(request)
-        self.reqbuf = <char *>malloc(self.req_len * pipeline)
-        if self.reqbuf == NULL:
-            raise MemoryError()
-        for i in range(pipeline):
-            memcpy(self.reqbuf + i * self.req_len, <const char *>request, self.req_len)
-        self.conns = <fb_conn *>calloc(connections, sizeof(fb_conn))
-        if self.conns == NULL:
-            raise MemoryError()
-        self.nconns = connections
-        for i in range(connections):
-            self.conns[i].fd = -1
-            self.conns[i].index = i
-            self.conns[i].gindex = first_conn + i
-        self.active = connections
-        self.next_due = INT64_MAX
+        setup_loop(self, first_conn, connections, total_connections, family, address, port, sources,
+                   request, pipeline, keepalive, rate, budget, timeout, connect_timeout, head,
+                   local_ports, ws_message, ws_binary, ws_key_offset, seed)
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -340,7 +276,7 @@ cdef class BenchLoop:
         if c.fd < 0:
             self.open_conn(c)
         elif self.cfg.flags & FB_CFG_WS:
-            self.ws_start(c)  # frames may stand in rbuf: the stream must stay whole
+            ws_start(self, c)  # frames may stand in rbuf: the stream must stay whole
         else:
             # Nothing can be owed to a batch not yet written: drop whatever the server sent
             # unasked.
@@ -425,7 +361,7 @@ cdef class BenchLoop:
         cdef size_t total = <size_t>c.batch * self.req_len
         cdef ssize_t n
         if self.cfg.flags & FB_CFG_WS:
-            self.ws_send(c)
+            ws_send(self, c)
             return
         while c.wsent < total:
             n = client.fl_send(c.fd, self.reqbuf + c.wsent, total - c.wsent)
@@ -452,108 +388,6 @@ cdef class BenchLoop:
             self.st.sent += <uint64_t>(whole - c.nsent)
             c.nsent = whole
             c.flags |= FB_F_SENT
-
-    # ---- WebSocket mode: the I/O of ws.pyx's frames ----------------------------------------
-
-    cdef void ws_send(self, fb_conn *c) noexcept nogil:
-        """Writes c.wbuf until it is empty or the socket is full; counts the message under way
-        as sent once its last byte is out."""
-        cdef ssize_t n
-        cdef size_t k
-        while buf.fl_buf_len(&c.wbuf):
-            # SAFETY: the live bytes of c.wbuf, which only this slot touches.
-            n = client.fl_send(c.fd, buf.fl_buf_head(&c.wbuf), buf.fl_buf_len(&c.wbuf))
-            if n == -EAGAIN:
-                return  # the next writable edge resumes
-            if n < 0:
-                self.send_failed(c, <int>-n)
-                return
-            buf.fl_buf_consume(&c.wbuf, <size_t>n)
-            self.st.bytes_out += <uint64_t>n
-            if c.wmark:
-                k = <size_t>n if <size_t>n < c.wmark else c.wmark
-                c.wmark -= k
-                if c.wmark == 0:
-                    self.count_sent(c, 1)
-        if c.state == FB_SENDING:
-            c.state = FB_RECEIVING
-
-    cdef void ws_start(self, fb_conn *c) noexcept nogil:
-        """Queues the batch's message on an upgraded connection and starts writing it."""
-        if fb_ws_queue_frame(&c.wbuf, self.ws_opcode, self.wsmsg, self.wsmsg_len, &self.rng) < 0:
-            self.fail(c, self.st.err_write, ENOMEM)
-            return
-        c.wmark = buf.fl_buf_len(&c.wbuf)
-        c.state = FB_SENDING
-        self.set_deadline(c, self.now + self.cfg.timeout_ns)
-        self.ws_send(c)
-
-    cdef int ws_parse(self, fb_conn *c) noexcept nogil:
-        """parse() for WebSocket mode: the 101, then frames. Same results as parse()."""
-        cdef uint32_t gen = c.gen
-        cdef int rc, status
-        while True:
-            if c.ws.phase == FB_WS_HANDSHAKE:
-                rc = fb_ws_check_handshake(&c.ws, &c.rbuf, &status)
-                if rc == 0:
-                    return 0
-                if status:
-                    self.st.status[status if 100 <= status < FB_NSTATUS else 0] += 1
-                if rc < 0:
-                    self.st.ws_refused += 1
-                    self.fail(c, self.st.err_read, EPROTO)
-                    return -1
-                self.st.ws_upgraded += 1
-                # A message's latency is its round trip, not the connect and handshake before
-                # it (in rate mode it still counts from the schedule).
-                c.started_ns = self.now
-                if not self.cfg.flags & FB_CFG_RATE:
-                    c.intended_ns = self.now
-                self.ws_start(c)
-                if c.gen != gen:
-                    return -1
-                continue
-            if c.ws.phase == FB_WS_CLOSED:
-                buf.fl_buf_consume(&c.rbuf, buf.fl_buf_len(&c.rbuf))  # after the close: nothing
-                return 0
-            rc = fb_ws_step(&c.ws, &c.rbuf)
-            if rc == FB_WS_MORE:
-                return 0
-            if rc == FB_WS_BAD:
-                self.fail(c, self.st.err_read, EPROTO)
-                return -1
-            if rc == FB_WS_PING:
-                if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_PONG, c.ws.ctl, c.ws.ctl_len, &self.rng) < 0:
-                    self.fail(c, self.st.err_write, ENOMEM)
-                    return -1
-                self.ws_send(c)
-            elif rc == FB_WS_CLOSE:
-                self.ws_closed_by_peer(c)
-            elif c.nanswered < c.batch:  # FB_WS_MESSAGE: the echo (anything else is extra)
-                self.complete(c)
-            if c.gen != gen or c.fd < 0:
-                return -1
-
-    cdef void ws_closed_by_peer(self, fb_conn *c) noexcept nogil:
-        """The server sent a close frame: book it and the message it cut off, answer it with
-        the same code (section 5.5.1) and wait for the server to close TCP first (7.1.1)."""
-        cdef int code = c.ws.close_code
-        cdef unsigned char echo[2]
-        self.st.ws_closed += 1
-        self.st.ws_close_codes[code - 1000 if 1000 <= code < 1000 + FB_NCLOSE - 1
-                               else FB_NCLOSE - 1] += 1
-        if c.batch > c.nanswered:
-            self.st.ws_close_lost += 1
-        self.settle(c, &self.st.failed)
-        echo[0], echo[1] = <unsigned char>(code >> 8), <unsigned char>code
-        if fb_ws_queue_frame(&c.wbuf, FB_WS_OP_CLOSE, echo, 0 if code == 1005 else 2,
-                             &self.rng) < 0:
-            self.fail(c, self.st.err_write, ENOMEM)
-            return
-        c.ws.phase = FB_WS_CLOSED
-        c.state = FB_AWAIT_EOF
-        self.set_deadline(c, self.now + self.cfg.timeout_ns)
-        self.ws_send(c)
 
     cdef void read_all(self, fb_conn *c) noexcept nogil:
         cdef uint32_t gen = c.gen
@@ -587,7 +421,7 @@ cdef class BenchLoop:
         was closed or replaced (the caller must not touch it)."""
         cdef int rc
         if self.cfg.flags & FB_CFG_WS:
-            return self.ws_parse(c)
+            return ws_parse(self, c)
         while True:
             if c.nanswered == c.batch or c.state == FB_AWAIT_EOF:
                 # Nothing was asked: discard (a server may send after the last response).
