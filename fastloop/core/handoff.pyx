@@ -304,6 +304,11 @@ cdef size_t fl_job_send(fl_job *j, const char *p, size_t n) noexcept nogil:
     socket only after fl_job_gone took that lock (and cleared fd): the send can never reach
     a descriptor that was closed and reused meanwhile."""
     cdef ssize_t sent = 0
+    # Once the job is queued only its handler writes direct (fl_pool_take, fl_job_post and
+    # below), so that handler may read it without the lock: most answers under load go
+    # through the loop, and need no lock here.
+    if not j.direct:
+        return 0
     pthread_mutex_lock(&j.lock)
     if j.direct:
         if j.fd >= 0 and not j.gone:
