@@ -14,6 +14,13 @@
 # ready together leave together. A connection has at most one job at a time: the loop parses
 # its next pipelined request only after MSG_END, which keeps answers in request order.
 #
+# One shortcut: a handler taken with no other job queued behind it, whose connection had
+# nothing unsent when the loop queued it, sends its answer's bytes to the socket itself as far
+# as the socket takes them (fl_job_send, non-blocking, under the job's lock, which the loop
+# takes before it closes the socket), and the message then carries the rest, the END and the
+# count. A client who is alone gets its answer without waiting for the loop to wake; under load
+# the answers still leave through the loop together, one wake-up for many.
+#
 # Backpressure both ways, and neither side waits for the other: a handler that streams an
 # answer waits (on the job's condition variable, GIL released) while more than FL_HIGH_WATER
 # of what it posted is unsent; the loop signals once the socket took enough. A streaming
