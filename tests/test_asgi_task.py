@@ -132,3 +132,40 @@ def test_stop_cancels_a_call_that_waits():
         assert entered.wait(5)
     assert seen.get() == "cancelled"
     c.close()
+
+
+class _BadYield:
+    def __await__(self):
+        yield 42  # neither a future nor a bare yield: asyncio's tasks throw RuntimeError back
+
+
+def test_a_bad_yield_is_thrown_back_into_the_app_as_a_task_would():
+    seen = Seen()
+
+    async def app(scope, receive, send):
+        try:
+            await _BadYield()
+        except RuntimeError as exc:
+            seen.put(str(exc))
+        await answer(send)
+
+    with serve_asgi(app) as server, Client(server.port) as c:
+        c.send(get("/"))
+        assert c.answer().status == 200
+        assert "bad yield" in seen.get()
+
+
+def test_an_app_that_cancels_itself_answers_500_and_the_server_goes_on():
+    async def app(scope, receive, send):
+        if scope["path"] == "/cancel":
+            asyncio.current_task().cancel()
+            await asyncio.sleep(0)  # the cancellation lands here
+        await answer(send)
+
+    with serve_asgi(app) as server:
+        with Client(server.port) as c:
+            c.send(get("/cancel"))
+            assert c.answer().status == 500
+        with Client(server.port) as c:
+            c.send(get("/"))
+            assert c.answer().status == 200
