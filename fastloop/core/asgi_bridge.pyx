@@ -159,7 +159,7 @@ cdef class AsgiBridge(JobPool):
                 # Runs at once, here, until it first waits (asgi_task.pyx).
                 task = ct = _CallTask.__new__(_CallTask)
                 try:
-                    ct.start(self.loop, call.run())
+                    ct.start(self.loop, call)
                 except BaseException as exc:  # an exit: after the batch is taken
                     exit_exc = exc
                 if ct.state != T_PENDING:

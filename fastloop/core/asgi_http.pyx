@@ -14,6 +14,7 @@
 
 cimport cython
 import os as _os
+from types import CoroutineType as _CoroutineType
 from urllib.parse import unquote as _unquote
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -87,7 +88,7 @@ cdef class AsgiCall:
 
     cdef fl_job *j              # the handler's reference, until run() ends
     cdef AsgiBridge bridge
-    cdef object task            # the task running run(), once it has waited
+    cdef object task            # the task driving the call, once it has waited
     cdef Responder out          # answers gathered for one message, and the Date line
     cdef object recv_waiter     # futures resolved by wake()
     cdef object send_waiter
@@ -109,6 +110,8 @@ cdef class AsgiCall:
     cdef bint ended             # the job's last message (MSG_F_END) is posted
     cdef bint flush_due         # flush_gathered() is scheduled on the asyncio loop
     cdef tuple addresses        # (client, server) of the job's connection, once asked
+    cdef object receive_m       # self.receive and self.send, bound once per job
+    cdef object send_m
 
     cdef void adopt(self, AsgiBridge bridge, fl_job *j) noexcept:
         self.bridge = bridge
@@ -128,44 +131,58 @@ cdef class AsgiCall:
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    async def run(self):
-        """Answers the job's requests, in order, then gives the job back to its loop. An
-        answer goes to the connection as soon as it is complete, not when the application
-        returns (it may go on with background work): then the connection's next request is
-        parsed at once, as other ASGI servers do."""
+    # A job's requests are answered in order by the application, each call driven by the
+    # job's _CallTask (asgi_task.pyx): call_app() begins one, request_ended() ends it. An
+    # answer goes to the connection as soon as it is complete, not when the application
+    # returns (it may go on with background work): then the connection's next request is
+    # parsed at once, as other ASGI servers do.
+
+    cdef object call_app(self, int k):
+        """Begins request k: returns the application's awaitable for it, as an iterator."""
+        self.begin(k)
+        if self.receive_m is None:  # bound once for the job's requests (a pipelined batch)
+            self.receive_m = self.receive
+            self.send_m = self.send
+        aw = self.bridge.app(self.scope(), self.receive_m, self.send_m)
+        if type(aw) is _CoroutineType:
+            return aw
+        return aw if hasattr(aw, "send") else aw.__await__()
+
+    cdef bint request_ended(self, exc) except -1:
+        """The application's call for the current request returned (exc is None) or raised
+        exc. Returns True when the job is over (given back to its loop), False when its next
+        request is to be called. A cancellation or an exit goes on up, after the cleanup."""
         cdef fl_job *j = self.j
-        cdef int k
-        app = self.bridge.app
-        # Bound once for the job's requests (a pipelined batch shares them).
-        receive = self.receive
-        send = self.send
         try:
-            for k in range(j.start, j.nreqs):
-                self.begin(k)
-                try:
-                    await app(self.scope(), receive, send)
+            try:
+                if exc is None:
                     # (An app told http.disconnect may end without an answer: no error.)
                     if self.phase != PH_DONE and not self.saw_disconnect:
                         self.bridge.app_errors += 1
                         log.error("fastloop: %s returned without completing its answer to %s",
                                   self.bridge.app_name, self.request_name())
-                except BaseException as exc:
+                else:
                     self.app_failed(exc)
-                    if not isinstance(exc, Exception):
-                        raise  # cancelled (the server stops) or exiting: after the cleanup
-                finally:
-                    self.finish()
-                    self.bridge.handled += 1
-                if self.ended:
-                    return
-                if fl_job_behind(j):
-                    # The client does not read: the rest waits in the loop (END_MORE).
-                    j.start = k + 1
-                    self.ended = True
-                    self.out.flush(j, MSG_F_END | END_MORE, self.answered)
-                    return
-        finally:
-            self.give_back()
+            finally:
+                self.finish()
+                self.bridge.handled += 1
+            if exc is not None and not isinstance(exc, Exception):
+                raise exc
+            if self.ended or self.k + 1 >= j.nreqs:
+                self.give_back()
+                return True
+            if fl_job_behind(j):
+                # The client does not read: the rest waits in the loop (END_MORE).
+                j.start = self.k + 1
+                self.ended = True
+                self.out.flush(j, MSG_F_END | END_MORE, self.answered)
+                self.give_back()
+                return True
+            return False
+        except BaseException:
+            if self.j != NULL:
+                self.give_back()
+            raise
 
     cdef void give_back(self) noexcept:
         """The call is over: the job goes back to its loop (the handler's reference), the task

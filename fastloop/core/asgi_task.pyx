@@ -3,13 +3,14 @@
 # Why not an asyncio.Task: on Python 3.11 a Task costs a request about 6,000 instructions
 # (its registration in a WeakSet, a call_soon handle, a loop iteration before its first step,
 # the weakref callback when it dies), and most requests never wait: the application answers
-# in its first step. A _CallTask steps the call's coroutine itself, at once, inside the
-# bridge's callback (as 3.12's eager tasks do), and only waits on the loop when the
-# coroutine yields a future.
+# in its first step. A _CallTask steps the application's coroutine itself, at once, inside
+# the bridge's callback (as 3.12's eager tasks do), with no coroutine of ours around it
+# (AsgiCall.call_app and request_ended begin and end each of the job's requests), and only
+# waits on the loop when the application yields a future.
 #
 # What it keeps of a Task, so that the libraries applications use cannot tell: while it
 # steps, it is asyncio's current task (asyncio._enter_task, so current_task(), sniffio and
-# anyio see asyncio and this task); each call runs in a copy of the context, as a task does;
+# anyio see asyncio and this task); each job runs in a copy of the context, as a task does;
 # cancel() cancels the future it waits on or throws CancelledError at its next step, and
 # cancelling() / uncancel() count requests as Task's do (asyncio.timeout and anyio's cancel
 # scopes rely on them); done callbacks, result() and exception() serve asyncio.wait. It is
@@ -47,7 +48,9 @@ cdef class _CallTask:
     """A task look-alike that drives one coroutine on its loop (see above)."""
 
     cdef object loop
-    cdef object coro
+    cdef AsgiCall call              # the job's requests, answered in order
+    cdef int calls                  # the application's calls begun
+    cdef object coro                # the application's coroutine, while it runs
     cdef object context
     cdef object fut_waiter          # the future the coroutine waits on
     cdef object wakeup_cb           # self.wakeup, bound once
@@ -60,10 +63,10 @@ cdef class _CallTask:
     cdef list callbacks             # (callback, context) pairs, run once done
     cdef object __weakref__         # anyio keeps per-task state in a WeakKeyDictionary
 
-    cdef void start(self, loop, coro) except *:
-        """Takes coro and runs its first step now, in a copy of the current context."""
+    cdef void start(self, loop, AsgiCall call) except *:
+        """Takes call and runs its first step now, in a copy of the current context."""
         self.loop = loop
-        self.coro = coro
+        self.call = call
         self.context = PyContext_CopyCurrent()
         PyContext_Enter(self.context)
         try:
@@ -72,8 +75,9 @@ cdef class _CallTask:
             PyContext_Exit(self.context)
 
     cdef void step(self, exc) except *:
-        """Sends None (or throws exc) into the coroutine, in self.context (entered by the
-        caller), and acts on what it yields or how it ends."""
+        """Sends None (or throws exc) into the application's coroutine, in self.context
+        (entered by the caller), and acts on what it yields or how it ends; when it ends and
+        the job has another request, calls the application for that one at once."""
         cdef PyObject *yielded = NULL
         cdef PySendResult rc
         if self.state != T_PENDING:
@@ -86,30 +90,63 @@ cdef class _CallTask:
         self.fut_waiter = None
         _enter_task(self.loop, self)
         try:
-            if exc is None:
-                try:
-                    # (PyIter_Send: a coroutine's return is no StopIteration to make and catch)
-                    rc = PyIter_Send(self.coro, None, &yielded)
-                except BaseException as e:
-                    self.ended(e)
-                    return
-                result = <object>yielded
-                Py_XDECREF(yielded)  # (the cast took its own reference)
-                if rc == PYGEN_RETURN:
-                    self.returned(result)
-                    return
-            else:
-                try:
-                    result = self.coro.throw(exc)
-                except StopIteration as e:
-                    self.returned(e.value)
-                    return
-                except BaseException as e:
-                    self.ended(e)
-                    return
-            self.wait_for(result)
+            while True:
+                if self.coro is None:
+                    try:
+                        self.coro = self.call.call_app(
+                            self.call.j.start if self.calls == 0 else self.call.k + 1)
+                        self.calls += 1
+                    except BaseException as e:
+                        self.calls += 1
+                        exc = None
+                        if self.request_ended(e):
+                            return
+                        continue
+                if exc is None:
+                    try:
+                        # (PyIter_Send: a coroutine's return is no StopIteration to make and
+                        # catch)
+                        rc = PyIter_Send(self.coro, None, &yielded)
+                    except BaseException as e:
+                        if self.request_ended(e):
+                            return
+                        continue
+                    result = <object>yielded
+                    Py_XDECREF(yielded)  # (the cast took its own reference)
+                    if rc == PYGEN_RETURN:
+                        if self.request_ended(None):
+                            return
+                        continue
+                else:
+                    try:
+                        result = self.coro.throw(exc)
+                    except StopIteration:
+                        exc = None
+                        if self.request_ended(None):
+                            return
+                        continue
+                    except BaseException as e:
+                        exc = None
+                        if self.request_ended(e):
+                            return
+                        continue
+                self.wait_for(result)
+                return
         finally:
             _leave_task(self.loop, self)
+
+    cdef bint request_ended(self, exc) except -1:
+        """The application's call returned (exc None) or raised exc: True when the task is
+        over (the job was its last request, or the end was a cancellation or an exit)."""
+        self.coro = None
+        try:
+            over = self.call.request_ended(exc)
+        except BaseException as e:
+            self.ended(e)
+            return True
+        if over:
+            self.returned(None)
+        return over
 
     cdef void wait_for(self, result) except *:
         """The coroutine yielded result: a future of this loop to wait on, or None (a bare
@@ -176,6 +213,7 @@ cdef class _CallTask:
 
     cdef void finished(self) except *:
         self.coro = None
+        self.call = None
         self.fut_waiter = None
         if self.callbacks:
             for fn, ctx in self.callbacks:
