@@ -197,6 +197,9 @@ cdef class AsgiCall:
         if self.out is not None and self.out.len == 0 and len(self.bridge.spare) < 64:
             self.bridge.spare.append(self.out)
         self.out = None
+        # The bound methods refer to self: dropped, so that no cycle is left for the
+        # collector (the application may still hold them; they then keep the call alive).
+        self.receive_m = self.send_m = None
 
     cdef str request_name(self):
         cdef fl_jobreq *q = &self.j.reqs[self.k]

@@ -215,6 +215,7 @@ cdef class _CallTask:
         self.coro = None
         self.call = None
         self.fut_waiter = None
+        self.wakeup_cb = None  # (bound to self: a cycle for the collector otherwise)
         if self.callbacks:
             for fn, ctx in self.callbacks:
                 self.loop.call_soon(fn, self, context=ctx)
