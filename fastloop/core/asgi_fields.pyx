@@ -1,4 +1,4 @@
-# ASGI 3 applications beside the loop, part 2a: the header fields, both ways. A request's head
+# ASGI 3 applications beside the loop, part 2b: the header fields, both ways. A request's head
 # becomes the scope's headers list (head_fields), and an application's response headers
 # become the head's field lines, checked as answer.pyx checks those of every other
 # interface (asgi_fields). Both run once per request, so both work on bytes in C.

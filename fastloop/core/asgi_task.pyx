@@ -1,4 +1,4 @@
-# ASGI 3 applications beside the loop, part 2b: the task that runs one HTTP job's call.
+# ASGI 3 applications beside the loop, part 2d: the task that runs one HTTP job's call.
 #
 # Why not an asyncio.Task: on Python 3.11 a Task costs a request about 6,000 instructions
 # (its registration in a WeakSet, a call_soon handle, a loop iteration before its first step,
