@@ -34,8 +34,9 @@ LIFESPAN_MODES = ("auto", "on", "off")
 LOOPS = ("auto", "asyncio", "uvloop")
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-# asyncio.Task(..., eager_start=True) (3.12+) runs a request's coroutine at once, inside the
-# bridge's callback, until it first waits: a task that never waits costs no loop iteration.
+# asyncio.Task(..., eager_start=True) (3.12+) runs a WebSocket's coroutine at once, inside the
+# bridge's callback, until it first waits. (An HTTP call runs on the core's own light task,
+# which always starts so: core/asgi_task.pyx.)
 EAGER_TASKS = sys.version_info >= (3, 12)
 
 

@@ -7,8 +7,9 @@
 # handler waits (room to send, body bytes, the client gone), writes one byte to the bridge's
 # pipe if nobody was told yet. The asyncio loop reads the pipe (add_reader) and takes
 # everything at once: one wake-up and one Python callback per batch, never one
-# call_soon_threadsafe per request. Each new job becomes an AsgiCall (asgi_http.pyx) run as
-# one task, which calls the application for the job's requests in order.
+# call_soon_threadsafe per request. Each new job becomes an AsgiCall (asgi_http.pyx), driven
+# by one _CallTask (asgi_task.pyx, started at once, here), which calls the application for
+# the job's requests in order; a WebSocket's call runs on an asyncio.Task.
 
 cimport cython
 import os as _os
