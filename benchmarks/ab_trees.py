@@ -56,7 +56,7 @@ def one_run(label: str, tree: Path, args: argparse.Namespace, bench) -> dict:
     rec: dict = {"bench": "ab_trees", "tree": label, "connections": args.connections,
                  "pipeline": args.pipeline, "server_args": args.server_args}
     with h.running(label, cmd, port, args.server_core, cwd=tree) as srv:
-        url = f"http://127.0.0.1:{port}/"
+        url = f"http://127.0.0.1:{port}{args.path}"
         bench.run(url, connections=args.connections, duration=0.3, pipeline=args.pipeline)  # warm
         cpu0, cs0 = srv.cpu_seconds(), context_switches(srv.pid)
         r = bench.run(url, connections=args.connections, duration=args.duration,
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a checkout with fastloop built in place (repeat; the first is the base)")
     p.add_argument("--server-args", default="",
                    help="for fastloop_hello_server.py, e.g. --python (default: the static route)")
+    p.add_argument("--path", default="/", help="what to ask for (default /; /json with --fastapi)")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--pipeline", type=int, default=1)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measured run")

@@ -34,8 +34,9 @@ LIFESPAN_MODES = ("auto", "on", "off")
 LOOPS = ("auto", "asyncio", "uvloop")
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-# asyncio.Task(..., eager_start=True) (3.12+) runs a request's coroutine at once, inside the
-# bridge's callback, until it first waits: a task that never waits costs no loop iteration.
+# asyncio.Task(..., eager_start=True) (3.12+) runs a WebSocket's coroutine at once, inside the
+# bridge's callback, until it first waits. (An HTTP call runs on the core's own light task,
+# which always starts so: core/asgi_task.pyx.)
 EAGER_TASKS = sys.version_info >= (3, 12)
 
 
@@ -153,6 +154,7 @@ class AsgiRunner:
         self.bridge.ws_config = app.ws_config
         self.lifespan = Lifespan(app, self.loop, self.state)
         self.thread = threading.Thread(target=self._run, name="fastloop-asgi", daemon=True)
+        self.done = self.loop.create_future()  # set by stop(): the root task returns
 
     @property
     def pool(self) -> AsgiBridge:
@@ -164,9 +166,21 @@ class AsgiRunner:
         asyncio.set_event_loop(self.loop)
         self.loop.add_reader(self.bridge.fileno(), self.bridge.on_readable)
         try:
-            self.loop.run_forever()
+            self.loop.run_until_complete(self._main())
         finally:
             self.loop.remove_reader(self.bridge.fileno())
+
+    async def _main(self) -> None:
+        """The loop's root task, for as long as it serves: run_until_complete's, as under
+        asyncio.run, because anyio looks for that task (find_root_task) to tie its worker
+        threads to (to_thread.run_sync, Starlette's run_in_threadpool, FastAPI's sync
+        endpoints). Without it, anyio ties them to the request's task, and every request
+        that finds no idle worker starts a thread that stops when that request ends."""
+        await self.done
+
+    def _end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
     def start(self) -> None:
         """Starts the loop's thread and runs the lifespan startup: returns once the
@@ -197,7 +211,7 @@ class AsgiRunner:
             except Exception:
                 log.exception("fastloop: the lifespan shutdown of %s failed", self.app.name)
         asyncio.run_coroutine_threadsafe(self._cancel_tasks(timeout), self.loop).result(timeout + 5.0)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop.call_soon_threadsafe(self._end)
         self.thread.join(5.0)
         self.bridge.close()
         if not self.thread.is_alive():

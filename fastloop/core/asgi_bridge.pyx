@@ -7,8 +7,9 @@
 # handler waits (room to send, body bytes, the client gone), writes one byte to the bridge's
 # pipe if nobody was told yet. The asyncio loop reads the pipe (add_reader) and takes
 # everything at once: one wake-up and one Python callback per batch, never one
-# call_soon_threadsafe per request. Each new job becomes an AsgiCall (asgi_http.pyx) run as
-# one task, which calls the application for the job's requests in order.
+# call_soon_threadsafe per request. Each new job becomes an AsgiCall (asgi_http.pyx), driven
+# by one _CallTask (asgi_task.pyx, started at once, here), which calls the application for
+# the job's requests in order; a WebSocket's call runs on an asyncio.Task.
 
 cimport cython
 import os as _os
@@ -129,6 +130,8 @@ cdef class AsgiBridge(JobPool):
         cdef fl_job *ready
         cdef fl_job *nxt
         cdef AsgiCall call
+        cdef _CallTask ct
+        exit_exc = None
         while read(self.rfd, drain, sizeof(drain)) == sizeof(drain):
             pass
         self.wakeups += 1
@@ -144,19 +147,31 @@ cdef class AsgiBridge(JobPool):
             jobs.next = NULL
             if jobs.reqs[0].req_flags & FL_REQ_WEBSOCKET:
                 call = AsgiWsCall.__new__(AsgiWsCall)  # an upgrade (asgi_ws.pyx)
+                call.adopt(self, jobs)  # takes the handler's reference
+                # Named: a task without a name formats one ("Task-N"), about a sixth of its
+                # cost. (A WebSocket lives long: what its task costs does not matter.)
+                if self.eager:
+                    task = _Task(call.run(), loop=self.loop, name=TASK_NAME, eager_start=True)
+                else:
+                    task = _Task(call.run(), loop=self.loop, name=TASK_NAME)
             else:
                 call = AsgiCall.__new__(AsgiCall)
-            call.adopt(self, jobs)  # takes the handler's reference
-            # Named: a task without a name formats one ("Task-N"), about a sixth of its cost.
-            if self.eager:
-                # Runs at once, here, until it first waits (Python 3.12+).
-                task = _Task(call.run(), loop=self.loop, name=TASK_NAME, eager_start=True)
-            else:
-                task = _Task(call.run(), loop=self.loop, name=TASK_NAME)
+                call.adopt(self, jobs)
+                # Runs at once, here, until it first waits (asgi_task.pyx).
+                task = ct = _CallTask.__new__(_CallTask)
+                try:
+                    ct.start(self.loop, call)
+                except BaseException as exc:  # an exit: after the batch is taken
+                    exit_exc = exc
+                if ct.state != T_PENDING:
+                    jobs = nxt
+                    continue
             if not task.done():
                 call.task = task
                 self.running.add(task)  # for stop(); AsgiCall.run takes it out
             jobs = nxt
+        if exit_exc is not None:
+            raise exit_exc
 
     def close(self):
         """No more jobs start; those queued are released (their loops close them)."""
