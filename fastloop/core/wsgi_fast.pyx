@@ -1,20 +1,30 @@
-# The per-request work of the WSGI adapter (fastloop/wsgi.py), in C: the environ built from
-# what the core parsed, and start_response / write / the Response gathered by WsgiAnswer.
+# The per-request work of the WSGI adapter (fastloop/wsgi.py), in C: the lookup that sends a
+# request to the application, the call itself (WsgiCall), the environ built from what the core
+# parsed, and start_response / write / the Response gathered by WsgiAnswer.
 #
 # fastloop/wsgi.py states the rules (what goes into the environ, what PEP 3333 asks of the
 # answer) and keeps the parts that run once per application or stream; this file is the same
 # rules without the interpreter's dispatch on every line: written in Python, building the
 # environ and the Response cost more than the rest of a hello-world request together. Called
 # on handler threads: the caches below are shared by them and used one dict operation at a
-# time (no GIL needed), each bounded so a client's new names cannot grow them.
+# time (no GIL needed), each bounded so a client's new names cannot grow them; the tables of
+# known names are filled once, at import, and only read after.
+#
+# Header names and values an application gives are str: the checks below read a str's
+# characters in place when it is stored one byte per character (latin-1, which every ASCII
+# name is), and fall back to the str methods otherwise, so that both ways decide the same.
 
 from http import HTTPStatus as _HTTPStatus
 from io import BytesIO as _BytesIO
+from sys import intern as _intern
 from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.unicode cimport PyUnicode_DecodeLatin1
+from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
+                              PyUnicode_GET_LENGTH, PyUnicode_KIND)
 from libc.string cimport memchr, memcpy
 
 
@@ -28,10 +38,18 @@ cdef dict _WSGI_PORTS = {}       # a client's port -> REMOTE_PORT, its decimal t
 
 # RFC 9110 7.6.1 hop-by-hop fields, which PEP 3333 forbids applications to send, plus what the
 # core writes itself (Content-Length from the body it sends, one Date, one Server).
-cdef frozenset WSGI_DROPPED = frozenset((
+cdef tuple WSGI_DROPPED_NAMES = (
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "content-length", "date", "server",
-))
+)
+cdef frozenset WSGI_DROPPED = frozenset(WSGI_DROPPED_NAMES)
+
+# What respond() does with an application's header field, by its name
+cdef enum:
+    WSGI_KEEP = 0          # sent as given
+    WSGI_CONTENT_TYPE = 1  # becomes the Response's content_type
+    WSGI_CONTENT_LENGTH = 2
+    WSGI_DROP = 3          # one of WSGI_DROPPED (content-length aside)
 
 
 cdef inline bint wsgi_name_is(const char *p, Py_ssize_t n, const char *lower, Py_ssize_t ln) noexcept:
@@ -45,6 +63,89 @@ cdef inline bint wsgi_name_is(const char *p, Py_ssize_t n, const char *lower, Py
     return True
 
 
+cdef inline bint wsgi_latin1_is(const unsigned char *p, Py_ssize_t n, const char *lower,
+                                Py_ssize_t ln) noexcept:
+    """p[:n], any latin-1 text, is lower (ASCII, lower case) as str.lower() would compare it:
+    letters in either case, every other character exactly. No latin-1 character but an ASCII
+    capital lower-cases to ASCII, so this is exact."""
+    cdef Py_ssize_t i
+    cdef unsigned char c, l
+    if n != ln:
+        return False
+    for i in range(n):
+        c = p[i]
+        l = <unsigned char>lower[i]
+        if c != l and not (97 <= l <= 122 and c == l - 32):
+            return False
+    return True
+
+
+cdef int wsgi_header_role(object name) except -1:
+    """WSGI_* for an application's header name (a str after start_response's check, unless
+    the application changed the list since: then str.lower() raises as it always did)."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t n
+    cdef str dropped
+    if type(name) is not str or PyUnicode_KIND(name) != PyUnicode_1BYTE_KIND:
+        lower = name.lower()
+        if lower == "content-type":
+            return WSGI_CONTENT_TYPE
+        if lower == "content-length":
+            return WSGI_CONTENT_LENGTH
+        return WSGI_DROP if lower in WSGI_DROPPED else WSGI_KEEP
+    p = PyUnicode_1BYTE_DATA(name)
+    n = PyUnicode_GET_LENGTH(name)
+    if wsgi_latin1_is(p, n, b"content-type", 12):
+        return WSGI_CONTENT_TYPE
+    if wsgi_latin1_is(p, n, b"content-length", 14):
+        return WSGI_CONTENT_LENGTH
+    for dropped in WSGI_DROPPED_NAMES:
+        # SAFETY: the names are ASCII str constants of this module, stored one byte each.
+        if wsgi_latin1_is(p, n, <const char *>PyUnicode_1BYTE_DATA(dropped),
+                          PyUnicode_GET_LENGTH(dropped)):
+            return WSGI_DROP
+    return WSGI_KEEP
+
+
+cdef Py_ssize_t wsgi_content_length(object value) except -2:
+    """A Content-Length value as respond() takes it: ASCII digits (str.isdigit() also takes
+    other scripts' digits), at most 18 of them, between spaces and tabs; else -1."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t i = 0, n, length = 0
+    if type(value) is not str or PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND:
+        text = value.strip(" \t")
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
+        return -1
+    p = PyUnicode_1BYTE_DATA(value)
+    n = PyUnicode_GET_LENGTH(value)
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    while n > i and (p[n - 1] == 32 or p[n - 1] == 9):
+        n -= 1
+    if n == i or n - i > 18:
+        return -1
+    while i < n:
+        if not 48 <= p[i] <= 57:
+            return -1
+        length = length * 10 + (p[i] - 48)
+        i += 1
+    return length
+
+
+# Environ keys of the request header names most clients send, made once: a request's "Host"
+# or "User-Agent" then costs no new key (and no hash of one) in its environ.
+cdef tuple WSGI_KNOWN_NAMES = (
+    b"host", b"user-agent", b"accept", b"accept-encoding", b"accept-language", b"connection",
+    b"cookie", b"referer", b"origin", b"cache-control", b"pragma", b"authorization",
+    b"upgrade-insecure-requests", b"if-none-match", b"if-modified-since", b"x-forwarded-for",
+    b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"x-request-id", b"dnt",
+    b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest", b"sec-fetch-user", b"priority",
+)
+cdef tuple WSGI_KNOWN_KEYS = tuple(
+    _intern("HTTP_" + name.decode().upper().replace("-", "_")) for name in WSGI_KNOWN_NAMES)
+
+
 cdef object header_key(const char *p, Py_ssize_t n):
     """The environ key of header name p[:n] ("HTTP_X_Y" for "x-y"), or None for one left
     out: a name with "_" ("X_User" and "X-User" would both be HTTP_X_USER, and a proxy that
@@ -52,6 +153,11 @@ cdef object header_key(const char *p, Py_ssize_t n):
     cdef char buf[5 + WSGI_KEY_MAX]
     cdef Py_ssize_t i
     cdef char ch
+    cdef bytes known
+    for i in range(len(WSGI_KNOWN_NAMES)):
+        known = <bytes>WSGI_KNOWN_NAMES[i]
+        if wsgi_name_is(p, n, PyBytes_AS_STRING(known), PyBytes_GET_SIZE(known)):
+            return WSGI_KNOWN_KEYS[i]
     if memchr(p, 95, n) != NULL:  # "_"
         return None
     if n > WSGI_KEY_MAX:
@@ -141,9 +247,8 @@ cdef tuple server_name_port(str host):
     return <tuple>found
 
 
-def wsgi_environ(Request request, dict base, str script_name):
-    """The PEP 3333 environ of request: a copy of base (the keys that never change) and the
-    request's own (fastloop/wsgi.py WSGIHandler.environ documents them)."""
+cdef dict build_environ(Request request, dict base, str script_name):
+    """wsgi_environ(), read from the Request's fields directly (this is its module)."""
     cdef dict env = PyDict_Copy(base)
     cdef str path = request.path
     if script_name:
@@ -158,7 +263,12 @@ def wsgi_environ(Request request, dict base, str script_name):
     env["REQUEST_METHOD"] = request.method
     env["QUERY_STRING"] = request.query
     env["SERVER_PROTOCOL"] = "HTTP/1.1" if request.minor else "HTTP/1.0"
-    client = request.client
+    # Request.client's order: a trusted proxy's, else the cached peer, else the socket's.
+    client = request.override_client
+    if client is None:
+        client = request._client
+        if client is None:
+            client = request._client = peer_address(request)
     if type(client) is tuple:  # a TCP peer
         env["REMOTE_ADDR"] = (<tuple>client)[0]
         port = (<tuple>client)[1]
@@ -170,7 +280,9 @@ def wsgi_environ(Request request, dict base, str script_name):
         env["REMOTE_PORT"] = text
     else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
         env["REMOTE_ADDR"] = ""
-    body = request.body
+    body = request._body
+    if body is None:  # a streaming route's: Request.body reads the rest
+        body = request.body
     env["wsgi.input"] = _BytesIO(body)
     if body:
         # The body is complete, chunked or not: tell its length to apps that rely on it.
@@ -193,6 +305,12 @@ def wsgi_environ(Request request, dict base, str script_name):
     return env
 
 
+def wsgi_environ(Request request, dict base, str script_name):
+    """The PEP 3333 environ of request: a copy of base (the keys that never change) and the
+    request's own (fastloop/wsgi.py WSGIHandler.environ documents them)."""
+    return build_environ(request, base, script_name)
+
+
 cdef tuple wsgi_status(str status):
     """The code and the reason to give Response for a checked WSGI status: None when it is
     the standard phrase, so the core writes its prebuilt status line."""
@@ -211,6 +329,18 @@ cdef tuple wsgi_status(str status):
     return <tuple>found
 
 
+cdef bint wsgi_status_ok(object status):
+    """status is a str like "200 OK": three digits (as str.isdigit() has them) and a space."""
+    cdef const unsigned char *p
+    if type(status) is not str or PyUnicode_GET_LENGTH(status) < 4:
+        return False
+    if PyUnicode_KIND(status) == PyUnicode_1BYTE_KIND:
+        p = PyUnicode_1BYTE_DATA(status)
+        if 48 <= p[0] <= 57 and 48 <= p[1] <= 57 and 48 <= p[2] <= 57 and p[3] == 32:
+            return True  # the usual case; any other takes the str methods' word
+    return status[:3].isdigit() and status[3] == " "
+
+
 def _wsgi_prepend(bytes first, rest):
     yield first
     yield from rest
@@ -218,6 +348,8 @@ def _wsgi_prepend(bytes first, rest):
 
 cdef class WsgiAnswer:
     """start_response and write() for one request: the status, headers and body gathered.
+    The object itself is the start_response callable the application gets (its method
+    start_response is the same), so that no bound method is made per request.
     sent: the first body bytes exist (a streaming server would have sent the head), PEP
     3333's condition for start_response to re-raise exc_info."""
 
@@ -230,7 +362,13 @@ cdef class WsgiAnswer:
         self.headers = []
         self.chunks = []
 
+    def __call__(self, status, headers, exc_info=None):
+        return self.begin(status, headers, exc_info)
+
     def start_response(self, status, headers, exc_info=None):
+        return self.begin(status, headers, exc_info)
+
+    cdef object begin(self, status, headers, exc_info):
         if exc_info is not None:
             try:
                 if self.sent:
@@ -239,7 +377,7 @@ cdef class WsgiAnswer:
                 exc_info = None  # PEP 3333: avoid a frame <-> traceback cycle
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+        if not wsgi_status_ok(status):
             raise ValueError(f"a WSGI status is a str like '200 OK', not {status!r}")
         if type(headers) is not list:
             raise TypeError("WSGI response headers are a list of (name, value), "
@@ -274,14 +412,25 @@ cdef class WsgiAnswer:
             self.add(chunk)
         return self.respond(None)
 
+    cdef object whole_list(self, list result):
+        """whole() for a list, the usual answer."""
+        cdef Py_ssize_t i
+        for i in range(PyList_GET_SIZE(result)):
+            chunk = result[i]
+            if type(chunk) is not bytes:
+                raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+            self.add(chunk)
+        return self.respond(None)
+
     def declared_length(self):
         """The Content-Length the application set, or -1 (ASCII digits only: str.isdigit()
         also takes other scripts' digits). The first valid one counts."""
+        cdef Py_ssize_t n
         for name, value in self.headers:
-            if name.lower() == "content-length":
-                text = value.strip(" \t")
-                if text.isascii() and text.isdigit() and len(text) <= 18:
-                    return int(text)
+            if wsgi_header_role(name) == WSGI_CONTENT_LENGTH:
+                n = wsgi_content_length(value)
+                if n >= 0:
+                    return n
         return -1
 
     def response(self, rest=None):
@@ -290,22 +439,25 @@ cdef class WsgiAnswer:
         return self.respond(rest)
 
     cdef object respond(self, rest):
-        cdef list headers = []
+        cdef list headers = None
         cdef Py_ssize_t declared = -1
+        cdef int role
+        cdef Response r
         if self.status is None:
             raise AssertionError("the WSGI application returned without calling start_response")
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        n = PyList_GET_SIZE(self.chunks)
+        body = self.chunks[0] if n == 1 else b"".join(self.chunks)
         content_type = ""  # none unless the application sets one
         for name, value in self.headers:
-            lower = name.lower()
-            if lower == "content-type":
+            role = wsgi_header_role(name)
+            if role == WSGI_CONTENT_TYPE:
                 content_type = value
-            elif lower == "content-length":
+            elif role == WSGI_CONTENT_LENGTH:
                 if declared < 0:
-                    text = value.strip(" \t")
-                    if text.isascii() and text.isdigit() and len(text) <= 18:
-                        declared = int(text)
-            elif lower not in WSGI_DROPPED:
+                    declared = wsgi_content_length(value)
+            elif role == WSGI_KEEP:
+                if headers is None:
+                    headers = []
                 headers.append((name, value))
         length = None
         if rest is not None:
@@ -319,4 +471,64 @@ cdef class WsgiAnswer:
             # An empty body with a declared length is a HEAD answer (Flask, Django): keep it.
             length = declared if declared > 0 and not body else None
         code, reason = wsgi_status(self.status)
-        return Response(body, code, headers, content_type, reason, length)
+        # Response(body, code, headers, content_type, reason, length), without parsing the
+        # arguments of a Python call: the fields are this module's.
+        r = Response.__new__(Response)
+        r.body = body
+        r.status = code
+        r.headers = headers
+        r.content_type = content_type
+        r.reason = reason
+        r.content_length = length
+        return r
+
+
+cdef class WsgiCall:
+    """The handler the core calls for a request to a WSGI application (the base of
+    fastloop/wsgi.py's WSGIHandler, which sets these fields and documents them): the environ,
+    the call, and the Response of a list, the usual answer. Any other result goes to the
+    subclass's finish(answer, result), in Python."""
+
+    cdef public object app
+    cdef public dict base_environ
+    cdef public str script_name
+
+    def __call__(self, request):
+        cdef WsgiAnswer answer = WsgiAnswer.__new__(WsgiAnswer)
+        if type(request) is Request:
+            env = build_environ(<Request>request, self.base_environ, self.script_name)
+        else:
+            env = self.environ(request)
+        result = self.app(env, answer)
+        if type(result) is list:
+            return answer.whole_list(<list>result)  # (a list has no close())
+        return self.finish(answer, result)
+
+
+cdef class WsgiLookup:
+    """WSGIApp's lookup, as WSGIApp._lookup (fastloop/wsgi.py) decides: the App's routes when
+    one could take the path, else the application. Holds the App's own tables (changed in
+    place when routes are added), so routes stay live."""
+
+    cdef object lookup      # App._lookup bound to the WSGIApp
+    cdef object match       # the application's Match
+    cdef object not_found   # routes.NOT_FOUND
+    cdef dict tables
+    cdef dict patterns
+    cdef list mounts
+
+    def __init__(self, lookup, match, not_found, dict tables, dict patterns, list mounts):
+        self.lookup = lookup
+        self.match = match
+        self.not_found = not_found
+        self.tables = tables
+        self.patterns = patterns
+        self.mounts = mounts
+
+    def __call__(self, request):
+        path = (<Request>request).path if type(request) is Request else request.path
+        if self.patterns or self.mounts or path in self.tables:
+            match = self.lookup(request)
+            if match is not self.not_found:
+                return match
+        return self.match
