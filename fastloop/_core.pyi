@@ -72,7 +72,7 @@ class Response:
 
 class WsgiAnswer:
     status: str | None
-    headers: list[tuple[str, str]]
+    headers: list[tuple[str, str]] | None
     chunks: list[bytes]
     sent: bool
     def __call__(self, status: str, headers: list[tuple[str, str]],

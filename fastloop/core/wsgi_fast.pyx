@@ -95,10 +95,12 @@ cdef int wsgi_header_role(object name) except -1:
         return WSGI_DROP if lower in WSGI_DROPPED else WSGI_KEEP
     p = PyUnicode_1BYTE_DATA(name)
     n = PyUnicode_GET_LENGTH(name)
-    if wsgi_latin1_is(p, n, b"content-type", 12):
-        return WSGI_CONTENT_TYPE
-    if wsgi_latin1_is(p, n, b"content-length", 14):
-        return WSGI_CONTENT_LENGTH
+    if n == 12:
+        return WSGI_CONTENT_TYPE if wsgi_latin1_is(p, n, b"content-type", 12) else WSGI_KEEP
+    if n == 14:
+        return WSGI_CONTENT_LENGTH if wsgi_latin1_is(p, n, b"content-length", 14) else WSGI_KEEP
+    if n > 19:
+        return WSGI_KEEP  # longer than any dropped name
     for dropped in WSGI_DROPPED_NAMES:
         # SAFETY: the names are ASCII str constants of this module, stored one byte each.
         if wsgi_latin1_is(p, n, <const char *>PyUnicode_1BYTE_DATA(dropped),
@@ -247,6 +249,51 @@ cdef tuple server_name_port(str host):
     return <tuple>found
 
 
+cdef int remote_into(dict env, Request request) except -1:
+    """REMOTE_ADDR and REMOTE_PORT, from Request.client (a trusted proxy's, else the socket's
+    peer). The socket's come from the handler thread's cache of peer addresses (peer_address,
+    request.pyx), which also keeps, under the connection's token alone (an int, where
+    peer_address's keys are tuples), its inbox and the two environ values: a keep-alive
+    connection's next request then costs one int lookup, not a tuple key and a str of its
+    port. The inbox is compared, as tokens are only unique within one loop."""
+    cdef fl_job *j = request._job
+    cdef dict peers = request._peers
+    cdef PyObject *o
+    cdef tuple found
+    key = None
+    client = request.override_client
+    if client is None:
+        client = request._client
+        if client is None:
+            if j != NULL and peers is not None:
+                key = j.token
+                o = PyDict_GetItem(peers, key)
+                if o != NULL and type(<object>o) is tuple:
+                    found = <tuple>o
+                    if <size_t>found[0] == <size_t>j.inbox:
+                        env["REMOTE_ADDR"] = found[1]
+                        env["REMOTE_PORT"] = found[2]
+                        return 0
+            client = request._client = peer_address(request)
+    if type(client) is not tuple:
+        env["REMOTE_ADDR"] = ""  # a Unix socket's peer has none (as gunicorn and uvicorn say)
+        return 0
+    addr = (<tuple>client)[0]
+    port = (<tuple>client)[1]
+    text = _WSGI_PORTS.get(port)
+    if text is None:
+        text = str(port)
+        if len(_WSGI_PORTS) < 65536:  # (at most one per port)
+            _WSGI_PORTS[port] = text
+    env["REMOTE_ADDR"] = addr
+    env["REMOTE_PORT"] = text
+    if key is not None:
+        if len(peers) >= FL_PEERS_MAX:
+            peers.clear()  # (single dict operations: the cache is this thread's alone)
+        peers[key] = (<size_t>j.inbox, addr, text)
+    return 0
+
+
 cdef dict build_environ(Request request, dict base, str script_name):
     """wsgi_environ(), read from the Request's fields directly (this is its module)."""
     cdef dict env = PyDict_Copy(base)
@@ -263,23 +310,7 @@ cdef dict build_environ(Request request, dict base, str script_name):
     env["REQUEST_METHOD"] = request.method
     env["QUERY_STRING"] = request.query
     env["SERVER_PROTOCOL"] = "HTTP/1.1" if request.minor else "HTTP/1.0"
-    # Request.client's order: a trusted proxy's, else the cached peer, else the socket's.
-    client = request.override_client
-    if client is None:
-        client = request._client
-        if client is None:
-            client = request._client = peer_address(request)
-    if type(client) is tuple:  # a TCP peer
-        env["REMOTE_ADDR"] = (<tuple>client)[0]
-        port = (<tuple>client)[1]
-        text = _WSGI_PORTS.get(port)
-        if text is None:
-            text = str(port)
-            if len(_WSGI_PORTS) < 65536:  # (at most one per port)
-                _WSGI_PORTS[port] = text
-        env["REMOTE_PORT"] = text
-    else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
-        env["REMOTE_ADDR"] = ""
+    remote_into(env, request)
     body = request._body
     if body is None:  # a streaming route's: Request.body reads the rest
         body = request.body
@@ -354,13 +385,17 @@ cdef class WsgiAnswer:
     3333's condition for start_response to re-raise exc_info."""
 
     cdef public object status
-    cdef public list headers
-    cdef public list chunks
+    cdef public list headers     # None until start_response
     cdef public bint sent
+    cdef bytes first             # the body blocks: the first (most answers have one only)
+    cdef list rest               # ... and the others, if any
 
-    def __cinit__(self):
-        self.headers = []
-        self.chunks = []
+    @property
+    def chunks(self):
+        """The body blocks gathered so far, in order (a new list)."""
+        if self.first is None:
+            return []
+        return [self.first] + (self.rest or [])
 
     def __call__(self, status, headers, exc_info=None):
         return self.begin(status, headers, exc_info)
@@ -400,7 +435,12 @@ cdef class WsgiAnswer:
             raise TypeError(f"WSGI body data is bytes, not {type(data).__name__}")
         if data:
             self.sent = True
-            self.chunks.append(data)
+            if self.first is None:
+                self.first = data
+            elif self.rest is None:
+                self.rest = [data]
+            else:
+                self.rest.append(data)
         return 0
 
     def whole(self, result):
@@ -445,8 +485,10 @@ cdef class WsgiAnswer:
         cdef Response r
         if self.status is None:
             raise AssertionError("the WSGI application returned without calling start_response")
-        n = PyList_GET_SIZE(self.chunks)
-        body = self.chunks[0] if n == 1 else b"".join(self.chunks)
+        if self.rest is not None:
+            body = b"".join(self.chunks)
+        else:
+            body = b"" if self.first is None else self.first
         content_type = ""  # none unless the application sets one
         for name, value in self.headers:
             role = wsgi_header_role(name)
