@@ -173,3 +173,18 @@ def test_a_subclass_lookup_is_asked():
     with running_server(Chosen(headers_app)) as srv:
         assert get(srv.port, "/gone")[0] == 404
         assert get(srv.port, "/case")[::2] == (200, b"abc")
+
+
+def test_server_name_and_port_from_the_host_asked_for():
+    cases = [(b"a.example", ("a.example", "80")), (b"a.example:8080", ("a.example", "8080")),
+             (b"a.example:", ("a.example", "80")), (b"[::1]:81", ("[::1]", "81")),
+             (b"[::1]", ("[::1]", "80")), (b"10.0.0.1:1", ("10.0.0.1", "1"))]
+    with running_server(WSGIApp(environ_app)) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            for host, expected in cases:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+                status, _, body = read_answer(sock)
+                env = json.loads(body)
+                assert status == 200, host
+                assert (env["SERVER_NAME"], env["SERVER_PORT"]) == expected, host
+                assert env["HTTP_HOST"] == host.decode()

@@ -20,11 +20,13 @@ from sys import intern as _intern
 from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetDefaultRef
 from cpython.list cimport PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
-                              PyUnicode_GET_LENGTH, PyUnicode_KIND)
+                              PyUnicode_GET_LENGTH, PyUnicode_KIND, PyUnicode_Substring)
 from libc.string cimport memchr, memcpy
 
 
@@ -221,13 +223,13 @@ cdef object headers_into(dict env, bytes head):
                     value = PyUnicode_DecodeLatin1(v, ve - v, NULL)
                     if host is None and wsgi_name_is(line, n, b"host", 4):
                         host = value
-                    o = PyDict_GetItem(env, key)
-                    if o == NULL:
-                        PyDict_SetItem(env, key, value)
-                    else:
+                    # One dict operation for the usual first field of its name: 1 if the
+                    # key was there already (o: its value, a new reference).
+                    if PyDict_SetDefaultRef(env, key, value, &o) == 1:
                         # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
                         old = <object>o
                         env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + value
+                    Py_XDECREF(o)
         line = eol + 2
     return host
 
@@ -235,6 +237,24 @@ cdef object headers_into(dict env, bytes head):
 cdef tuple server_name_port(str host):
     """As gunicorn reads it: the Host the client asked for names the server; "" for a port
     that is not there (or not digits): the scheme's default."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t n, i, colon = -1
+    if PyUnicode_KIND(host) == PyUnicode_1BYTE_KIND and PyUnicode_GET_LENGTH(host) > 0:
+        # The usual "name:port" or "name", read in place: no hash of a new str per request.
+        p = PyUnicode_1BYTE_DATA(host)
+        n = PyUnicode_GET_LENGTH(host)
+        if p[0] != 91:  # "[": an IPv6 literal takes the way below
+            for i in range(n):
+                if p[i] == 58:  # ":"
+                    colon = i
+                    break
+            if colon < 0:
+                return (host, "")
+            for i in range(colon + 1, n):
+                if not 48 <= p[i] <= 57:
+                    break
+            else:
+                return (PyUnicode_Substring(host, 0, colon), PyUnicode_Substring(host, colon + 1, n))
     found = _WSGI_HOSTS.get(host)
     if found is None:
         if host.startswith("["):  # an IPv6 literal: [::1]:8000
@@ -490,7 +510,12 @@ cdef class WsgiAnswer:
         else:
             body = b"" if self.first is None else self.first
         content_type = ""  # none unless the application sets one
-        for name, value in self.headers:
+        for header in self.headers:
+            if type(header) is tuple and PyTuple_GET_SIZE(header) == 2:
+                name = (<tuple>header)[0]
+                value = (<tuple>header)[1]
+            else:  # changed by the application since start_response: as Python unpacks it
+                name, value = header
             role = wsgi_header_role(name)
             if role == WSGI_CONTENT_TYPE:
                 content_type = value
