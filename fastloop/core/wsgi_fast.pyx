@@ -14,19 +14,20 @@
 # characters in place when it is stored one byte per character (latin-1, which every ASCII
 # name is), and fall back to the str methods otherwise, so that both ways decide the same.
 
+cimport cython
 from http import HTTPStatus as _HTTPStatus
 from io import BytesIO as _BytesIO
 from sys import intern as _intern
 from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetDefaultRef
+from cpython.dict cimport PyDict_Copy, PyDict_GetItemWithError, PyDict_SetDefaultRef
 from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
-                              PyUnicode_GET_LENGTH, PyUnicode_KIND, PyUnicode_Substring)
+                              PyUnicode_GET_LENGTH, PyUnicode_KIND)
 from libc.string cimport memchr, memcpy
 
 
@@ -213,7 +214,7 @@ cdef object headers_into(dict env, bytes head):
             if wsgi_name_is(line, n, b"content-type", 12):
                 env["CONTENT_TYPE"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
             elif wsgi_name_is(line, n, b"content-length", 14):
-                if PyDict_GetItem(env, "CONTENT_LENGTH") == NULL:  # the body's own wins
+                if "CONTENT_LENGTH" not in env:  # the body's own wins
                     env["CONTENT_LENGTH"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
             elif wsgi_name_is(line, n, b"transfer-encoding", 17):
                 pass  # the body the app reads is no longer chunked
@@ -237,24 +238,6 @@ cdef object headers_into(dict env, bytes head):
 cdef tuple server_name_port(str host):
     """As gunicorn reads it: the Host the client asked for names the server; "" for a port
     that is not there (or not digits): the scheme's default."""
-    cdef const unsigned char *p
-    cdef Py_ssize_t n, i, colon = -1
-    if PyUnicode_KIND(host) == PyUnicode_1BYTE_KIND and PyUnicode_GET_LENGTH(host) > 0:
-        # The usual "name:port" or "name", read in place: no hash of a new str per request.
-        p = PyUnicode_1BYTE_DATA(host)
-        n = PyUnicode_GET_LENGTH(host)
-        if p[0] != 91:  # "[": an IPv6 literal takes the way below
-            for i in range(n):
-                if p[i] == 58:  # ":"
-                    colon = i
-                    break
-            if colon < 0:
-                return (host, "")
-            for i in range(colon + 1, n):
-                if not 48 <= p[i] <= 57:
-                    break
-            else:
-                return (PyUnicode_Substring(host, 0, colon), PyUnicode_Substring(host, colon + 1, n))
     found = _WSGI_HOSTS.get(host)
     if found is None:
         if host.startswith("["):  # an IPv6 literal: [::1]:8000
@@ -269,17 +252,28 @@ cdef tuple server_name_port(str host):
     return <tuple>found
 
 
-cdef int remote_into(dict env, Request request) except -1:
-    """REMOTE_ADDR and REMOTE_PORT, from Request.client (a trusted proxy's, else the socket's
-    peer). The socket's come from the handler thread's cache of peer addresses (peer_address,
-    request.pyx), which also keeps, under the connection's token alone (an int, where
-    peer_address's keys are tuples), its inbox and the two environ values: a keep-alive
-    connection's next request then costs one int lookup, not a tuple key and a str of its
-    port. The inbox is compared, as tokens are only unique within one loop."""
+@cython.final
+cdef class WsgiPeer:
+    """What a handler thread keeps of one connection for the environs of its requests, in
+    its cache of peer addresses (Request._peers, see peer_address in request.pyx): the
+    connection's REMOTE_ADDR and REMOTE_PORT, and the last host asked for with its
+    SERVER_NAME and SERVER_PORT. That cache is the thread's alone, so are these fields."""
+    cdef size_t inbox   # the connection's loop: tokens are only unique within one
+    cdef str addr
+    cdef str port
+    cdef str host
+    cdef tuple name_port
+
+
+cdef WsgiPeer remote_into(dict env, Request request):
+    """Sets REMOTE_ADDR and REMOTE_PORT from Request.client (a trusted proxy's, else the
+    socket's peer). Returns the connection's WsgiPeer, or None when the address is not the
+    socket's or there is no cache: a keep-alive connection's next request then costs one int
+    lookup (its token: peer_address's keys are tuples), not a tuple key and a str of its port."""
     cdef fl_job *j = request._job
     cdef dict peers = request._peers
     cdef PyObject *o
-    cdef tuple found
+    cdef WsgiPeer peer
     key = None
     client = request.override_client
     if client is None:
@@ -287,17 +281,17 @@ cdef int remote_into(dict env, Request request) except -1:
         if client is None:
             if j != NULL and peers is not None:
                 key = j.token
-                o = PyDict_GetItem(peers, key)
-                if o != NULL and type(<object>o) is tuple:
-                    found = <tuple>o
-                    if <size_t>found[0] == <size_t>j.inbox:
-                        env["REMOTE_ADDR"] = found[1]
-                        env["REMOTE_PORT"] = found[2]
-                        return 0
+                o = PyDict_GetItemWithError(peers, key)
+                if o != NULL and type(<object>o) is WsgiPeer:
+                    peer = <WsgiPeer>o
+                    if peer.inbox == <size_t>j.inbox:
+                        env["REMOTE_ADDR"] = peer.addr
+                        env["REMOTE_PORT"] = peer.port
+                        return peer
             client = request._client = peer_address(request)
     if type(client) is not tuple:
         env["REMOTE_ADDR"] = ""  # a Unix socket's peer has none (as gunicorn and uvicorn say)
-        return 0
+        return None
     addr = (<tuple>client)[0]
     port = (<tuple>client)[1]
     text = _WSGI_PORTS.get(port)
@@ -307,17 +301,23 @@ cdef int remote_into(dict env, Request request) except -1:
             _WSGI_PORTS[port] = text
     env["REMOTE_ADDR"] = addr
     env["REMOTE_PORT"] = text
-    if key is not None:
-        if len(peers) >= FL_PEERS_MAX:
-            peers.clear()  # (single dict operations: the cache is this thread's alone)
-        peers[key] = (<size_t>j.inbox, addr, text)
-    return 0
+    if key is None:
+        return None
+    peer = WsgiPeer.__new__(WsgiPeer)
+    peer.inbox = <size_t>j.inbox
+    peer.addr = addr
+    peer.port = text
+    if len(peers) >= FL_PEERS_MAX:
+        peers.clear()  # (single dict operations: the cache is this thread's alone)
+    peers[key] = peer
+    return peer
 
 
 cdef dict build_environ(Request request, dict base, str script_name):
     """wsgi_environ(), read from the Request's fields directly (this is its module)."""
     cdef dict env = PyDict_Copy(base)
     cdef str path = request.path
+    cdef WsgiPeer peer
     if script_name:
         path = path[len(script_name):]
     root = request.override_root_path
@@ -330,7 +330,7 @@ cdef dict build_environ(Request request, dict base, str script_name):
     env["REQUEST_METHOD"] = request.method
     env["QUERY_STRING"] = request.query
     env["SERVER_PROTOCOL"] = "HTTP/1.1" if request.minor else "HTTP/1.0"
-    remote_into(env, request)
+    peer = remote_into(env, request)
     body = request._body
     if body is None:  # a streaming route's: Request.body reads the rest
         body = request.body
@@ -350,7 +350,14 @@ cdef dict build_environ(Request request, dict base, str script_name):
     if host is not None:
         env["HTTP_HOST"] = host
     if host:
-        name, port = server_name_port(host)
+        if peer is not None and peer.host is not None and peer.host == host:
+            name_port = peer.name_port  # the connection asks for the same host again
+        else:
+            name_port = server_name_port(host)
+            if peer is not None:
+                peer.host = host
+                peer.name_port = name_port
+        name, port = name_port
         env["SERVER_NAME"] = name
         env["SERVER_PORT"] = port or ("443" if env["wsgi.url_scheme"] == "https" else "80")
     return env
