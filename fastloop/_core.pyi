@@ -86,8 +86,12 @@ class WsgiAnswer:
 
 class WsgiCall:
     app: Callable[..., Any]
-    base_environ: dict[str, Any]
     script_name: str
+    @property
+    def base_environ(self) -> Mapping[str, Any]: ...
+    @base_environ.setter
+    def base_environ(self, base: Mapping[str, Any]) -> None: ...
+    def environ(self, request: Request) -> dict[str, Any]: ...
     def __call__(self, request: Request) -> Any: ...
 
 class WsgiLookup:

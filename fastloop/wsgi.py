@@ -19,7 +19,7 @@ from the core.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Iterator
 
 from ._core import WsgiAnswer, WsgiCall, WsgiLookup, wsgi_environ
 from .app import App
@@ -90,8 +90,9 @@ class WSGIHandler(WsgiCall):
     url_scheme: wsgi.url_scheme ("https" behind a TLS-terminating proxy that is trusted).
 
     Calling it (core/wsgi_fast.pyx, WsgiCall, in C: once per request, the adapter's hot path)
-    builds the environ, calls the application with an _Answer as start_response, and answers
-    a list the application returns at once; finish() below takes any other result.
+    builds the environ (environ(request) says what it holds), calls the application with an
+    _Answer as start_response, and answers a list the application returns at once; finish()
+    below takes any other result.
     """
 
     def __init__(self, app: Callable, script_name: str = "", multithread: bool = True,
@@ -101,8 +102,9 @@ class WSGIHandler(WsgiCall):
             raise TypeError(f"a WSGI application is callable, not {type(app).__name__}")
         self.app = app
         self.script_name = script_name.rstrip("/")
-        # Every key that is the same for each request, copied once per request.
-        self.base_environ: Dict[str, Any] = {
+        # Every key that is the same for each request, copied once per request (through a
+        # template: see WsgiCall; read-only from now on, assign a new dict to change it).
+        self.base_environ = {
             "SCRIPT_NAME": self.script_name,
             "SERVER_NAME": server_name,
             "SERVER_PORT": str(server_port),
@@ -115,17 +117,6 @@ class WSGIHandler(WsgiCall):
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
-
-    def environ(self, request: Any) -> dict:
-        """The PEP 3333 environ for a fastloop Request: base_environ's keys, and PATH_INFO
-        (percent-decoded, cut after the mount's SCRIPT_NAME and --root-path), REQUEST_METHOD,
-        QUERY_STRING, SERVER_PROTOCOL, REMOTE_ADDR/PORT ("" over a Unix socket), wsgi.input
-        over the complete body, CONTENT_TYPE, CONTENT_LENGTH (the body's), an HTTP_* key per
-        header field (repeats joined with ",", Cookie with "; "; names with "_" left out, as
-        nginx and gunicorn do, and Transfer-Encoding: the body is no longer chunked), the
-        scheme and host of a trusted proxy, and SERVER_NAME/PORT from the host asked for, as
-        gunicorn reads it. Built in C: core/wsgi_fast.pyx."""
-        return wsgi_environ(request, self.base_environ, self.script_name)
 
     def finish(self, answer: Any, result: Any) -> Any:
         """The Response for what the application returned when it is not a list (the call

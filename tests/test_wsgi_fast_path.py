@@ -188,3 +188,46 @@ def test_server_name_and_port_from_the_host_asked_for():
                 assert status == 200, host
                 assert (env["SERVER_NAME"], env["SERVER_PORT"]) == expected, host
                 assert env["HTTP_HOST"] == host.decode()
+
+
+def test_keys_a_request_does_not_set_are_absent_not_placeholders(tmp_path):
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(dict(environ))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    path = str(tmp_path / "s.sock")
+    with running_server(WSGIApp(app), uds=path):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(sock)[0] == 200
+    with running_server(WSGIApp(app)) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_answer(sock)[0] == 200
+    over_unix, http10 = seen
+    assert over_unix["REMOTE_ADDR"] == "" and "REMOTE_PORT" not in over_unix
+    assert over_unix["HTTP_HOST"] == "x"
+    assert "HTTP_HOST" not in http10 and http10["REMOTE_PORT"].isdigit()
+    for env in seen:
+        for key, value in env.items():
+            # Every value is what PEP 3333 says it is: no placeholder is left in.
+            assert type(value) in (str, bool, tuple, type) or key in ("wsgi.input", "wsgi.errors"), key
+
+
+def test_base_environ_is_read_only_and_can_be_replaced():
+    app = WSGIApp(environ_app)
+    with running_server(app) as srv:
+        try:
+            app.wsgi.base_environ["wsgi.url_scheme"] = "https"
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("base_environ took a change it would not use")
+        app.wsgi.base_environ = {**app.wsgi.base_environ, "wsgi.url_scheme": "https", "X_EXTRA": "1"}
+        env = json.loads(get(srv.port, "/")[2])
+    assert env["wsgi.url_scheme"] == "https" and env["X_EXTRA"] == "1"
