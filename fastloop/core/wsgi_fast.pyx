@@ -358,7 +358,7 @@ cdef dict build_environ(Request request, dict base, str script_name):
     if body:
         # The body is complete, chunked or not: tell its length to apps that rely on it.
         env["CONTENT_LENGTH"] = str(len(body))
-    host = headers_into(env, request._head)
+    host = header_host = headers_into(env, request._head)
     if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
         env["wsgi.url_scheme"] = request.override_scheme
     # A trusted proxy's host, else the authority of an absolute-form target, which wins over
@@ -368,7 +368,8 @@ cdef dict build_environ(Request request, dict base, str script_name):
     elif request._authority is not None:
         host = request._authority
     if host is not None:
-        env["HTTP_HOST"] = host
+        if host is not header_host:  # (the parser takes one Host field at most: set already)
+            env["HTTP_HOST"] = host
     elif PyDict_GetItemWithError(env, "HTTP_HOST") == <PyObject *>WSGI_UNSET:
         PyDict_DelItem(env, "HTTP_HOST")  # the template's placeholder (HTTP/1.0, no Host)
     if host:
