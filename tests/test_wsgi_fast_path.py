@@ -5,6 +5,7 @@ str.lower() would match them, Content-Length values, and the lookup that sends r
 the application while the App's routes stay live."""
 
 import http.client
+import io
 import json
 import socket
 
@@ -231,3 +232,35 @@ def test_base_environ_is_read_only_and_can_be_replaced():
         app.wsgi.base_environ = {**app.wsgi.base_environ, "wsgi.url_scheme": "https", "X_EXTRA": "1"}
         env = json.loads(get(srv.port, "/")[2])
     assert env["wsgi.url_scheme"] == "https" and env["X_EXTRA"] == "1"
+
+
+def test_an_empty_body_reads_as_an_empty_bytesio_would():
+    seen = []
+
+    def app(environ, start_response):
+        stream = environ["wsgi.input"]
+        empty = io.BytesIO()
+        seen.append([
+            (stream.read(), stream.read(5), stream.read(None), stream.readline(), stream.readline(3),
+             stream.readlines(), stream.readlines(10), list(stream), stream.tell(), stream.seek(0),
+             stream.readable(), stream.seekable(), stream.readinto(bytearray(4)),
+             isinstance(stream, io.BufferedIOBase), environ.get("CONTENT_LENGTH")),
+            (empty.read(), empty.read(5), empty.read(None), empty.readline(), empty.readline(3),
+             empty.readlines(), empty.readlines(10), list(empty), empty.tell(), empty.seek(0),
+             empty.readable(), empty.seekable(), empty.readinto(bytearray(4)),
+             isinstance(empty, io.BufferedIOBase), None),
+        ])
+        seen.append((stream.read(), stream.writable()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with running_server(WSGIApp(app)) as srv:
+        assert get(srv.port, "/")[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        conn.request("POST", "/", body=b"line 1\nline 2")
+        assert conn.getresponse().status == 200
+        conn.close()
+    (ours, bytesio), (first_read, writable), _, (second_read, _) = seen
+    assert ours == bytesio and first_read == b""
+    assert writable is False  # (read-only: nothing an application writes would be read)
+    assert second_read == b"line 1\nline 2"  # a body still comes in a BytesIO of its own

@@ -16,7 +16,7 @@
 
 cimport cython
 from http import HTTPStatus as _HTTPStatus
-from io import BytesIO as _BytesIO
+from io import BufferedIOBase as _BufferedIOBase, BytesIO as _BytesIO
 from types import MappingProxyType as _MappingProxy
 from sys import intern as _intern
 from urllib.parse import unquote_to_bytes as _unquote_to_bytes
@@ -269,6 +269,81 @@ cdef tuple server_name_port(str host):
 
 
 @cython.final
+cdef class WsgiEmptyInput:
+    """wsgi.input for a request without a body (most of them): a binary stream at its end.
+    It holds no state, so one object serves every such request (a BytesIO per request cost
+    as much as a tenth of the adapter's work): it reads as an empty BytesIO does (PEP 3333's
+    read, readline, readlines and iteration, and io's reading side), and close() changes
+    nothing, as there is nothing to release. Registered as an io.BufferedIOBase."""
+
+    def read(self, size=-1):
+        return b""
+
+    def read1(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def readinto(self, buffer):
+        return 0
+
+    def readinto1(self, buffer):
+        return 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def seek(self, offset, whence=0):
+        if whence not in (0, 1, 2):
+            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+        if whence == 0 and offset < 0:
+            raise ValueError(f"negative seek value {offset}")
+        return max(0, offset) if whence == 0 else 0
+
+    def tell(self):
+        return 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def writable(self):
+        return False
+
+    def isatty(self):
+        return False
+
+    def getvalue(self):
+        return b""
+
+    def close(self):
+        pass
+
+    @property
+    def closed(self):
+        return False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+_BufferedIOBase.register(WsgiEmptyInput)
+cdef WsgiEmptyInput WSGI_EMPTY_INPUT = WsgiEmptyInput()
+
+
+@cython.final
 cdef class WsgiPeer:
     """What a handler thread keeps of one connection for the environs of its requests, in
     its cache of peer addresses (Request._peers, see peer_address in request.pyx): the
@@ -354,10 +429,12 @@ cdef dict build_environ(Request request, dict base, str script_name):
     body = request._body
     if body is None:  # a streaming route's: Request.body reads the rest
         body = request.body
-    env["wsgi.input"] = _BytesIO(body)
     if body:
+        env["wsgi.input"] = _BytesIO(body)
         # The body is complete, chunked or not: tell its length to apps that rely on it.
         env["CONTENT_LENGTH"] = str(len(body))
+    else:
+        env["wsgi.input"] = WSGI_EMPTY_INPUT
     host = header_host = headers_into(env, request._head)
     if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
         env["wsgi.url_scheme"] = request.override_scheme
