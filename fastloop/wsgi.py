@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Iterator
 
-from ._core import WsgiAnswer, WsgiCall, WsgiLookup, wsgi_environ
+from ._core import WsgiAnswer, WsgiCall, WsgiLookup
 from .app import App
 from .routes import ANY_METHOD, NOT_FOUND, Match, RouteTable, found
 
