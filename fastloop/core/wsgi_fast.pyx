@@ -28,7 +28,7 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
                               PyUnicode_GET_LENGTH, PyUnicode_KIND)
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 
 cdef extern from "Python.h":
@@ -111,10 +111,15 @@ cdef int wsgi_header_role(object name) except -1:
         return WSGI_DROP if lower in WSGI_DROPPED else WSGI_KEEP
     p = PyUnicode_1BYTE_DATA(name)
     n = PyUnicode_GET_LENGTH(name)
+    # The spelling applications use is compared whole first: the loop is for other cases.
     if n == 12:
-        return WSGI_CONTENT_TYPE if wsgi_latin1_is(p, n, b"content-type", 12) else WSGI_KEEP
+        if memcmp(p, b"Content-Type", 12) == 0 or wsgi_latin1_is(p, n, b"content-type", 12):
+            return WSGI_CONTENT_TYPE
+        return WSGI_KEEP
     if n == 14:
-        return WSGI_CONTENT_LENGTH if wsgi_latin1_is(p, n, b"content-length", 14) else WSGI_KEEP
+        if memcmp(p, b"Content-Length", 14) == 0 or wsgi_latin1_is(p, n, b"content-length", 14):
+            return WSGI_CONTENT_LENGTH
+        return WSGI_KEEP
     if n > 19:
         return WSGI_KEEP  # longer than any dropped name
     for dropped in WSGI_DROPPED_NAMES:
