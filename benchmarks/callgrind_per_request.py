@@ -13,6 +13,9 @@ Servers (each alone in its process, at most one running at a time):
   fastloop-static  fastloop_hello_server.py: app.static("/"), answered in C
   fastloop-py      fastloop_hello_server.py --python: @app.route("/") returning a Response
   fastloop-wsgi    fastloop_hello_server.py --wsgi: apps.wsgi_app under fastloop.wsgi.WSGIApp
+  fastloop-wsgi-json  the same, GET /json (the JSON route of that application)
+  bjoern           apps.wsgi_app under bjoern (GET /), run by --venv's Python, if installed there
+  bjoern-json      the same, GET /json
   fastloop-asgi    fastloop_hello_server.py --asgi: the raw ASGI hello application
   uvicorn-asgi     the same application under uvicorn (uvloop, httptools), if installed
   fastloop-fastapi fastloop_hello_server.py --fastapi: apps.py's FastAPI app, GET /json
@@ -73,15 +76,21 @@ from core_vs_baseline import fastloop_problem
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-wsgi", "fastloop-asgi",
-           "uvicorn-asgi", "fastloop-fastapi", "uvicorn-fastapi")
+SERVERS = ("baseline", "fastloop-static", "fastloop-py", "fastloop-wsgi", "fastloop-wsgi-json",
+           "bjoern", "bjoern-json", "fastloop-asgi", "uvicorn-asgi", "fastloop-fastapi",
+           "uvicorn-fastapi")
+# Run by the peers' Python (--venv): bjoern is a peer of the suite, not a dependency.
+VENV_SERVERS = ("bjoern", "bjoern-json")
 MODES = ("keepalive", "pipelined")
 # fastloop_hello_server.py's arguments for each
 FASTLOOP_ARGS = {"fastloop-static": [], "fastloop-py": ["--python"], "fastloop-wsgi": ["--wsgi"],
-                 "fastloop-asgi": ["--asgi"], "fastloop-fastapi": ["--fastapi"]}
+                 "fastloop-wsgi-json": ["--wsgi"], "fastloop-asgi": ["--asgi"],
+                 "fastloop-fastapi": ["--fastapi"]}
 # The path each server is asked for: the FastAPI ones serve the JSON endpoint, as in
-# `python -m benchmarks` (its json scenario); the others their hello answer.
-PATHS = {"fastloop-fastapi": "/json", "uvicorn-fastapi": "/json"}
+# `python -m benchmarks` (its json scenario), as do the WSGI ones named -json; the others
+# their hello answer.
+PATHS = {"fastloop-fastapi": "/json", "uvicorn-fastapi": "/json", "fastloop-wsgi-json": "/json",
+         "bjoern-json": "/json"}
 CORE_SO = ROOT / "fastloop" / ("_core" + sysconfig.get_config_var("EXT_SUFFIX"))
 # A fixed string hash: with a random one (the default), the same dict lookups at startup
 # probe more or fewer slots from run to run, about 0.5M instructions of difference between
@@ -95,6 +104,9 @@ SERVER_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
 def server_command(name: str, port: int, out_file: Path, args: argparse.Namespace) -> list[str]:
     if name == "baseline":
         target = [str(build_baseline()), str(port)]
+    elif name in VENV_SERVERS:
+        # The venv's interpreter itself (a symlink, not a launcher that would exec).
+        target = [str(venv_python(args)), str(HERE / "apps.py"), "bjoern", str(port)]
     elif name in ("uvicorn-asgi", "uvicorn-fastapi"):
         app = "apps:fastapi_app" if name == "uvicorn-fastapi" else "fastloop_hello_server:hello_asgi"
         target = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE),
@@ -107,6 +119,10 @@ def server_command(name: str, port: int, out_file: Path, args: argparse.Namespac
         target = [sys.executable, str(HERE / "fastloop_hello_server.py"), str(port),
                   "--runtime-threads", str(args.workers), *FASTLOOP_ARGS[name]]
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *target]
+
+
+def venv_python(args: argparse.Namespace) -> Path:
+    return (args.venv or ROOT / "benchmarks" / ".venv") / "bin" / "python"
 
 
 def core_digest() -> str | None:
@@ -212,7 +228,8 @@ def run_python_client(port: int, n: int, connections: int, depth: int, timeout: 
 def run_once(server: str, depth: int, n: int, out_file: Path, args: argparse.Namespace) -> dict:
     """Start SERVER under callgrind, send it exactly N requests, stop it by SIGTERM;
     return the instruction count and what the client saw."""
-    run: dict = {"n": n, "core": core_digest() if server != "baseline" else None}
+    own = server != "baseline" and server not in VENV_SERVERS
+    run: dict = {"n": n, "core": core_digest() if own else None}
     client = run_h2load if args.client == "h2load" else run_python_client
     for attempt in (1, 2):  # a concurrent rebuild of fastloop can break one start
         port = h.free_port()
@@ -257,7 +274,7 @@ def measure(server: str, mode: str, outdir: Path, args: argparse.Namespace) -> d
     record: dict = {
         "bench": "callgrind_per_request", "server": server, "mode": mode,
         "connections": args.connections, "pipeline": depth, "client": args.client,
-        "workers": args.workers if server != "baseline" else 1, "n1": n1, "n2": n2,
+        "workers": args.workers if server.startswith("fastloop") else 1, "n1": n1, "n2": n2,
     }
     runs = [run_once(server, depth, n, outdir / f"{server}-{mode}-{n}.callgrind", args)
             for n in (n1, n2)]
@@ -415,6 +432,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also print the top K functions per request, by self and inclusive cost")
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="keep the callgrind output files in DIR (default: a temporary directory)")
+    p.add_argument("--venv", type=Path, metavar="DIR",
+                   help="the peers' virtualenv, for bjoern (default: benchmarks/.venv)")
     p.add_argument("--server-core", type=int, default=0, help="core for the server (default 0)")
     p.add_argument("--start-timeout", type=float, default=120.0,
                    help="seconds for a server to start accepting under valgrind (default 120)")
@@ -466,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("fastloop-fastapi", "uvicorn-fastapi"):
         if name in servers and importlib.util.find_spec("fastapi") is None:
             print(f"fastapi is not installed: {name} left out", file=sys.stderr)
+            servers.remove(name)
+    for name in VENV_SERVERS:
+        if name in servers and subprocess.run(
+                [str(venv_python(args)), "-c", "import bjoern"], capture_output=True).returncode:
+            print(f"bjoern is not importable by {venv_python(args)}: {name} left out",
+                  file=sys.stderr)
             servers.remove(name)
     if "baseline" in servers:
         build_baseline()

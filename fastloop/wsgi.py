@@ -19,11 +19,11 @@ from the core.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Iterator
 
-from ._core import WsgiAnswer, wsgi_environ
+from ._core import WsgiAnswer, WsgiCall, WsgiLookup
 from .app import App
-from .routes import ANY_METHOD, NOT_FOUND, Match, found
+from .routes import ANY_METHOD, NOT_FOUND, Match, RouteTable, found
 
 __all__ = ["WSGIApp", "WSGIHandler", "FileWrapper"]
 
@@ -81,13 +81,18 @@ def _pieces(chunks: Iterator[Any], result: Any) -> Iterator[bytes]:
 _Answer = WsgiAnswer
 
 
-class WSGIHandler:
+class WSGIHandler(WsgiCall):
     """A fastloop handler (request -> Response) that runs a WSGI application.
 
     script_name: the mount prefix, given to the app as SCRIPT_NAME and cut from PATH_INFO.
     multithread / multiprocess: wsgi.multithread and wsgi.multiprocess; True unless the caller
     knows better (fastloop.run and `fastloop serve` pass threads > 1 and workers > 1).
     url_scheme: wsgi.url_scheme ("https" behind a TLS-terminating proxy that is trusted).
+
+    Calling it (core/wsgi_fast.pyx, WsgiCall, in C: once per request, the adapter's hot path)
+    builds the environ (environ(request) says what it holds), calls the application with an
+    _Answer as start_response, and answers a list the application returns at once; finish()
+    below takes any other result.
     """
 
     def __init__(self, app: Callable, script_name: str = "", multithread: bool = True,
@@ -97,8 +102,9 @@ class WSGIHandler:
             raise TypeError(f"a WSGI application is callable, not {type(app).__name__}")
         self.app = app
         self.script_name = script_name.rstrip("/")
-        # Every key that is the same for each request, copied once per request.
-        self.base_environ: Dict[str, Any] = {
+        # Every key that is the same for each request, copied once per request (through a
+        # template: see WsgiCall; read-only from now on, assign a new dict to change it).
+        self.base_environ = {
             "SCRIPT_NAME": self.script_name,
             "SERVER_NAME": server_name,
             "SERVER_PORT": str(server_port),
@@ -112,23 +118,10 @@ class WSGIHandler:
             "wsgi.file_wrapper": FileWrapper,
         }
 
-    def environ(self, request: Any) -> dict:
-        """The PEP 3333 environ for a fastloop Request: base_environ's keys, and PATH_INFO
-        (percent-decoded, cut after the mount's SCRIPT_NAME and --root-path), REQUEST_METHOD,
-        QUERY_STRING, SERVER_PROTOCOL, REMOTE_ADDR/PORT ("" over a Unix socket), wsgi.input
-        over the complete body, CONTENT_TYPE, CONTENT_LENGTH (the body's), an HTTP_* key per
-        header field (repeats joined with ",", Cookie with "; "; names with "_" left out, as
-        nginx and gunicorn do, and Transfer-Encoding: the body is no longer chunked), the
-        scheme and host of a trusted proxy, and SERVER_NAME/PORT from the host asked for, as
-        gunicorn reads it. Built in C: core/wsgi_fast.pyx."""
-        return wsgi_environ(request, self.base_environ, self.script_name)
-
-    def __call__(self, request: Any) -> Any:
-        answer = _Answer()
-        result = self.app(wsgi_environ(request, self.base_environ, self.script_name),
-                          answer.start_response)
-        if type(result) is list:
-            return answer.whole(result)  # the usual answer (and a list has no close())
+    def finish(self, answer: Any, result: Any) -> Any:
+        """The Response for what the application returned when it is not a list (the call
+        itself answers those): a file to send, a tuple, or any other iterable, closed (PEP
+        3333) once the core is done with it."""
         streaming = False
         try:
             if type(result) is FileWrapper and _sendable(result.filelike):
@@ -167,10 +160,20 @@ class WSGIApp(App):
         self.wsgi = WSGIHandler(wsgi_app, **options)
         self._match = found(self.wsgi, ANY_METHOD)
 
+    def route_table(self) -> RouteTable:
+        """App's table, with _lookup's decisions made in C (core/wsgi_fast.pyx, WsgiLookup)
+        unless a subclass decides them itself."""
+        table = super().route_table()
+        if type(self)._lookup is WSGIApp._lookup:
+            table.lookup = WsgiLookup(App._lookup.__get__(self), self._match, NOT_FOUND,
+                                      self._tables, self._patterns, self._mounts)
+        return table
+
     def _lookup(self, request: Any) -> Match:
         # Wraps the App's lookup: the application answers whatever the routes and mounts do
         # not find (a route's 405 stays a 405). Only asked when the app has routes that could
-        # take the path, so that most requests cost one Python call here, as before the table.
+        # take the path, so that most requests cost no Python call (WsgiLookup, in C, is
+        # this method for the core: keep the two alike).
         if self._patterns or self._mounts or request.path in self._tables:
             match = App._lookup(self, request)
             if match is not NOT_FOUND:

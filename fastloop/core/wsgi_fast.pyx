@@ -1,26 +1,52 @@
-# The per-request work of the WSGI adapter (fastloop/wsgi.py), in C: the environ built from
-# what the core parsed, and start_response / write / the Response gathered by WsgiAnswer.
+# The per-request work of the WSGI adapter (fastloop/wsgi.py), in C: the lookup that sends a
+# request to the application, the call itself (WsgiCall), the environ built from what the core
+# parsed, and start_response / write / the Response gathered by WsgiAnswer.
 #
 # fastloop/wsgi.py states the rules (what goes into the environ, what PEP 3333 asks of the
 # answer) and keeps the parts that run once per application or stream; this file is the same
 # rules without the interpreter's dispatch on every line: written in Python, building the
 # environ and the Response cost more than the rest of a hello-world request together. Called
 # on handler threads: the caches below are shared by them and used one dict operation at a
-# time (no GIL needed), each bounded so a client's new names cannot grow them.
+# time (no GIL needed), each bounded so a client's new names cannot grow them; the tables of
+# known names are filled once, at import, and only read after.
+#
+# Header names and values an application gives are str: the checks below read a str's
+# characters in place when it is stored one byte per character (latin-1, which every ASCII
+# name is), and fall back to the str methods otherwise, so that both ways decide the same.
 
+cimport cython
 from http import HTTPStatus as _HTTPStatus
-from io import BytesIO as _BytesIO
+from io import BufferedIOBase as _BufferedIOBase, BytesIO as _BytesIO
+from types import MappingProxyType as _MappingProxy
+from sys import intern as _intern
 from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
-from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Copy, PyDict_DelItem, PyDict_GetItemWithError, PyDict_SetDefault
+from cpython.list cimport PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.string cimport memchr, memcpy
+from cpython.unicode cimport (PyUnicode_1BYTE_DATA, PyUnicode_1BYTE_KIND, PyUnicode_DecodeLatin1,
+                              PyUnicode_GET_LENGTH, PyUnicode_KIND)
+from libc.string cimport memchr, memcmp, memcpy
+
+
+cdef extern from "Python.h":
+    dict _PyDict_NewPresized(Py_ssize_t minused)
 
 
 cdef enum:
+    WSGI_ENVIRON_ROOM = 40   # keys an environ template has room for (a 64-slot table)
     WSGI_CACHE_MAX = 512
     WSGI_KEY_MAX = 128     # longer header names get their environ key from Python's str ops
+
+# A placeholder in an environ template (WsgiCall) for a key every request sets: a new key in
+# a dict costs a probe to an empty slot and a new entry, a key already there only its value
+# (about 80 instructions less each, measured). build_environ() replaces or removes every one:
+# an application never sees it.
+cdef object WSGI_UNSET = object()
+cdef tuple WSGI_SET_KEYS = ("PATH_INFO", "REQUEST_METHOD", "QUERY_STRING", "SERVER_PROTOCOL",
+                            "REMOTE_ADDR", "REMOTE_PORT", "wsgi.input", "HTTP_HOST")
 
 cdef dict _WSGI_HOSTS = {}       # Host value -> (SERVER_NAME, SERVER_PORT or "" for the default)
 cdef dict _WSGI_STATUSES = {}    # "200 OK" -> (200, None: the standard phrase, or the reason)
@@ -28,10 +54,18 @@ cdef dict _WSGI_PORTS = {}       # a client's port -> REMOTE_PORT, its decimal t
 
 # RFC 9110 7.6.1 hop-by-hop fields, which PEP 3333 forbids applications to send, plus what the
 # core writes itself (Content-Length from the body it sends, one Date, one Server).
-cdef frozenset WSGI_DROPPED = frozenset((
+cdef tuple WSGI_DROPPED_NAMES = (
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "content-length", "date", "server",
-))
+)
+cdef frozenset WSGI_DROPPED = frozenset(WSGI_DROPPED_NAMES)
+
+# What respond() does with an application's header field, by its name
+cdef enum:
+    WSGI_KEEP = 0          # sent as given
+    WSGI_CONTENT_TYPE = 1  # becomes the Response's content_type
+    WSGI_CONTENT_LENGTH = 2
+    WSGI_DROP = 3          # one of WSGI_DROPPED (content-length aside)
 
 
 cdef inline bint wsgi_name_is(const char *p, Py_ssize_t n, const char *lower, Py_ssize_t ln) noexcept:
@@ -45,6 +79,96 @@ cdef inline bint wsgi_name_is(const char *p, Py_ssize_t n, const char *lower, Py
     return True
 
 
+cdef inline bint wsgi_latin1_is(const unsigned char *p, Py_ssize_t n, const char *lower,
+                                Py_ssize_t ln) noexcept:
+    """p[:n], any latin-1 text, is lower (ASCII, lower case) as str.lower() would compare it:
+    letters in either case, every other character exactly. No latin-1 character but an ASCII
+    capital lower-cases to ASCII, so this is exact."""
+    cdef Py_ssize_t i
+    cdef unsigned char c, l
+    if n != ln:
+        return False
+    for i in range(n):
+        c = p[i]
+        l = <unsigned char>lower[i]
+        if c != l and not (97 <= l <= 122 and c == l - 32):
+            return False
+    return True
+
+
+cdef int wsgi_header_role(object name) except -1:
+    """WSGI_* for an application's header name (a str after start_response's check, unless
+    the application changed the list since: then str.lower() raises as it always did)."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t n
+    cdef str dropped
+    if type(name) is not str or PyUnicode_KIND(name) != PyUnicode_1BYTE_KIND:
+        lower = name.lower()
+        if lower == "content-type":
+            return WSGI_CONTENT_TYPE
+        if lower == "content-length":
+            return WSGI_CONTENT_LENGTH
+        return WSGI_DROP if lower in WSGI_DROPPED else WSGI_KEEP
+    p = PyUnicode_1BYTE_DATA(name)
+    n = PyUnicode_GET_LENGTH(name)
+    # The spelling applications use is compared whole first: the loop is for other cases.
+    if n == 12:
+        if memcmp(p, b"Content-Type", 12) == 0 or wsgi_latin1_is(p, n, b"content-type", 12):
+            return WSGI_CONTENT_TYPE
+        return WSGI_KEEP
+    if n == 14:
+        if memcmp(p, b"Content-Length", 14) == 0 or wsgi_latin1_is(p, n, b"content-length", 14):
+            return WSGI_CONTENT_LENGTH
+        return WSGI_KEEP
+    if n > 19:
+        return WSGI_KEEP  # longer than any dropped name
+    for dropped in WSGI_DROPPED_NAMES:
+        # SAFETY: the names are ASCII str constants of this module, stored one byte each.
+        if wsgi_latin1_is(p, n, <const char *>PyUnicode_1BYTE_DATA(dropped),
+                          PyUnicode_GET_LENGTH(dropped)):
+            return WSGI_DROP
+    return WSGI_KEEP
+
+
+cdef Py_ssize_t wsgi_content_length(object value) except -2:
+    """A Content-Length value as respond() takes it: ASCII digits (str.isdigit() also takes
+    other scripts' digits), at most 18 of them, between spaces and tabs; else -1."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t i = 0, n, length = 0
+    if type(value) is not str or PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND:
+        text = value.strip(" \t")
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
+        return -1
+    p = PyUnicode_1BYTE_DATA(value)
+    n = PyUnicode_GET_LENGTH(value)
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    while n > i and (p[n - 1] == 32 or p[n - 1] == 9):
+        n -= 1
+    if n == i or n - i > 18:
+        return -1
+    while i < n:
+        if not 48 <= p[i] <= 57:
+            return -1
+        length = length * 10 + (p[i] - 48)
+        i += 1
+    return length
+
+
+# Environ keys of the request header names most clients send, made once: a request's "Host"
+# or "User-Agent" then costs no new key (and no hash of one) in its environ.
+cdef tuple WSGI_KNOWN_NAMES = (
+    b"host", b"user-agent", b"accept", b"accept-encoding", b"accept-language", b"connection",
+    b"cookie", b"referer", b"origin", b"cache-control", b"pragma", b"authorization",
+    b"upgrade-insecure-requests", b"if-none-match", b"if-modified-since", b"x-forwarded-for",
+    b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip", b"x-request-id", b"dnt",
+    b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest", b"sec-fetch-user", b"priority",
+)
+cdef tuple WSGI_KNOWN_KEYS = tuple(
+    _intern("HTTP_" + name.decode().upper().replace("-", "_")) for name in WSGI_KNOWN_NAMES)
+
+
 cdef object header_key(const char *p, Py_ssize_t n):
     """The environ key of header name p[:n] ("HTTP_X_Y" for "x-y"), or None for one left
     out: a name with "_" ("X_User" and "X-User" would both be HTTP_X_USER, and a proxy that
@@ -52,6 +176,11 @@ cdef object header_key(const char *p, Py_ssize_t n):
     cdef char buf[5 + WSGI_KEY_MAX]
     cdef Py_ssize_t i
     cdef char ch
+    cdef bytes known
+    for i in range(len(WSGI_KNOWN_NAMES)):
+        known = <bytes>WSGI_KNOWN_NAMES[i]
+        if wsgi_name_is(p, n, PyBytes_AS_STRING(known), PyBytes_GET_SIZE(known)):
+            return WSGI_KNOWN_KEYS[i]
     if memchr(p, 95, n) != NULL:  # "_"
         return None
     if n > WSGI_KEY_MAX:
@@ -103,7 +232,7 @@ cdef object headers_into(dict env, bytes head):
             if wsgi_name_is(line, n, b"content-type", 12):
                 env["CONTENT_TYPE"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
             elif wsgi_name_is(line, n, b"content-length", 14):
-                if PyDict_GetItem(env, "CONTENT_LENGTH") == NULL:  # the body's own wins
+                if "CONTENT_LENGTH" not in env:  # the body's own wins
                     env["CONTENT_LENGTH"] = PyUnicode_DecodeLatin1(v, ve - v, NULL)
             elif wsgi_name_is(line, n, b"transfer-encoding", 17):
                 pass  # the body the app reads is no longer chunked
@@ -113,13 +242,16 @@ cdef object headers_into(dict env, bytes head):
                     value = PyUnicode_DecodeLatin1(v, ve - v, NULL)
                     if host is None and wsgi_name_is(line, n, b"host", 4):
                         host = value
-                    o = PyDict_GetItem(env, key)
-                    if o == NULL:
-                        PyDict_SetItem(env, key, value)
-                    else:
-                        # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
+                    # One dict operation for the usual first field of its name. SAFETY: o is
+                    # borrowed from env, which this thread made and alone holds.
+                    o = PyDict_SetDefault(env, key, value)
+                    if o != <PyObject *>value:
                         old = <object>o
-                        env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + value
+                        if old is WSGI_UNSET:
+                            env[key] = value  # the template's placeholder
+                        else:
+                            # RFC 9110 5.3: repeated fields join with commas (Cookie with "; ").
+                            env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + value
         line = eol + 2
     return host
 
@@ -141,11 +273,151 @@ cdef tuple server_name_port(str host):
     return <tuple>found
 
 
-def wsgi_environ(Request request, dict base, str script_name):
-    """The PEP 3333 environ of request: a copy of base (the keys that never change) and the
-    request's own (fastloop/wsgi.py WSGIHandler.environ documents them)."""
+@cython.final
+cdef class WsgiEmptyInput:
+    """wsgi.input for a request without a body (most of them): a binary stream at its end.
+    It holds no state, so one object serves every such request (a BytesIO per request cost
+    as much as a tenth of the adapter's work): it reads as an empty BytesIO does (PEP 3333's
+    read, readline, readlines and iteration, and io's reading side), and close() changes
+    nothing, as there is nothing to release. Registered as an io.BufferedIOBase."""
+
+    def read(self, size=-1):
+        return b""
+
+    def read1(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def readinto(self, buffer):
+        return 0
+
+    def readinto1(self, buffer):
+        return 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def seek(self, offset, whence=0):
+        if whence not in (0, 1, 2):
+            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+        if whence == 0 and offset < 0:
+            raise ValueError(f"negative seek value {offset}")
+        return max(0, offset) if whence == 0 else 0
+
+    def tell(self):
+        return 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def writable(self):
+        return False
+
+    def isatty(self):
+        return False
+
+    def getvalue(self):
+        return b""
+
+    def close(self):
+        pass
+
+    @property
+    def closed(self):
+        return False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+_BufferedIOBase.register(WsgiEmptyInput)
+cdef WsgiEmptyInput WSGI_EMPTY_INPUT = WsgiEmptyInput()
+
+
+@cython.final
+cdef class WsgiPeer:
+    """What a handler thread keeps of one connection for the environs of its requests, in
+    its cache of peer addresses (Request._peers, see peer_address in request.pyx): the
+    connection's REMOTE_ADDR and REMOTE_PORT, and the last host asked for with its
+    SERVER_NAME and SERVER_PORT. That cache is the thread's alone, so are these fields."""
+    cdef size_t inbox   # the connection's loop: tokens are only unique within one
+    cdef str addr
+    cdef str port
+    cdef str host
+    cdef tuple name_port
+
+
+cdef WsgiPeer remote_into(dict env, Request request):
+    """Sets REMOTE_ADDR and REMOTE_PORT from Request.client (a trusted proxy's, else the
+    socket's peer). Returns the connection's WsgiPeer, or None when the address is not the
+    socket's or there is no cache: a keep-alive connection's next request then costs one int
+    lookup (its token: peer_address's keys are tuples), not a tuple key and a str of its port."""
+    cdef fl_job *j = request._job
+    cdef dict peers = request._peers
+    cdef PyObject *o
+    cdef WsgiPeer peer
+    key = None
+    client = request.override_client
+    if client is None:
+        client = request._client
+        if client is None:
+            if j != NULL and peers is not None:
+                key = j.token
+                o = PyDict_GetItemWithError(peers, key)
+                if o != NULL and type(<object>o) is WsgiPeer:
+                    peer = <WsgiPeer>o
+                    if peer.inbox == <size_t>j.inbox:
+                        env["REMOTE_ADDR"] = peer.addr
+                        env["REMOTE_PORT"] = peer.port
+                        return peer
+            client = request._client = peer_address(request)
+    if type(client) is not tuple:
+        env["REMOTE_ADDR"] = ""  # a Unix socket's peer has none (as gunicorn and uvicorn say)
+        if PyDict_GetItemWithError(env, "REMOTE_PORT") == <PyObject *>WSGI_UNSET:
+            PyDict_DelItem(env, "REMOTE_PORT")  # the template's placeholder
+        return None
+    addr = (<tuple>client)[0]
+    port = (<tuple>client)[1]
+    text = _WSGI_PORTS.get(port)
+    if text is None:
+        text = str(port)
+        if len(_WSGI_PORTS) < 65536:  # (at most one per port)
+            _WSGI_PORTS[port] = text
+    env["REMOTE_ADDR"] = addr
+    env["REMOTE_PORT"] = text
+    if key is None:
+        return None
+    peer = WsgiPeer.__new__(WsgiPeer)
+    peer.inbox = <size_t>j.inbox
+    peer.addr = addr
+    peer.port = text
+    if len(peers) >= FL_PEERS_MAX:
+        peers.clear()  # (single dict operations: the cache is this thread's alone)
+    peers[key] = peer
+    return peer
+
+
+cdef dict build_environ(Request request, dict base, str script_name):
+    """wsgi_environ(), read from the Request's fields directly (this is its module). base may
+    hold WSGI_UNSET for keys of WSGI_SET_KEYS (WsgiCall's template): none is left in the
+    environ returned."""
     cdef dict env = PyDict_Copy(base)
     cdef str path = request.path
+    cdef WsgiPeer peer
     if script_name:
         path = path[len(script_name):]
     root = request.override_root_path
@@ -158,24 +430,17 @@ def wsgi_environ(Request request, dict base, str script_name):
     env["REQUEST_METHOD"] = request.method
     env["QUERY_STRING"] = request.query
     env["SERVER_PROTOCOL"] = "HTTP/1.1" if request.minor else "HTTP/1.0"
-    client = request.client
-    if type(client) is tuple:  # a TCP peer
-        env["REMOTE_ADDR"] = (<tuple>client)[0]
-        port = (<tuple>client)[1]
-        text = _WSGI_PORTS.get(port)
-        if text is None:
-            text = str(port)
-            if len(_WSGI_PORTS) < 65536:  # (at most one per port)
-                _WSGI_PORTS[port] = text
-        env["REMOTE_PORT"] = text
-    else:  # a Unix socket peer has no address (as gunicorn and uvicorn give it)
-        env["REMOTE_ADDR"] = ""
-    body = request.body
-    env["wsgi.input"] = _BytesIO(body)
+    peer = remote_into(env, request)
+    body = request._body
+    if body is None:  # a streaming route's: Request.body reads the rest
+        body = request.body
     if body:
+        env["wsgi.input"] = _BytesIO(body)
         # The body is complete, chunked or not: tell its length to apps that rely on it.
         env["CONTENT_LENGTH"] = str(len(body))
-    host = headers_into(env, request._head)
+    else:
+        env["wsgi.input"] = WSGI_EMPTY_INPUT
+    host = header_host = headers_into(env, request._head)
     if request.override_scheme is not None:  # from a trusted proxy (fastloop.proxy)
         env["wsgi.url_scheme"] = request.override_scheme
     # A trusted proxy's host, else the authority of an absolute-form target, which wins over
@@ -185,12 +450,28 @@ def wsgi_environ(Request request, dict base, str script_name):
     elif request._authority is not None:
         host = request._authority
     if host is not None:
-        env["HTTP_HOST"] = host
+        if host is not header_host:  # (the parser takes one Host field at most: set already)
+            env["HTTP_HOST"] = host
+    elif PyDict_GetItemWithError(env, "HTTP_HOST") == <PyObject *>WSGI_UNSET:
+        PyDict_DelItem(env, "HTTP_HOST")  # the template's placeholder (HTTP/1.0, no Host)
     if host:
-        name, port = server_name_port(host)
+        if peer is not None and peer.host is not None and peer.host == host:
+            name_port = peer.name_port  # the connection asks for the same host again
+        else:
+            name_port = server_name_port(host)
+            if peer is not None:
+                peer.host = host
+                peer.name_port = name_port
+        name, port = name_port
         env["SERVER_NAME"] = name
         env["SERVER_PORT"] = port or ("443" if env["wsgi.url_scheme"] == "https" else "80")
     return env
+
+
+def wsgi_environ(Request request, dict base, str script_name):
+    """The PEP 3333 environ of request: a copy of base (the keys that never change) and the
+    request's own (fastloop/wsgi.py WSGIHandler.environ documents them)."""
+    return build_environ(request, base, script_name)
 
 
 cdef tuple wsgi_status(str status):
@@ -211,6 +492,18 @@ cdef tuple wsgi_status(str status):
     return <tuple>found
 
 
+cdef bint wsgi_status_ok(object status):
+    """status is a str like "200 OK": three digits (as str.isdigit() has them) and a space."""
+    cdef const unsigned char *p
+    if type(status) is not str or PyUnicode_GET_LENGTH(status) < 4:
+        return False
+    if PyUnicode_KIND(status) == PyUnicode_1BYTE_KIND:
+        p = PyUnicode_1BYTE_DATA(status)
+        if 48 <= p[0] <= 57 and 48 <= p[1] <= 57 and 48 <= p[2] <= 57 and p[3] == 32:
+            return True  # the usual case; any other takes the str methods' word
+    return status[:3].isdigit() and status[3] == " "
+
+
 def _wsgi_prepend(bytes first, rest):
     yield first
     yield from rest
@@ -218,19 +511,31 @@ def _wsgi_prepend(bytes first, rest):
 
 cdef class WsgiAnswer:
     """start_response and write() for one request: the status, headers and body gathered.
+    The object itself is the start_response callable the application gets (its method
+    start_response is the same), so that no bound method is made per request.
     sent: the first body bytes exist (a streaming server would have sent the head), PEP
     3333's condition for start_response to re-raise exc_info."""
 
     cdef public object status
-    cdef public list headers
-    cdef public list chunks
+    cdef public list headers     # None until start_response
     cdef public bint sent
+    cdef bytes first             # the body blocks: the first (most answers have one only)
+    cdef list rest               # ... and the others, if any
 
-    def __cinit__(self):
-        self.headers = []
-        self.chunks = []
+    @property
+    def chunks(self):
+        """The body blocks gathered so far, in order (a new list)."""
+        if self.first is None:
+            return []
+        return [self.first] + (self.rest or [])
+
+    def __call__(self, status, headers, exc_info=None):
+        return self.begin(status, headers, exc_info)
 
     def start_response(self, status, headers, exc_info=None):
+        return self.begin(status, headers, exc_info)
+
+    cdef object begin(self, status, headers, exc_info):
         if exc_info is not None:
             try:
                 if self.sent:
@@ -239,7 +544,7 @@ cdef class WsgiAnswer:
                 exc_info = None  # PEP 3333: avoid a frame <-> traceback cycle
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+        if not wsgi_status_ok(status):
             raise ValueError(f"a WSGI status is a str like '200 OK', not {status!r}")
         if type(headers) is not list:
             raise TypeError("WSGI response headers are a list of (name, value), "
@@ -262,7 +567,12 @@ cdef class WsgiAnswer:
             raise TypeError(f"WSGI body data is bytes, not {type(data).__name__}")
         if data:
             self.sent = True
-            self.chunks.append(data)
+            if self.first is None:
+                self.first = data
+            elif self.rest is None:
+                self.rest = [data]
+            else:
+                self.rest.append(data)
         return 0
 
     def whole(self, result):
@@ -274,14 +584,25 @@ cdef class WsgiAnswer:
             self.add(chunk)
         return self.respond(None)
 
+    cdef object whole_list(self, list result):
+        """whole() for a list, the usual answer."""
+        cdef Py_ssize_t i
+        for i in range(PyList_GET_SIZE(result)):
+            chunk = result[i]
+            if type(chunk) is not bytes:
+                raise TypeError(f"a WSGI iterable yields bytes, not {type(chunk).__name__}")
+            self.add(chunk)
+        return self.respond(None)
+
     def declared_length(self):
         """The Content-Length the application set, or -1 (ASCII digits only: str.isdigit()
         also takes other scripts' digits). The first valid one counts."""
+        cdef Py_ssize_t n
         for name, value in self.headers:
-            if name.lower() == "content-length":
-                text = value.strip(" \t")
-                if text.isascii() and text.isdigit() and len(text) <= 18:
-                    return int(text)
+            if wsgi_header_role(name) == WSGI_CONTENT_LENGTH:
+                n = wsgi_content_length(value)
+                if n >= 0:
+                    return n
         return -1
 
     def response(self, rest=None):
@@ -290,22 +611,32 @@ cdef class WsgiAnswer:
         return self.respond(rest)
 
     cdef object respond(self, rest):
-        cdef list headers = []
+        cdef list headers = None
         cdef Py_ssize_t declared = -1
+        cdef int role
+        cdef Response r
         if self.status is None:
             raise AssertionError("the WSGI application returned without calling start_response")
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        if self.rest is not None:
+            body = b"".join(self.chunks)
+        else:
+            body = b"" if self.first is None else self.first
         content_type = ""  # none unless the application sets one
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == "content-type":
+        for header in self.headers:
+            if type(header) is tuple and PyTuple_GET_SIZE(header) == 2:
+                name = (<tuple>header)[0]
+                value = (<tuple>header)[1]
+            else:  # changed by the application since start_response: as Python unpacks it
+                name, value = header
+            role = wsgi_header_role(name)
+            if role == WSGI_CONTENT_TYPE:
                 content_type = value
-            elif lower == "content-length":
+            elif role == WSGI_CONTENT_LENGTH:
                 if declared < 0:
-                    text = value.strip(" \t")
-                    if text.isascii() and text.isdigit() and len(text) <= 18:
-                        declared = int(text)
-            elif lower not in WSGI_DROPPED:
+                    declared = wsgi_content_length(value)
+            elif role == WSGI_KEEP:
+                if headers is None:
+                    headers = []
                 headers.append((name, value))
         length = None
         if rest is not None:
@@ -319,4 +650,92 @@ cdef class WsgiAnswer:
             # An empty body with a declared length is a HEAD answer (Flask, Django): keep it.
             length = declared if declared > 0 and not body else None
         code, reason = wsgi_status(self.status)
-        return Response(body, code, headers, content_type, reason, length)
+        # Response(body, code, headers, content_type, reason, length), without parsing the
+        # arguments of a Python call: the fields are this module's.
+        r = Response.__new__(Response)
+        r.body = body
+        r.status = code
+        r.headers = headers
+        r.content_type = content_type
+        r.reason = reason
+        r.content_length = length
+        return r
+
+
+cdef class WsgiCall:
+    """The handler the core calls for a request to a WSGI application (the base of
+    fastloop/wsgi.py's WSGIHandler, which sets these fields and documents them): the environ,
+    the call, and the Response of a list, the usual answer. Any other result goes to the
+    subclass's finish(answer, result), in Python.
+
+    base_environ: the keys every environ has, the same for each request. Read-only once set
+    (a mapping proxy): it is copied, with a placeholder for each key a request sets, into the
+    template each environ is copied from. Assign a new dict to change it."""
+
+    cdef public object app
+    cdef public str script_name
+    cdef dict base
+    cdef dict template
+
+    @property
+    def base_environ(self):
+        return _MappingProxy(self.base)
+
+    @base_environ.setter
+    def base_environ(self, base):
+        # Room for the keys of a browser's request too: PyDict_Copy keeps the table's size,
+        # and an environ that outgrows it is resized on each request.
+        cdef dict template = _PyDict_NewPresized(WSGI_ENVIRON_ROOM)
+        template.update(base)
+        for key in WSGI_SET_KEYS:
+            template.setdefault(key, WSGI_UNSET)
+        self.base = dict(base)
+        self.template = template
+
+    def environ(self, request):
+        """The PEP 3333 environ for a fastloop Request: base_environ's keys, and PATH_INFO
+        (percent-decoded, cut after the mount's SCRIPT_NAME and --root-path), REQUEST_METHOD,
+        QUERY_STRING, SERVER_PROTOCOL, REMOTE_ADDR/PORT ("" over a Unix socket), wsgi.input
+        over the complete body, CONTENT_TYPE, CONTENT_LENGTH (the body's), an HTTP_* key per
+        header field (repeats joined with ",", Cookie with "; "; names with "_" left out, as
+        nginx and gunicorn do, and Transfer-Encoding: the body is no longer chunked), the
+        scheme and host of a trusted proxy, and SERVER_NAME/PORT from the host asked for, as
+        gunicorn reads it."""
+        return build_environ(request, self.template, self.script_name)
+
+    def __call__(self, request):
+        cdef WsgiAnswer answer = WsgiAnswer.__new__(WsgiAnswer)
+        env = build_environ(request, self.template, self.script_name)
+        result = self.app(env, answer)
+        if type(result) is list:
+            return answer.whole_list(<list>result)  # (a list has no close())
+        return self.finish(answer, result)
+
+
+cdef class WsgiLookup:
+    """WSGIApp's lookup, as WSGIApp._lookup (fastloop/wsgi.py) decides: the App's routes when
+    one could take the path, else the application. Holds the App's own tables (changed in
+    place when routes are added), so routes stay live."""
+
+    cdef object lookup      # App._lookup bound to the WSGIApp
+    cdef object match       # the application's Match
+    cdef object not_found   # routes.NOT_FOUND
+    cdef dict tables
+    cdef dict patterns
+    cdef list mounts
+
+    def __init__(self, lookup, match, not_found, dict tables, dict patterns, list mounts):
+        self.lookup = lookup
+        self.match = match
+        self.not_found = not_found
+        self.tables = tables
+        self.patterns = patterns
+        self.mounts = mounts
+
+    def __call__(self, request):
+        path = (<Request>request).path if type(request) is Request else request.path
+        if self.patterns or self.mounts or (self.tables and path in self.tables):
+            match = self.lookup(request)
+            if match is not self.not_found:
+                return match
+        return self.match
