@@ -89,7 +89,7 @@ class WSGIHandler(WsgiCall):
     knows better (fastloop.run and `fastloop serve` pass threads > 1 and workers > 1).
     url_scheme: wsgi.url_scheme ("https" behind a TLS-terminating proxy that is trusted).
 
-    Calling it (core/wsgi_fast.pyx, WsgiCall, in C: once per request, the adapter's hot path)
+    Calling it (core/wsgi_call.pyx, WsgiCall, in C: once per request, the adapter's hot path)
     builds the environ (environ(request) says what it holds), calls the application with an
     _Answer as start_response, and answers a list the application returns at once; finish()
     below takes any other result.
@@ -161,7 +161,7 @@ class WSGIApp(App):
         self._match = found(self.wsgi, ANY_METHOD)
 
     def route_table(self) -> RouteTable:
-        """App's table, with _lookup's decisions made in C (core/wsgi_fast.pyx, WsgiLookup)
+        """App's table, with _lookup's decisions made in C (core/wsgi_call.pyx, WsgiLookup)
         unless a subclass decides them itself."""
         table = super().route_table()
         if type(self)._lookup is WSGIApp._lookup:
