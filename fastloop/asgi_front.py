@@ -99,24 +99,12 @@ class ObserveMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        seen = _Observation(scope, self.observers)
         status: Optional[int] = None
         trailers = False  # the answer then ends with its last trailers message
-        sent = 0
-        logged = False
-
-        def log_line(code: int) -> None:
-            nonlocal logged
-            if logged:
-                return
-            logged = True
-            request = _ScopeRequest(scope)
-            seconds = time.perf_counter() - start
-            for observer in self.observers:
-                observer(request, code, sent, seconds)
 
         async def logged_send(message: dict) -> None:
-            nonlocal status, sent, trailers
+            nonlocal status, trailers
             kind = message.get("type")
             if kind == "http.response.start":
                 status = message.get("status")
@@ -124,61 +112,72 @@ class ObserveMiddleware:
             await send(message)
             if kind == "http.response.body":
                 if scope["method"] != "HEAD":
-                    sent += len(message.get("body", b""))
+                    seen.sent += len(message.get("body", b""))
                 if not message.get("more_body", False) and not trailers:
-                    log_line(status or 500)
+                    seen.report(status or 500)
             elif kind == "http.response.pathsend":
-                log_line(status or 500)
+                seen.report(status or 500)
             elif kind == "http.response.trailers" and not message.get("more_trailers", False):
-                log_line(status or 500)
+                seen.report(status or 500)
 
         try:
             await self.app(scope, receive, logged_send)
         except BaseException:
-            log_line(500 if status is None else status)
+            seen.report(500 if status is None else status)
             raise
-        log_line(500 if status is None else status)
+        seen.report(500 if status is None else status)
 
     async def _websocket(self, scope: dict, receive: Callable, send: Callable) -> None:
         """A WebSocket is observed once, when its handshake is decided, as the request it
         was: 101 once accepted (the time to accept as its duration), 403 when refused, the
         application's own status for a websocket.http.response, 500 when it failed first."""
-        start = time.perf_counter()
+        seen = _Observation(scope, self.observers)
         status: Optional[int] = None
-        sent = 0
-        observed = False
-
-        def observe(code: int) -> None:
-            nonlocal observed
-            if observed:
-                return
-            observed = True
-            request = _ScopeRequest(scope)
-            seconds = time.perf_counter() - start
-            for observer in self.observers:
-                observer(request, code, sent, seconds)
 
         async def observed_send(message: dict) -> None:
-            nonlocal status, sent
+            nonlocal status
             kind = message.get("type")
             if status is None:
                 if kind == "websocket.accept":
                     status = 101
-                    observe(status)
+                    seen.report(status)
                 elif kind == "websocket.close":
                     status = 403
-                    observe(status)
+                    seen.report(status)
                 elif kind == "websocket.http.response.start":
                     status = message.get("status", 500)
             await send(message)
             if kind == "websocket.http.response.body":
-                sent += len(message.get("body", b""))
+                seen.sent += len(message.get("body", b""))
                 if not message.get("more_body", False):
-                    observe(status or 500)
+                    seen.report(status or 500)
 
         try:
             await self.app(scope, receive, observed_send)
         except BaseException:
-            observe(500 if status is None else status)
+            seen.report(500 if status is None else status)
             raise
-        observe(403 if status is None else status)  # returned unaccepted: the core refuses it
+        seen.report(403 if status is None else status)  # returned unaccepted: the core refuses it
+
+
+class _Observation:
+    """One request's report to the observers, made once (the first report wins): its body
+    bytes sent so far, and the time since the application was called."""
+
+    __slots__ = ("scope", "observers", "start", "sent", "done")
+
+    def __init__(self, scope: dict, observers: Sequence[Observer]) -> None:
+        self.scope = scope
+        self.observers = observers
+        self.start = time.perf_counter()
+        self.sent = 0
+        self.done = False
+
+    def report(self, code: int) -> None:
+        if self.done:
+            return
+        self.done = True
+        request = _ScopeRequest(self.scope)
+        seconds = time.perf_counter() - self.start
+        for observer in self.observers:
+            observer(request, code, self.sent, seconds)
