@@ -220,7 +220,7 @@ class AsgiRunner:
     async def _cancel_tasks(self, timeout: float) -> None:
         tasks = [t for t in self.bridge.running if not t.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait([_done_future(self.loop, t) for t in tasks], timeout=timeout)
         lifespan = self.lifespan.task
         if lifespan is not None and not lifespan.done():
             # After a failed startup (or a shutdown that timed out) the application may still
@@ -229,12 +229,20 @@ class AsgiRunner:
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=1.0)
+            await asyncio.wait([_done_future(self.loop, t) for t in tasks], timeout=1.0)
 
     def stats(self) -> dict:
         out = self.bridge.stats()
         out["handlers_busy"] = len(self.bridge.running)
         return out
+
+
+def _done_future(loop: asyncio.AbstractEventLoop, task: Any) -> "asyncio.Future[None]":
+    """A future of loop, done once task is: a call's light task (core/asgi_task.pyx) is not a
+    Future, which asyncio.wait requires before CPython 3.11."""
+    fut: "asyncio.Future[None]" = loop.create_future()
+    task.add_done_callback(lambda _: fut.done() or fut.set_result(None))
+    return fut
 
 
 class Lifespan:

@@ -24,13 +24,16 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 
 
+cdef extern from "pysend.h":  # PyIter_Send, or the same for CPython 3.9
+    ctypedef enum fl_send_result:
+        FL_SEND_RETURN
+        FL_SEND_ERROR
+        FL_SEND_NEXT
+    # (FL_SEND_ERROR is -1, with the exception set: Cython raises it)
+    fl_send_result fl_iter_send(object iter, object arg, PyObject **presult) except? FL_SEND_ERROR
+
+
 cdef extern from "Python.h":
-    ctypedef enum PySendResult:
-        PYGEN_RETURN
-        PYGEN_ERROR
-        PYGEN_NEXT
-    # (PYGEN_ERROR is -1, with the exception set: Cython raises it)
-    PySendResult PyIter_Send(object iter, object arg, PyObject **presult) except? PYGEN_ERROR
     object PyContext_CopyCurrent()
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
@@ -79,7 +82,7 @@ cdef class _CallTask:
         (entered by the caller), and acts on what it yields or how it ends; when it ends and
         the job has another request, calls the application for that one at once."""
         cdef PyObject *yielded = NULL
-        cdef PySendResult rc
+        cdef fl_send_result rc
         if self.state != T_PENDING:
             return
         if self.must_cancel:
@@ -106,14 +109,14 @@ cdef class _CallTask:
                     try:
                         # (PyIter_Send: a coroutine's return is no StopIteration to make and
                         # catch)
-                        rc = PyIter_Send(self.coro, None, &yielded)
+                        rc = fl_iter_send(self.coro, None, &yielded)
                     except BaseException as e:
                         if self.request_ended(e):
                             return
                         continue
                     result = <object>yielded
                     Py_XDECREF(yielded)  # (the cast took its own reference)
-                    if rc == PYGEN_RETURN:
+                    if rc == FL_SEND_RETURN:
                         if self.request_ended(None):
                             return
                         continue
