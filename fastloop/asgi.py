@@ -241,7 +241,11 @@ def _done_future(loop: asyncio.AbstractEventLoop, task: Any) -> "asyncio.Future[
     """A future of loop, done once task is: a call's light task (core/asgi_task.pyx) is not a
     Future, which asyncio.wait requires before CPython 3.11."""
     fut: "asyncio.Future[None]" = loop.create_future()
-    task.add_done_callback(lambda _: fut.done() or fut.set_result(None))
+
+    def done(_: Any) -> None:
+        if not fut.done():
+            fut.set_result(None)
+    task.add_done_callback(done)
     return fut
 
 
