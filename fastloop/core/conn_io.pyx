@@ -214,6 +214,17 @@ cdef inline ssize_t conn_recv(Worker self, fl_conn *c, size_t *space) noexcept n
             return -1  # EAGAIN: drained; anything else closed c
 
 
+cdef inline bint conn_read_budget_spent(Worker self, fl_conn *c, int64_t *budget, ssize_t n) noexcept nogil:
+    """Counts n bytes read from c against this turn's budget (FL_READ_BUDGET); once it is
+    spent, c is queued to read on next turn, so one busy client cannot hold the loop, and
+    the read loop stops (True)."""
+    budget[0] -= n
+    if budget[0] > 0:
+        return False
+    self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+    return True
+
+
 cdef int rbuf_ensure(Worker self, fl_conn *c, size_t need) noexcept nogil:
     """Makes room for need more bytes after c.rb.end. Returns 0, or -1 when out of memory."""
     # SAFETY: compacting moves the live bytes: the parsed spans of earlier requests are no

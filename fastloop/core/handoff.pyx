@@ -317,13 +317,12 @@ cdef size_t fl_job_send(fl_job *j, const char *p, size_t n) noexcept nogil:
     if not j.direct:
         return 0
     pthread_mutex_lock(&j.lock)
-    if j.direct:
-        if j.fd >= 0 and not j.gone:
-            sent = send(j.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT)
-            if sent < 0:
-                sent = 0
-        if <size_t>sent < n:
-            j.direct = 0
+    if j.fd >= 0 and not j.gone:
+        sent = send(j.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if sent < 0:
+            sent = 0
+    if <size_t>sent < n:
+        j.direct = 0
     pthread_mutex_unlock(&j.lock)
     return <size_t>sent
 

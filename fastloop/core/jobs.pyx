@@ -204,9 +204,7 @@ cdef void conn_read_body(Worker self, fl_conn *c) noexcept nogil:
             if conn_deliver_body(self, c):
                 c.flags |= CONN_F_READ_MORE  # the rest waits for the handler or its answer
                 return
-            budget -= n
-            if budget <= 0:
-                self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+            if conn_read_budget_spent(self, c, &budget, n):
                 return
         elif n == 0:
             fl_job_give_body(c.job, NULL, 0, -1)  # the body can never be complete

@@ -329,9 +329,7 @@ cdef class Worker(Loop):
                 # FIN may already be queued behind the data, and only reading finds it.
                 if <size_t>n < space and not (mask & FL_HUP):
                     return
-                budget -= n
-                if budget <= 0:
-                    self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+                if conn_read_budget_spent(self, c, &budget, n):
                     return
             elif n == 0:
                 # The client sent all it will. Pending answers still go out (half-close), then

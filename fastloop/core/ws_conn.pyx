@@ -339,9 +339,7 @@ cdef void conn_ws_read(Worker self, fl_conn *c, int mask) noexcept nogil:
                 if c.fd >= 0:
                     c.flags |= CONN_F_READ_MORE
                 return
-            budget -= n
-            if budget <= 0:
-                self.queue(&self.resume, &self.nresume, &self.cap_resume, c)
+            if conn_read_budget_spent(self, c, &budget, n):
                 return
         elif n == 0:
             # Gone without a close frame: the application hears 1006 (RFC 6455 7.1.5).
